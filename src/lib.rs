@@ -1,0 +1,8 @@
+//! sockwave: a WebSocket server with a mio event loop per core, worker threads
+//! for the handlers, and a C API callable from any thread.
+//!
+//! The crate has layers that only depend downwards:
+//! - [`protocol`]: the sans-IO RFC 6455 core (handshake, frames, messages, close).
+#![warn(missing_debug_implementations)]
+
+pub mod protocol;

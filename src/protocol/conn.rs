@@ -1,0 +1,914 @@
+//! The per-connection state machine: `Handshaking → Open → Closing → Closed`.
+//!
+//! The caller feeds it bytes and the current time and gets events back; the
+//! bytes the protocol wants to send (handshake responses, pongs, close frames)
+//! go into a caller-supplied [`Sink`]. Nothing here touches a socket or a clock.
+//!
+//! Reading works in place: [`Connection::read`] unmasks payloads inside the
+//! caller's buffer and hands a complete, unfragmented message back as a slice of
+//! it. Only an unfinished message is copied, into a buffer that exists while
+//! the message does. Incomplete headers and control frames consume nothing, so
+//! the caller keeps at most a few bytes of tail between reads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::close::{self, code, CloseFrame};
+use super::error::ProtocolError;
+use super::frame::{DecodeRules, EncodedHeader, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
+use super::handshake::{self, AcceptOptions, HandshakeError, HandshakeLimits, Request};
+use super::mask::apply_mask;
+use super::utf8::{self, Utf8Validator};
+
+/// Which end of the connection we are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Expects masked frames and a handshake request; sends unmasked frames.
+    Server,
+    /// Expects unmasked frames; sends masked frames. Used by tests and the load generator.
+    Client,
+}
+
+/// Limits and timeouts the state machine enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolConfig {
+    /// Largest payload of one frame (1009 beyond it).
+    pub max_frame_size: u64,
+    /// Largest message, all its frames together (1009 beyond it).
+    pub max_message_size: u64,
+    pub handshake: HandshakeLimits,
+    /// A request head must be complete within this time, else the connection is dropped.
+    pub handshake_timeout: Option<Duration>,
+    /// Close (1001) when nothing at all arrives from the peer for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Send a ping when the peer has been silent this long.
+    pub ping_interval: Option<Duration>,
+    /// Give up on the peer when a ping gets no answer (nor any other traffic) this long.
+    pub pong_timeout: Duration,
+    /// After our close frame, wait this long for the peer's.
+    pub close_timeout: Duration,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        ProtocolConfig {
+            max_frame_size: 16 << 20,
+            max_message_size: 16 << 20,
+            handshake: HandshakeLimits::default(),
+            handshake_timeout: Some(Duration::from_secs(10)),
+            idle_timeout: Some(Duration::from_secs(120)),
+            ping_interval: Some(Duration::from_secs(30)),
+            pong_timeout: Duration::from_secs(20),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where outgoing bytes go. The runtime's implementation queues them for the
+/// socket; `Vec<u8>` is the in-memory one for tests.
+pub trait Sink {
+    /// Appends raw bytes (a handshake response) to the outgoing stream.
+    fn write(&mut self, bytes: &[u8]);
+
+    /// Appends one frame: `head`, then `payload` XORed with `mask` if given.
+    fn frame(&mut self, head: &[u8], payload: &[u8], mask: Option<[u8; 4]>) {
+        self.write(head);
+        match mask {
+            None => self.write(payload),
+            Some(key) => {
+                let mut chunk = [0u8; 512];
+                let mut phase = 0;
+                for piece in payload.chunks(chunk.len()) {
+                    let c = &mut chunk[..piece.len()];
+                    c.copy_from_slice(piece);
+                    phase = apply_mask(c, key, phase);
+                    self.write(c);
+                }
+            }
+        }
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    fn frame(&mut self, head: &[u8], payload: &[u8], mask: Option<[u8; 4]>) {
+        self.extend_from_slice(head);
+        let at = self.len();
+        self.extend_from_slice(payload);
+        if let Some(key) = mask {
+            apply_mask(&mut self[at..], key, 0);
+        }
+    }
+}
+
+/// Text or binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Text,
+    Binary,
+}
+
+impl MessageKind {
+    pub fn opcode(self) -> OpCode {
+        match self {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        }
+    }
+}
+
+/// A message's bytes: borrowed from the read buffer when it arrived whole,
+/// owned when it had to be assembled.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Payload<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Payload<'_> {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Borrowed(b) => b,
+            Payload::Owned(v) => v,
+        }
+    }
+
+    /// The bytes as a vector, copying only when borrowed.
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            Payload::Borrowed(b) => b.to_vec(),
+            Payload::Owned(v) => v,
+        }
+    }
+}
+
+/// What happened while reading.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// (Server) a complete request head. Answer with [`Connection::accept`] or
+    /// [`Connection::respond`]; until then the connection reads nothing more.
+    Request(Request),
+    /// (Server) the request could not be parsed; the error response is in the sink
+    /// and the connection is closed.
+    HandshakeFailed(HandshakeError),
+    /// A complete text or binary message. Text is valid UTF-8.
+    Message(MessageKind, Payload<'a>),
+    /// A ping; the pong with the same payload is already in the sink.
+    Ping(&'a [u8]),
+    Pong(&'a [u8]),
+    /// The peer's close frame. If it started the closing handshake, our answer is
+    /// in the sink. Either way the connection is now closed.
+    Close(CloseFrame<'a>),
+    /// The peer broke the protocol; our close frame with the matching code is in
+    /// the sink and the connection is closed.
+    Failed(ProtocolError),
+}
+
+/// The result of one [`Connection::read`] step.
+#[derive(Debug)]
+pub struct Read<'a> {
+    /// Bytes of the input used up; the caller passes the rest again next time.
+    pub consumed: usize,
+    pub event: Option<Event<'a>>,
+}
+
+impl Read<'_> {
+    /// Nothing consumed and nothing happened: more input is needed.
+    pub fn needs_input(&self) -> bool {
+        self.consumed == 0 && self.event.is_none()
+    }
+}
+
+/// A timer that fired in [`Connection::handle_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// The request head did not arrive in time; the connection is closed, nothing sent.
+    Handshake,
+    /// Nothing arrived for the idle timeout; a close (1001) is in the sink.
+    Idle,
+    /// A ping went unanswered; a close (1001) is in the sink and the connection is closed.
+    Pong,
+    /// The peer did not answer our close frame in time; the connection is closed.
+    Close,
+}
+
+/// Why a send was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection is not open (still handshaking, closing or closed).
+    NotOpen,
+    /// A control frame payload over 125 bytes.
+    ControlTooLong,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::NotOpen => "connection is not open",
+            SendError::ControlTooLong => "control payload over 125 bytes",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// The coarse state, for callers that only need to know where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Reading or deciding on the request head.
+    Handshaking,
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    Closing,
+    /// Nothing more will be read or written; the transport can be closed once the sink is flushed.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingRequest,
+    Deciding,
+    Open,
+    CloseSent,
+    Closed,
+}
+
+/// A data frame whose payload is still arriving.
+#[derive(Debug, Clone, Copy)]
+struct PartialFrame {
+    remaining: u64,
+    mask: [u8; 4],
+    mask_phase: u8,
+    fin: bool,
+}
+
+/// One WebSocket connection's protocol state.
+#[derive(Debug)]
+pub struct Connection {
+    config: Arc<ProtocolConfig>,
+    role: Role,
+    phase: Phase,
+    /// The payload of a data frame in progress.
+    frame: Option<PartialFrame>,
+    /// The kind of the message in progress (fragmented, or one frame still arriving).
+    message: Option<MessageKind>,
+    /// Bytes of the message in progress; empty (and unallocated) between messages.
+    assembled: Vec<u8>,
+    utf8: Utf8Validator,
+    /// When the current phase began (handshake start, close sent).
+    phase_since: Instant,
+    /// When the peer last sent anything.
+    last_activity: Instant,
+    /// When our unanswered keep-alive ping left.
+    ping_sent: Option<Instant>,
+    /// xorshift state for client mask keys (unused by servers).
+    mask_rng: u64,
+}
+
+/// Reserve at most this much ahead for a message the header announces: the
+/// peer has not sent the bytes yet, so don't let it make us allocate them.
+const MAX_RESERVE_AHEAD: u64 = 64 * 1024;
+
+impl Connection {
+    /// A server connection waiting for the request head.
+    pub fn server(config: Arc<ProtocolConfig>, now: Instant) -> Self {
+        Self::with_phase(config, Role::Server, Phase::AwaitingRequest, now, 0)
+    }
+
+    /// A client connection whose handshake is already done (see
+    /// [`super::client`]). `mask_seed` seeds the mask keys; any non-zero value.
+    pub fn client(config: Arc<ProtocolConfig>, now: Instant, mask_seed: u64) -> Self {
+        Self::with_phase(config, Role::Client, Phase::Open, now, mask_seed | 1)
+    }
+
+    fn with_phase(
+        config: Arc<ProtocolConfig>,
+        role: Role,
+        phase: Phase,
+        now: Instant,
+        seed: u64,
+    ) -> Self {
+        Connection {
+            config,
+            role,
+            phase,
+            frame: None,
+            message: None,
+            assembled: Vec::new(),
+            utf8: Utf8Validator::new(),
+            phase_since: now,
+            last_activity: now,
+            ping_sent: None,
+            mask_rng: seed,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn config(&self) -> &Arc<ProtocolConfig> {
+        &self.config
+    }
+
+    pub fn state(&self) -> State {
+        match self.phase {
+            Phase::AwaitingRequest | Phase::Deciding => State::Handshaking,
+            Phase::Open => State::Open,
+            Phase::CloseSent => State::Closing,
+            Phase::Closed => State::Closed,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Bytes of an unfinished incoming message held by this connection.
+    pub fn buffered_incoming(&self) -> usize {
+        self.assembled.len()
+    }
+
+    fn next_mask(&mut self) -> Option<[u8; 4]> {
+        match self.role {
+            Role::Server => None,
+            Role::Client => {
+                let mut x = self.mask_rng;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                self.mask_rng = x;
+                Some((x as u32).to_ne_bytes())
+            }
+        }
+    }
+
+    fn decode_rules(&self) -> DecodeRules {
+        DecodeRules {
+            expect_masked: self.role == Role::Server,
+            allow_rsv1: false,
+        }
+    }
+
+    fn enter(&mut self, phase: Phase, now: Instant) {
+        self.phase = phase;
+        self.phase_since = now;
+        if phase == Phase::Closed {
+            self.frame = None;
+            self.message = None;
+            self.assembled = Vec::new();
+        }
+    }
+
+    /// Consumes bytes from the front of `input` and reports at most one event.
+    /// Call it again with the unconsumed rest until [`Read::needs_input`].
+    pub fn read<'a, S: Sink + ?Sized>(
+        &'a mut self,
+        input: &'a mut [u8],
+        now: Instant,
+        sink: &mut S,
+    ) -> Read<'a> {
+        if !input.is_empty() {
+            self.last_activity = now;
+            self.ping_sent = None;
+        }
+        match self.phase {
+            Phase::AwaitingRequest => self.read_request(input, now, sink),
+            Phase::Deciding => Read {
+                consumed: 0,
+                event: None,
+            },
+            Phase::Open | Phase::CloseSent => self.read_frames(input, now, sink),
+            Phase::Closed => Read {
+                consumed: input.len(),
+                event: None,
+            },
+        }
+    }
+
+    fn read_request<'a, S: Sink + ?Sized>(
+        &mut self,
+        input: &'a [u8],
+        now: Instant,
+        sink: &mut S,
+    ) -> Read<'a> {
+        match Request::parse(input, &self.config.handshake) {
+            Ok(None) => Read {
+                consumed: 0,
+                event: None,
+            },
+            Ok(Some((request, n))) => {
+                self.phase = Phase::Deciding;
+                Read {
+                    consumed: n,
+                    event: Some(Event::Request(request)),
+                }
+            }
+            Err(e) => {
+                self.write_handshake_error(e, sink);
+                self.enter(Phase::Closed, now);
+                Read {
+                    consumed: input.len(),
+                    event: Some(Event::HandshakeFailed(e)),
+                }
+            }
+        }
+    }
+
+    fn write_handshake_error<S: Sink + ?Sized>(&self, e: HandshakeError, sink: &mut S) {
+        let mut buf = [0u8; 512];
+        let n = e
+            .write_response(&mut buf)
+            .expect("error responses fit in 512 bytes");
+        sink.write(&buf[..n]);
+    }
+
+    /// Accepts the request delivered by [`Event::Request`]: validates it as an
+    /// upgrade and writes the 101 response, or, when it is not a valid upgrade,
+    /// writes the matching error response, closes, and returns the error.
+    pub fn accept<S: Sink + ?Sized>(
+        &mut self,
+        request: &Request,
+        opts: &AcceptOptions<'_>,
+        now: Instant,
+        sink: &mut S,
+    ) -> Result<(), HandshakeError> {
+        if self.phase != Phase::Deciding {
+            return Err(HandshakeError::Malformed);
+        }
+        let key = match request.validate_upgrade() {
+            Ok(key) => key,
+            Err(e) => {
+                self.write_handshake_error(e, sink);
+                self.enter(Phase::Closed, now);
+                return Err(e);
+            }
+        };
+        let mut stack = [0u8; 1024];
+        match handshake::write_accept(key, opts, &mut stack) {
+            Ok(n) => sink.write(&stack[..n]),
+            Err(_) => {
+                // Larger than the stack buffer (many extra headers), or a header with
+                // CR/LF in it; try once with room to spare before calling it invalid.
+                let mut heap = vec![0u8; 64 * 1024];
+                match handshake::write_accept(key, opts, &mut heap) {
+                    Ok(n) => sink.write(&heap[..n]),
+                    Err(_) => {
+                        self.respond(500, &[], b"invalid response header", now, sink);
+                        return Err(HandshakeError::Malformed);
+                    }
+                }
+            }
+        }
+        self.enter(Phase::Open, now);
+        self.last_activity = now;
+        Ok(())
+    }
+
+    /// Answers the request with a plain HTTP response (a rejection, or a page
+    /// for a request that was not an upgrade) and closes.
+    pub fn respond<S: Sink + ?Sized>(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        now: Instant,
+        sink: &mut S,
+    ) {
+        if matches!(self.phase, Phase::AwaitingRequest | Phase::Deciding) {
+            sink.write(&handshake::response_vec(status, headers, body));
+        }
+        self.enter(Phase::Closed, now);
+    }
+
+    fn read_frames<'a, S: Sink + ?Sized>(
+        &mut self,
+        input: &'a mut [u8],
+        now: Instant,
+        sink: &mut S,
+    ) -> Read<'a> {
+        if let Some(partial) = self.frame {
+            return self.read_payload(partial, input, 0, now, sink);
+        }
+        let (header, head_len) = match FrameHeader::decode(input, self.decode_rules()) {
+            Ok(None) => {
+                return Read {
+                    consumed: 0,
+                    event: None,
+                }
+            }
+            Ok(Some(h)) => h,
+            Err(e) => return self.fail(e, input.len(), now, sink),
+        };
+        let closing = self.phase == Phase::CloseSent;
+        if header.opcode.is_control() {
+            let total = head_len + header.payload_len as usize;
+            if input.len() < total {
+                // At most 139 bytes: let the caller keep them and come back.
+                return Read {
+                    consumed: 0,
+                    event: None,
+                };
+            }
+            let (_, rest) = input.split_at_mut(head_len);
+            let payload = &mut rest[..header.payload_len as usize];
+            if let Some(key) = header.mask {
+                apply_mask(payload, key, 0);
+            }
+            let event = self.on_control(header.opcode, payload, now, sink);
+            return Read {
+                consumed: total,
+                event,
+            };
+        }
+
+        // A data frame: check it against the message in progress and the limits
+        // before a single payload byte is accepted.
+        let kind = match (header.opcode, self.message) {
+            (OpCode::Continuation, Some(kind)) => kind,
+            (OpCode::Continuation, None) if !closing => {
+                return self.fail(
+                    ProtocolError::UnexpectedContinuation,
+                    input.len(),
+                    now,
+                    sink,
+                )
+            }
+            (OpCode::Text | OpCode::Binary, Some(_)) if !closing => {
+                return self.fail(ProtocolError::ExpectedContinuation, input.len(), now, sink)
+            }
+            (OpCode::Text, _) => MessageKind::Text,
+            _ => MessageKind::Binary,
+        };
+        if !closing {
+            if header.payload_len > self.config.max_frame_size {
+                return self.fail(ProtocolError::FrameTooBig, input.len(), now, sink);
+            }
+            if self.assembled.len() as u64 + header.payload_len > self.config.max_message_size {
+                return self.fail(ProtocolError::MessageTooBig, input.len(), now, sink);
+            }
+        }
+        let len = header.payload_len;
+        let input_len = input.len();
+        let whole_frame_here = (input_len - head_len) as u64 >= len;
+        if !closing && header.fin && self.message.is_none() && whole_frame_here {
+            // The fast path: a whole message in the buffer, unmasked and checked in place.
+            let payload = &mut input[head_len..head_len + len as usize];
+            if let Some(key) = header.mask {
+                apply_mask(payload, key, 0);
+            }
+            if kind == MessageKind::Text && utf8::validate(payload).is_err() {
+                return self.fail(ProtocolError::InvalidUtf8, input_len, now, sink);
+            }
+            return Read {
+                consumed: head_len + len as usize,
+                event: Some(Event::Message(kind, Payload::Borrowed(payload))),
+            };
+        }
+        if !closing {
+            if self.message.is_none() {
+                self.message = Some(kind);
+                self.utf8.reset();
+            }
+            self.assembled.reserve(len.min(MAX_RESERVE_AHEAD) as usize);
+        }
+        let partial = PartialFrame {
+            remaining: len,
+            mask: header.mask.unwrap_or([0; 4]),
+            mask_phase: 0,
+            fin: header.fin,
+        };
+        self.frame = Some(partial);
+        self.read_payload(partial, input, head_len, now, sink)
+    }
+
+    /// Takes what is available of a data frame's payload, starting at `input[at..]`.
+    fn read_payload<'a, S: Sink + ?Sized>(
+        &mut self,
+        partial: PartialFrame,
+        input: &'a mut [u8],
+        at: usize,
+        now: Instant,
+        sink: &mut S,
+    ) -> Read<'a> {
+        let available = (input.len() - at) as u64;
+        let take = partial.remaining.min(available) as usize;
+        let input_len = input.len();
+        let chunk = &mut input[at..at + take];
+        let remaining = partial.remaining - take as u64;
+        let frame_done = remaining == 0;
+        let consumed = at + take;
+        self.frame = (!frame_done).then_some(PartialFrame {
+            remaining,
+            ..partial
+        });
+        if self.phase == Phase::CloseSent {
+            // After our close, data is ignored: skip it without looking.
+            return Read {
+                consumed,
+                event: None,
+            };
+        }
+        if self.role == Role::Server {
+            let phase = apply_mask(chunk, partial.mask, partial.mask_phase as usize) as u8;
+            if let Some(f) = self.frame.as_mut() {
+                f.mask_phase = phase;
+            }
+        }
+        let kind = self
+            .message
+            .expect("a data frame in progress belongs to a message");
+        let message_done = frame_done && partial.fin;
+        if kind == MessageKind::Text && self.utf8.feed(chunk, message_done).is_err() {
+            return self.fail(ProtocolError::InvalidUtf8, input_len, now, sink);
+        }
+        self.assembled.extend_from_slice(chunk);
+        if !message_done {
+            return Read {
+                consumed,
+                event: None,
+            };
+        }
+        self.message = None;
+        let data = std::mem::take(&mut self.assembled);
+        Read {
+            consumed,
+            event: Some(Event::Message(kind, Payload::Owned(data))),
+        }
+    }
+
+    fn on_control<'a, S: Sink + ?Sized>(
+        &mut self,
+        opcode: OpCode,
+        payload: &'a [u8],
+        now: Instant,
+        sink: &mut S,
+    ) -> Option<Event<'a>> {
+        match opcode {
+            OpCode::Ping => {
+                if self.phase == Phase::Open {
+                    self.write_control(OpCode::Pong, payload, sink);
+                }
+                Some(Event::Ping(payload))
+            }
+            OpCode::Pong => Some(Event::Pong(payload)),
+            _ => {
+                let frame = match close::parse_close_payload(payload) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let err = if e.close_code() == code::INVALID_PAYLOAD {
+                            ProtocolError::InvalidCloseReason
+                        } else {
+                            ProtocolError::InvalidClosePayload
+                        };
+                        return self.fail(err, 0, now, sink).event;
+                    }
+                };
+                if self.phase == Phase::Open {
+                    // Echo the code (RFC 6455 section 5.5.1); an empty close gets an empty answer.
+                    self.write_close(frame.code, "", sink);
+                }
+                self.enter(Phase::Closed, now);
+                Some(Event::Close(frame))
+            }
+        }
+    }
+
+    fn write_close<S: Sink + ?Sized>(&mut self, code: u16, reason: &str, sink: &mut S) {
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        let n = close::write_close_payload(code, reason, &mut payload);
+        self.write_control(OpCode::Close, &payload[..n], sink);
+    }
+
+    fn write_control<S: Sink + ?Sized>(&mut self, opcode: OpCode, payload: &[u8], sink: &mut S) {
+        let mask = self.next_mask();
+        let head = EncodedHeader::new(opcode, true, false, payload.len() as u64, mask);
+        sink.frame(head.as_bytes(), payload, mask);
+    }
+
+    fn fail<'a, S: Sink + ?Sized>(
+        &mut self,
+        err: ProtocolError,
+        consumed: usize,
+        now: Instant,
+        sink: &mut S,
+    ) -> Read<'a> {
+        if self.phase == Phase::Open {
+            self.write_close(err.close_code(), err.reason(), sink);
+        }
+        self.enter(Phase::Closed, now);
+        Read {
+            consumed,
+            event: Some(Event::Failed(err)),
+        }
+    }
+
+    /// The frame header for sending a message of `len` bytes, for callers that
+    /// write header and payload themselves (one vectored write, shared payloads).
+    /// Only servers can do this: a client must mask, see [`Connection::send`].
+    pub fn message_header(
+        &self,
+        kind: MessageKind,
+        len: usize,
+    ) -> Result<EncodedHeader, SendError> {
+        if self.phase != Phase::Open {
+            return Err(SendError::NotOpen);
+        }
+        debug_assert_eq!(self.role, Role::Server);
+        Ok(EncodedHeader::new(
+            kind.opcode(),
+            true,
+            false,
+            len as u64,
+            None,
+        ))
+    }
+
+    /// Sends a whole message as one frame.
+    pub fn send<S: Sink + ?Sized>(
+        &mut self,
+        kind: MessageKind,
+        payload: &[u8],
+        sink: &mut S,
+    ) -> Result<(), SendError> {
+        if self.phase != Phase::Open {
+            return Err(SendError::NotOpen);
+        }
+        let mask = self.next_mask();
+        let head = EncodedHeader::new(kind.opcode(), true, false, payload.len() as u64, mask);
+        sink.frame(head.as_bytes(), payload, mask);
+        Ok(())
+    }
+
+    /// Sends one fragment of a message: `first` picks the opcode, `fin` ends it.
+    pub fn send_fragment<S: Sink + ?Sized>(
+        &mut self,
+        kind: MessageKind,
+        first: bool,
+        fin: bool,
+        payload: &[u8],
+        sink: &mut S,
+    ) -> Result<(), SendError> {
+        if self.phase != Phase::Open {
+            return Err(SendError::NotOpen);
+        }
+        let opcode = if first {
+            kind.opcode()
+        } else {
+            OpCode::Continuation
+        };
+        let mask = self.next_mask();
+        let head = EncodedHeader::new(opcode, fin, false, payload.len() as u64, mask);
+        sink.frame(head.as_bytes(), payload, mask);
+        Ok(())
+    }
+
+    pub fn ping<S: Sink + ?Sized>(
+        &mut self,
+        payload: &[u8],
+        sink: &mut S,
+    ) -> Result<(), SendError> {
+        self.control(OpCode::Ping, payload, sink)
+    }
+
+    pub fn pong<S: Sink + ?Sized>(
+        &mut self,
+        payload: &[u8],
+        sink: &mut S,
+    ) -> Result<(), SendError> {
+        self.control(OpCode::Pong, payload, sink)
+    }
+
+    fn control<S: Sink + ?Sized>(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        sink: &mut S,
+    ) -> Result<(), SendError> {
+        if self.phase != Phase::Open {
+            return Err(SendError::NotOpen);
+        }
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlTooLong);
+        }
+        self.write_control(opcode, payload, sink);
+        Ok(())
+    }
+
+    /// Starts the closing handshake: sends our close frame and waits (up to the
+    /// close timeout) for the peer's. `code` 1005 sends an empty close payload;
+    /// other codes that may not go on the wire are sent as 1000.
+    pub fn close<S: Sink + ?Sized>(
+        &mut self,
+        code: u16,
+        reason: &str,
+        now: Instant,
+        sink: &mut S,
+    ) -> Result<(), SendError> {
+        match self.phase {
+            Phase::Open => {
+                let code = if code == code::NO_STATUS || close::is_valid_wire_code(code) {
+                    code
+                } else {
+                    code::NORMAL
+                };
+                self.write_close(code, reason, sink);
+                self.message = None;
+                self.assembled = Vec::new();
+                self.enter(Phase::CloseSent, now);
+                Ok(())
+            }
+            Phase::AwaitingRequest | Phase::Deciding => {
+                self.enter(Phase::Closed, now);
+                Ok(())
+            }
+            Phase::CloseSent | Phase::Closed => Err(SendError::NotOpen),
+        }
+    }
+
+    /// The transport ended (EOF or error): nothing more can happen.
+    pub fn transport_closed(&mut self, now: Instant) {
+        self.enter(Phase::Closed, now);
+    }
+
+    /// The next instant at which [`Connection::handle_timeout`] has work, if any.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let c = &self.config;
+        match self.phase {
+            Phase::AwaitingRequest | Phase::Deciding => {
+                c.handshake_timeout.map(|t| self.phase_since + t)
+            }
+            Phase::Open => {
+                let idle = c.idle_timeout.map(|t| self.last_activity + t);
+                let keepalive = match self.ping_sent {
+                    Some(sent) => Some(sent + c.pong_timeout),
+                    None => c.ping_interval.map(|t| self.last_activity + t),
+                };
+                match (idle, keepalive) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            Phase::CloseSent => Some(self.phase_since + c.close_timeout),
+            Phase::Closed => None,
+        }
+    }
+
+    /// Acts on every timer due at `now`: sends keep-alive pings, closes idle or
+    /// unresponsive connections, gives up on slow handshakes and close handshakes.
+    pub fn handle_timeout<S: Sink + ?Sized>(
+        &mut self,
+        now: Instant,
+        sink: &mut S,
+    ) -> Option<Timeout> {
+        let c = Arc::clone(&self.config);
+        match self.phase {
+            Phase::AwaitingRequest | Phase::Deciding => {
+                if c.handshake_timeout
+                    .is_some_and(|t| now >= self.phase_since + t)
+                {
+                    self.enter(Phase::Closed, now);
+                    return Some(Timeout::Handshake);
+                }
+            }
+            Phase::Open => {
+                if let Some(sent) = self.ping_sent {
+                    if now >= sent + c.pong_timeout {
+                        self.write_close(code::GOING_AWAY, "ping timeout", sink);
+                        self.enter(Phase::Closed, now);
+                        return Some(Timeout::Pong);
+                    }
+                }
+                if c.idle_timeout
+                    .is_some_and(|t| now >= self.last_activity + t)
+                {
+                    self.write_close(code::GOING_AWAY, "idle timeout", sink);
+                    self.enter(Phase::CloseSent, now);
+                    return Some(Timeout::Idle);
+                }
+                if self.ping_sent.is_none()
+                    && c.ping_interval
+                        .is_some_and(|t| now >= self.last_activity + t)
+                {
+                    self.write_control(OpCode::Ping, b"", sink);
+                    self.ping_sent = Some(now);
+                }
+            }
+            Phase::CloseSent => {
+                if now >= self.phase_since + c.close_timeout {
+                    self.enter(Phase::Closed, now);
+                    return Some(Timeout::Close);
+                }
+            }
+            Phase::Closed => {}
+        }
+        None
+    }
+}
