@@ -3,6 +3,8 @@
 //!
 //! The crate has layers that only depend downwards:
 //! - [`protocol`]: the sans-IO RFC 6455 core (handshake, frames, messages, close).
+//! - [`server`]: the runtime (event loops, workers, handles) built on it.
 #![warn(missing_debug_implementations)]
 
 pub mod protocol;
+pub mod server;

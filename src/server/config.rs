@@ -1,0 +1,106 @@
+//! Server configuration with the defaults a production deployment would pick.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::protocol::ProtocolConfig;
+
+/// What to do when a connection's unsent bytes would exceed
+/// [`Config::max_buffered`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackpressurePolicy {
+    /// Drop the message that does not fit; the connection stays open.
+    Drop,
+    /// Close the connection with 1008 (policy violation). A slow client then
+    /// reconnects and resynchronises instead of silently missing messages.
+    Close,
+}
+
+/// Everything the server can be told. `Config::default()` listens on
+/// 127.0.0.1:9001 with one event loop and one worker per core.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Event loops (each a thread with its own SO_REUSEPORT listener); 0 = one per core.
+    pub threads: usize,
+    /// Worker threads running the handler; 0 = one per core.
+    pub workers: usize,
+    /// Open sockets beyond this get `503 Service Unavailable` before the upgrade.
+    pub max_connections: usize,
+    /// Frame and message limits, handshake limits, timeouts.
+    pub protocol: ProtocolConfig,
+    /// Per-connection cap on bytes accepted for sending but not yet taken by the kernel.
+    /// One message is always accepted into an empty buffer, so the bound is this plus one message.
+    pub max_buffered: usize,
+    pub backpressure: BackpressurePolicy,
+    /// Subprotocols the server speaks; the first one in the client's order of preference wins.
+    pub subprotocols: Vec<String>,
+    /// Allowed `Origin` values (exact, case-insensitive); empty allows any. Others get 403.
+    pub allowed_origins: Vec<String>,
+    /// How long shutdown waits for close handshakes before dropping connections.
+    pub shutdown_timeout: Duration,
+    /// Bytes of the one read buffer each loop owns.
+    pub read_buffer_size: usize,
+    /// Listen backlog (the kernel caps it at net.core.somaxconn).
+    pub backlog: i32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            threads: 0,
+            workers: 0,
+            max_connections: 100_000,
+            protocol: ProtocolConfig::default(),
+            max_buffered: 4 << 20,
+            backpressure: BackpressurePolicy::Close,
+            subprotocols: Vec::new(),
+            allowed_origins: Vec::new(),
+            shutdown_timeout: Duration::from_secs(5),
+            read_buffer_size: 256 * 1024,
+            backlog: 65_535,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn loop_count(&self) -> usize {
+        if self.threads == 0 {
+            cores()
+        } else {
+            self.threads
+        }
+    }
+
+    pub(crate) fn worker_count(&self) -> usize {
+        if self.workers == 0 {
+            cores()
+        } else {
+            self.workers
+        }
+    }
+
+    /// How often each loop sweeps its connections for due timers: a quarter of
+    /// the shortest timeout, between 5 ms and 1 s.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        let p = &self.protocol;
+        [
+            p.handshake_timeout,
+            p.idle_timeout,
+            p.ping_interval,
+            Some(p.pong_timeout),
+            Some(p.close_timeout),
+            Some(self.shutdown_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(Duration::from_secs(1), |d| d / 4)
+        .clamp(Duration::from_millis(5), Duration::from_secs(1))
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

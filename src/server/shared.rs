@@ -1,0 +1,230 @@
+//! The types that cross threads: commands to a loop, events to a worker, the
+//! state every thread shares, and the counters.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crossbeam_channel::Sender;
+use mio::Waker;
+
+use super::handler::{Conn, ConnId, ConnShared, Handler, Message};
+use super::Config;
+use crate::protocol::{EncodedHeader, MessageKind, Request};
+
+/// An encoded frame on its way out.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Header and payload in one buffer.
+    Bytes(Vec<u8>),
+    /// A header and a payload the sender gave up (no copy).
+    Split(EncodedHeader, Vec<u8>),
+    /// One frame shared by every recipient of a broadcast.
+    Shared(Arc<[u8]>),
+}
+
+impl Outgoing {
+    pub fn copy_frame(kind: MessageKind, data: &[u8]) -> Outgoing {
+        let head = EncodedHeader::new(kind.opcode(), true, false, data.len() as u64, None);
+        let mut v = Vec::with_capacity(head.as_bytes().len() + data.len());
+        v.extend_from_slice(head.as_bytes());
+        v.extend_from_slice(data);
+        Outgoing::Bytes(v)
+    }
+
+    pub fn owned_frame(kind: MessageKind, data: Vec<u8>) -> Outgoing {
+        // Small payloads are cheaper copied next to their header (one iovec).
+        if data.len() <= 1024 {
+            return Outgoing::copy_frame(kind, &data);
+        }
+        let head = EncodedHeader::new(kind.opcode(), true, false, data.len() as u64, None);
+        Outgoing::Split(head, data)
+    }
+
+    pub fn shared_frame(kind: MessageKind, data: &[u8]) -> Arc<[u8]> {
+        match Outgoing::copy_frame(kind, data) {
+            Outgoing::Bytes(v) => v.into(),
+            _ => unreachable!("copy_frame makes one buffer"),
+        }
+    }
+
+    /// The frame as (up to) two slices.
+    pub fn parts(&self) -> [&[u8]; 2] {
+        match self {
+            Outgoing::Bytes(v) => [v, &[]],
+            Outgoing::Split(h, p) => [h.as_bytes(), p],
+            Outgoing::Shared(a) => [a, &[]],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        let [a, b] = self.parts();
+        a.len() + b.len()
+    }
+}
+
+/// What other threads ask of a loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Send {
+        id: ConnId,
+        frame: Outgoing,
+        /// Bytes reserved in the connection's buffered count.
+        accounted: usize,
+    },
+    Ping {
+        id: ConnId,
+        payload: Vec<u8>,
+    },
+    Close {
+        id: ConnId,
+        code: u16,
+        reason: String,
+    },
+    /// One encoded frame for every open connection of the loop but `exclude`.
+    Broadcast {
+        frame: Arc<[u8]>,
+        payload_len: usize,
+        exclude: Option<ConnId>,
+    },
+    /// The worker has handled everything up to the connection's close.
+    CloseAck {
+        id: ConnId,
+    },
+    Shutdown,
+}
+
+/// What a loop hands a worker.
+pub(crate) enum WorkerEvent {
+    Open(Conn, Box<Request>),
+    Message(Conn, Message),
+    /// The last event of a connection. With `ack`, the loop holds the
+    /// connection's final close frame until the worker has handled every
+    /// earlier event and answers with [`Command::CloseAck`], so replies to
+    /// messages that arrived before the close still go out before it.
+    Close(Conn, u16, String, bool),
+    Drain(Conn),
+}
+
+/// A loop's mailbox, as other threads see it.
+pub(crate) struct LoopRemote {
+    pub tx: Sender<Command>,
+    pub waker: Waker,
+    /// The loop is (about to be) blocked in poll: the next sender wakes it.
+    pub asleep: AtomicBool,
+    /// Slot → open connection, for handles that only know an id.
+    pub registry: RwLock<Vec<Option<Arc<ConnShared>>>>,
+}
+
+impl LoopRemote {
+    pub fn push(&self, cmd: Command) {
+        if self.tx.send(cmd).is_ok()
+            && self.asleep.load(Ordering::SeqCst)
+            && self.asleep.swap(false, Ordering::SeqCst)
+        {
+            // One wake-up per batch: the loop clears `asleep` when it wakes, so
+            // later senders of the same batch skip the syscall.
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Server-wide counters, readable at any time.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connections_open: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub dropped_backpressure: AtomicU64,
+    pub closed_backpressure: AtomicU64,
+    pub handshake_failures: HandshakeFailures,
+}
+
+/// Handshake failures by reason.
+#[derive(Debug, Default)]
+pub struct HandshakeFailures {
+    /// Malformed or invalid upgrade requests (400, 405, 426, 431).
+    pub invalid: AtomicU64,
+    /// Origin not allowed (403).
+    pub origin: AtomicU64,
+    /// Over the connection limit (503).
+    pub capacity: AtomicU64,
+    /// Refused by the application's hook.
+    pub rejected: AtomicU64,
+    /// No complete request within the handshake timeout.
+    pub timeout: AtomicU64,
+}
+
+/// A plain copy of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub connections_open: u64,
+    pub connections_total: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub dropped_backpressure: u64,
+    pub closed_backpressure: u64,
+    pub handshake_invalid: u64,
+    pub handshake_origin: u64,
+    pub handshake_capacity: u64,
+    pub handshake_rejected: u64,
+    pub handshake_timeout: u64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let h = &self.handshake_failures;
+        StatsSnapshot {
+            connections_open: r(&self.connections_open),
+            connections_total: r(&self.connections_total),
+            messages_in: r(&self.messages_in),
+            messages_out: r(&self.messages_out),
+            bytes_in: r(&self.bytes_in),
+            bytes_out: r(&self.bytes_out),
+            dropped_backpressure: r(&self.dropped_backpressure),
+            closed_backpressure: r(&self.closed_backpressure),
+            handshake_invalid: r(&h.invalid),
+            handshake_origin: r(&h.origin),
+            handshake_capacity: r(&h.capacity),
+            handshake_rejected: r(&h.rejected),
+            handshake_timeout: r(&h.timeout),
+        }
+    }
+}
+
+/// What every thread of one server shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub handler: Arc<dyn Handler>,
+    pub loops: Vec<LoopRemote>,
+    pub stats: Stats,
+    /// Sockets accepted and not yet released (handshaking, open or closing).
+    pub sockets: AtomicUsize,
+    pub shutting_down: AtomicBool,
+    pub local_addr: SocketAddr,
+}
+
+impl Shared {
+    pub fn command(&self, id: ConnId, cmd: Command) {
+        if let Some(l) = self.loops.get(id.loop_index()) {
+            l.push(cmd);
+        }
+    }
+
+    /// The shared part of the open connection `id`, if it is still that connection.
+    pub fn lookup(&self, id: ConnId) -> Option<Arc<ConnShared>> {
+        let remote = self.loops.get(id.loop_index())?;
+        let registry = remote.registry.read().unwrap_or_else(|e| e.into_inner());
+        registry
+            .get(id.slot())?
+            .as_ref()
+            .filter(|c| c.id == id)
+            .cloned()
+    }
+}
