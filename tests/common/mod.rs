@@ -1,0 +1,224 @@
+//! A small blocking WebSocket client for the loopback tests, built on the
+//! protocol core's client role.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sockwave::protocol::client;
+use sockwave::protocol::{Connection, Event, MessageKind, ProtocolConfig};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ev {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(u16, String),
+    /// The server ended the TCP connection.
+    Eof,
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    conn: Connection,
+    pending: Vec<u8>,
+    events: VecDeque<Ev>,
+    pub protocol: Option<String>,
+    eof: bool,
+}
+
+pub fn client_config() -> Arc<ProtocolConfig> {
+    Arc::new(ProtocolConfig {
+        max_frame_size: 64 << 20,
+        max_message_size: 64 << 20,
+        ping_interval: None,
+        idle_timeout: None,
+        ..ProtocolConfig::default()
+    })
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> io::Result<Client> {
+        Self::connect_with(addr, "/", &[], &[])
+    }
+
+    pub fn connect_with(
+        addr: SocketAddr,
+        path: &str,
+        protocols: &[&str],
+        headers: &[(&str, &str)],
+    ) -> io::Result<Client> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let nonce: [u8; 16] =
+            std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(path.len() as u8));
+        let (req, key) = client::request(&addr.to_string(), path, nonce, protocols, headers);
+        stream.write_all(&req)?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed during handshake",
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match client::parse_response(&buf, &key) {
+                Ok(None) => continue,
+                Ok(Some((resp, used))) => {
+                    let mut c = Client {
+                        stream,
+                        conn: Connection::client(
+                            client_config(),
+                            Instant::now(),
+                            0x9e3779b97f4a7c15,
+                        ),
+                        pending: Vec::new(),
+                        events: VecDeque::new(),
+                        protocol: resp.protocol,
+                        eof: false,
+                    };
+                    let rest = buf[used..].to_vec();
+                    c.feed(&rest)?;
+                    return Ok(c);
+                }
+                Err(e) => return Err(io::Error::other(format!("handshake refused: {e:?}"))),
+            }
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.pending.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < self.pending.len() {
+            let r = self
+                .conn
+                .read(&mut self.pending[pos..], Instant::now(), &mut out);
+            if r.needs_input() {
+                break;
+            }
+            pos += r.consumed;
+            let ev = match r.event {
+                None => continue,
+                Some(Event::Message(MessageKind::Text, p)) => {
+                    Ev::Text(String::from_utf8(p.into_vec()).unwrap())
+                }
+                Some(Event::Message(MessageKind::Binary, p)) => Ev::Binary(p.into_vec()),
+                Some(Event::Ping(p)) => Ev::Ping(p.to_vec()),
+                Some(Event::Pong(p)) => Ev::Pong(p.to_vec()),
+                Some(Event::Close(f)) => Ev::Close(f.code, f.reason.to_string()),
+                Some(Event::Failed(e)) => panic!("server broke the protocol: {e}"),
+                Some(other) => panic!("unexpected {other:?}"),
+            };
+            self.events.push_back(ev);
+        }
+        self.pending.drain(..pos);
+        if !out.is_empty() {
+            self.stream.write_all(&out)?;
+        }
+        Ok(())
+    }
+
+    /// The next event, waiting for it (read timeout 20 s).
+    pub fn recv(&mut self) -> io::Result<Ev> {
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(ev) = self.events.pop_front() {
+                return Ok(ev);
+            }
+            if self.eof {
+                return Ok(Ev::Eof);
+            }
+            let n = match self.stream.read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                self.eof = true;
+                continue;
+            }
+            self.feed(&chunk[..n])?;
+        }
+    }
+
+    /// The next data message or close, skipping pings and pongs.
+    pub fn recv_message(&mut self) -> io::Result<Ev> {
+        loop {
+            match self.recv()? {
+                Ev::Ping(_) | Ev::Pong(_) => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn write_out(&mut self, f: impl FnOnce(&mut Connection, &mut Vec<u8>)) -> io::Result<()> {
+        let mut out = Vec::new();
+        f(&mut self.conn, &mut out);
+        self.stream.write_all(&out)
+    }
+
+    pub fn send_text(&mut self, text: &str) -> io::Result<()> {
+        self.write_out(|c, o| c.send(MessageKind::Text, text.as_bytes(), o).unwrap())
+    }
+
+    pub fn send_binary(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write_out(|c, o| c.send(MessageKind::Binary, data, o).unwrap())
+    }
+
+    pub fn send_fragments(&mut self, kind: MessageKind, parts: &[&[u8]]) -> io::Result<()> {
+        let n = parts.len();
+        self.write_out(|c, o| {
+            for (i, p) in parts.iter().enumerate() {
+                c.send_fragment(kind, i == 0, i + 1 == n, p, o).unwrap();
+            }
+        })
+    }
+
+    pub fn ping(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.write_out(|c, o| c.ping(payload, o).unwrap())
+    }
+
+    pub fn close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+        self.write_out(|c, o| c.close(code, reason, Instant::now(), o).unwrap())
+    }
+}
+
+/// Sends raw bytes on a fresh connection and returns everything the server
+/// answers until it closes (or `wait` passes).
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = s.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+    got
+}
+
+/// Lets this test process hold thousands of sockets.
+pub fn raise_fd_limit() {
+    // SAFETY: plain struct in, plain struct out.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+pub const UPGRADE: &str = "GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";

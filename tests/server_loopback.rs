@@ -1,0 +1,524 @@
+//! The real server on loopback (ephemeral ports, bounded time): echo of every
+//! kind of message, many connections, broadcast from a foreign thread,
+//! backpressure, timers, shutdown and handshake errors.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{raise_fd_limit, raw_exchange, Client, Ev, UPGRADE};
+use sockwave::protocol::{MessageKind, ProtocolConfig};
+use sockwave::server::{
+    BackpressurePolicy, Config, Conn, Decision, DropReason, Echo, Handler, Message, SendStatus,
+    Server, ServerHandle,
+};
+
+fn config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 2,
+        workers: 2,
+        shutdown_timeout: Duration::from_millis(500),
+        ..Config::default()
+    }
+}
+
+fn echo_server() -> ServerHandle {
+    Server::start(config(), Echo).unwrap()
+}
+
+#[test]
+fn echoes_text_binary_fragmented_and_16_mib() {
+    let server = echo_server();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.send_text("hello, ✓").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Text("hello, ✓".into()));
+    c.send_binary(&[0, 1, 2, 254, 255]).unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Binary(vec![0, 1, 2, 254, 255]));
+    c.send_fragments(MessageKind::Text, &[b"frag", "mé".as_bytes(), b"nted"])
+        .unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Text("fragménted".into()));
+    c.ping(b"are you there").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Pong(b"are you there".to_vec()));
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i ^ (i >> 9)) as u8).collect();
+    c.send_binary(&big).unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Binary(big.clone()));
+    // A 16 MiB message in 1 MiB fragments.
+    let parts: Vec<&[u8]> = big.chunks(1 << 20).collect();
+    c.send_fragments(MessageKind::Binary, &parts).unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Binary(big));
+    c.close(1000, "bye").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Close(1000, String::new()));
+    assert_eq!(c.recv().unwrap(), Ev::Eof);
+    server.shutdown_and_join();
+}
+
+#[test]
+fn first_frames_in_the_same_packet_as_the_handshake() {
+    let server = echo_server();
+    let mut packet = format!("{UPGRADE}\r\n").into_bytes();
+    // A masked text frame "Hello" (RFC 6455 section 5.7) and a close 1000, in the same write.
+    packet.extend_from_slice(&[
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ]);
+    packet.extend_from_slice(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
+    let got = raw_exchange(server.local_addr(), &packet, Duration::from_secs(5));
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+    assert!(String::from_utf8_lossy(&got[..head_end])
+        .contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    assert_eq!(
+        &got[head_end..],
+        &[0x81, 0x05, b'H', b'e', b'l', b'l', b'o', 0x88, 0x02, 0x03, 0xe8]
+    );
+    server.shutdown_and_join();
+}
+
+#[test]
+fn malformed_handshakes_get_the_right_status() {
+    let mut cfg = config();
+    cfg.allowed_origins = vec!["https://good.example".into()];
+    let server = Server::start(cfg, Echo).unwrap();
+    let addr = server.local_addr();
+    let status = |req: String| {
+        let got = raw_exchange(addr, req.as_bytes(), Duration::from_secs(5));
+        String::from_utf8_lossy(&got)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    let upgrade = UPGRADE.replace("Sec-WebSocket-Version: 13\r\n", "");
+    assert_eq!(
+        status(format!(
+            "{upgrade}Sec-WebSocket-Version: 8\r\nOrigin: https://good.example\r\n\r\n"
+        )),
+        "HTTP/1.1 426 Upgrade Required"
+    );
+    assert_eq!(
+        status("GET / HTTP/1.1\r\nHost: h\r\n\r\n".into()),
+        "HTTP/1.1 426 Upgrade Required"
+    );
+    assert_eq!(
+        status(UPGRADE.replacen("GET", "POST", 1) + "\r\n"),
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+    assert_eq!(
+        status(UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "short") + "\r\n"),
+        "HTTP/1.1 400 Bad Request"
+    );
+    assert_eq!(
+        status("\x16\x03\x01 not http\r\n\r\n".into()),
+        "HTTP/1.1 400 Bad Request"
+    );
+    assert_eq!(
+        status(format!("{UPGRADE}X-Big: {}\r\n\r\n", "a".repeat(9000))),
+        "HTTP/1.1 431 Request Header Fields Too Large"
+    );
+    assert_eq!(
+        status(format!("{UPGRADE}Origin: https://evil.example\r\n\r\n")),
+        "HTTP/1.1 403 Forbidden"
+    );
+    assert_eq!(
+        status(format!("{UPGRADE}Origin: https://good.example\r\n\r\n")),
+        "HTTP/1.1 101 Switching Protocols"
+    );
+    let s = server.stats();
+    assert_eq!(s.handshake_origin, 1);
+    assert!(s.handshake_invalid >= 5, "{s:?}");
+    server.shutdown_and_join();
+}
+
+#[test]
+fn connections_beyond_the_limit_get_503() {
+    let mut cfg = config();
+    cfg.max_connections = 2;
+    let server = Server::start(cfg, Echo).unwrap();
+    let a = Client::connect(server.local_addr()).unwrap();
+    let b = Client::connect(server.local_addr()).unwrap();
+    let got = raw_exchange(
+        server.local_addr(),
+        format!("{UPGRADE}\r\n").as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert!(
+        got.starts_with(b"HTTP/1.1 503 Service Unavailable\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    drop((a, b));
+    server.shutdown_and_join();
+}
+
+#[test]
+fn a_thousand_concurrent_connections_each_get_their_own_echoes() {
+    raise_fd_limit();
+    let server = echo_server();
+    let addr = server.local_addr();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut clients: Vec<Client> =
+                    (0..250).map(|_| Client::connect(addr).unwrap()).collect();
+                for round in 0..5 {
+                    for (i, c) in clients.iter_mut().enumerate() {
+                        c.send_text(&format!("t{t} c{i} r{round}")).unwrap();
+                    }
+                    for (i, c) in clients.iter_mut().enumerate() {
+                        assert_eq!(c.recv().unwrap(), Ev::Text(format!("t{t} c{i} r{round}")));
+                    }
+                }
+                clients.len()
+            })
+        })
+        .collect();
+    let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(total, 1000);
+    let s = server.stats();
+    assert_eq!(s.connections_total, 1000);
+    assert_eq!(s.messages_in, 5000);
+    server.shutdown_and_join();
+}
+
+/// Remembers every open connection.
+#[derive(Default)]
+struct Registry {
+    conns: Mutex<Vec<Conn>>,
+    closes: Mutex<Vec<(u16, String)>>,
+    drains: AtomicUsize,
+}
+
+impl Handler for Registry {
+    fn on_open(&self, conn: &Conn, _req: &sockwave::protocol::Request) {
+        self.conns.lock().unwrap().push(conn.clone());
+    }
+    fn on_message(&self, conn: &Conn, message: Message) {
+        conn.send_owned(message.kind(), message.into_bytes());
+    }
+    fn on_close(&self, _conn: &Conn, code: u16, reason: &str) {
+        self.closes.lock().unwrap().push((code, reason.to_string()));
+    }
+    fn on_drain(&self, _conn: &Conn) {
+        self.drains.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn broadcast_from_a_foreign_thread_reaches_everyone_once_in_order() {
+    let registry = Arc::new(Registry::default());
+    let server = Server::start_arc(config(), registry.clone()).unwrap();
+    let mut clients: Vec<Client> = (0..20)
+        .map(|_| Client::connect(server.local_addr()).unwrap())
+        .collect();
+    wait_until("all opens", || registry.conns.lock().unwrap().len() == 20);
+    let handle = server.clone();
+    std::thread::spawn(move || {
+        for i in 0..200 {
+            handle.broadcast(MessageKind::Text, format!("news {i}").as_bytes());
+        }
+    })
+    .join()
+    .unwrap();
+    for c in &mut clients {
+        for i in 0..200 {
+            assert_eq!(c.recv().unwrap(), Ev::Text(format!("news {i}")));
+        }
+    }
+    // Nothing more: exactly once.
+    for c in &mut clients {
+        c.send_text("end").unwrap();
+        assert_eq!(c.recv().unwrap(), Ev::Text("end".into()));
+    }
+    server.shutdown_and_join();
+}
+
+/// A client socket with a tiny receive buffer that never reads.
+fn stalled_client(addr: std::net::SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.write_all(format!("{UPGRADE}\r\n").as_bytes()).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 101"));
+    s
+}
+
+fn backpressure(policy: BackpressurePolicy) {
+    let registry = Arc::new(Registry::default());
+    let mut cfg = config();
+    cfg.max_buffered = 256 * 1024;
+    cfg.backpressure = policy;
+    let server = Server::start_arc(cfg, registry.clone()).unwrap();
+    let stalled = stalled_client(server.local_addr());
+    let mut healthy = Client::connect(server.local_addr()).unwrap();
+    wait_until("opens", || registry.conns.lock().unwrap().len() == 2);
+    let slow = registry.conns.lock().unwrap()[0].clone();
+    let chunk = vec![7u8; 64 * 1024];
+    let mut dropped = None;
+    for i in 0..10_000 {
+        match slow.send_binary(&chunk) {
+            SendStatus::Buffered(n) => assert!(n <= 256 * 1024 + chunk.len(), "buffered {n}"),
+            SendStatus::Dropped(r) => {
+                dropped = Some((i, r));
+                break;
+            }
+        }
+        // The healthy connection keeps flowing while the slow one fills.
+        if i % 50 == 0 {
+            healthy.send_text(&format!("still here {i}")).unwrap();
+            assert_eq!(healthy.recv().unwrap(), Ev::Text(format!("still here {i}")));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let (_, reason) = dropped.expect("the cap was never hit");
+    assert_eq!(reason, DropReason::Backpressure);
+    assert!(slow.buffered_amount() <= 256 * 1024 + chunk.len());
+    match policy {
+        BackpressurePolicy::Close => {
+            wait_until("close for backpressure", || {
+                registry.closes.lock().unwrap().len() == 1
+            });
+            assert_eq!(server.stats().closed_backpressure, 1);
+            assert!(!slow.is_open());
+        }
+        BackpressurePolicy::Drop => {
+            assert!(slow.is_open());
+            // Read everything; the buffer empties and the handler hears of it.
+            let mut s = stalled;
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            while s.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+            wait_until("drain", || registry.drains.load(Ordering::SeqCst) >= 1);
+            assert_eq!(slow.buffered_amount(), 0);
+            assert!(!slow.send_text("after drain").is_dropped());
+        }
+    }
+    healthy.send_text("done").unwrap();
+    assert_eq!(healthy.recv().unwrap(), Ev::Text("done".into()));
+    assert!(server.stats().dropped_backpressure >= 1);
+    server.shutdown_and_join();
+}
+
+#[test]
+fn slow_reader_hits_the_cap_and_is_closed_with_1008() {
+    backpressure(BackpressurePolicy::Close);
+}
+
+#[test]
+fn slow_reader_hits_the_cap_and_messages_are_dropped_then_drain() {
+    backpressure(BackpressurePolicy::Drop);
+}
+
+#[test]
+fn handshake_timeout_drops_a_silent_connection() {
+    let mut cfg = config();
+    cfg.protocol.handshake_timeout = Some(Duration::from_millis(200));
+    let server = Server::start(cfg, Echo).unwrap();
+    let started = Instant::now();
+    // Half a request, then nothing.
+    let got = raw_exchange(
+        server.local_addr(),
+        b"GET / HTTP/1.1\r\nHost:",
+        Duration::from_secs(5),
+    );
+    assert!(got.is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    assert_eq!(server.stats().handshake_timeout, 1);
+    server.shutdown_and_join();
+}
+
+#[test]
+fn idle_timeout_closes_with_1001() {
+    let mut cfg = config();
+    cfg.protocol = ProtocolConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ping_interval: None,
+        ..cfg.protocol
+    };
+    let server = Server::start(cfg, Echo).unwrap();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    let started = Instant::now();
+    assert_eq!(c.recv().unwrap(), Ev::Close(1001, "idle timeout".into()));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    server.shutdown_and_join();
+}
+
+#[test]
+fn pings_are_sent_and_a_silent_peer_is_dropped() {
+    let mut cfg = config();
+    cfg.protocol = ProtocolConfig {
+        ping_interval: Some(Duration::from_millis(100)),
+        pong_timeout: Duration::from_millis(200),
+        idle_timeout: None,
+        ..cfg.protocol
+    };
+    let registry = Arc::new(Registry::default());
+    let server = Server::start_arc(cfg, registry.clone()).unwrap();
+    // A client that answers pings stays open.
+    let mut alive = Client::connect(server.local_addr()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(alive.recv().unwrap(), Ev::Ping(Vec::new()));
+    }
+    // A peer that reads but never answers is closed after the pong timeout,
+    // while the live client keeps answering.
+    let addr = server.local_addr();
+    let silent = std::thread::spawn(move || {
+        raw_exchange(
+            addr,
+            format!("{UPGRADE}\r\n").as_bytes(),
+            Duration::from_secs(5),
+        )
+    });
+    while !silent.is_finished() {
+        assert_eq!(alive.recv().unwrap(), Ev::Ping(Vec::new()));
+    }
+    let got = silent.join().unwrap();
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut expect = vec![0x89, 0x00, 0x88, 14, 0x03, 0xe9];
+    expect.extend_from_slice(b"ping timeout");
+    assert_eq!(&got[head_end..], &expect[..]);
+    wait_until("close report", || {
+        registry
+            .closes
+            .lock()
+            .unwrap()
+            .contains(&(1006, "ping timeout".into()))
+    });
+    alive.send_text("still fine").unwrap();
+    assert_eq!(alive.recv_message().unwrap(), Ev::Text("still fine".into()));
+    server.shutdown_and_join();
+}
+
+#[test]
+fn shutdown_closes_every_client_with_1001_and_joins() {
+    let registry = Arc::new(Registry::default());
+    let server = Server::start_arc(config(), registry.clone()).unwrap();
+    let mut clients: Vec<Client> = (0..10)
+        .map(|_| Client::connect(server.local_addr()).unwrap())
+        .collect();
+    wait_until("opens", || registry.conns.lock().unwrap().len() == 10);
+    let stopper = {
+        let s = server.clone();
+        std::thread::spawn(move || s.shutdown_and_join())
+    };
+    for c in &mut clients {
+        // The client's protocol answers the close by itself; then the server hangs up.
+        assert_eq!(
+            c.recv().unwrap(),
+            Ev::Close(1001, "server shutting down".into())
+        );
+        assert_eq!(c.recv().unwrap(), Ev::Eof);
+    }
+    stopper.join().unwrap();
+    assert_eq!(registry.closes.lock().unwrap().len(), 10);
+    assert_eq!(server.stats().connections_open, 0);
+    assert!(
+        TcpStream::connect(server.local_addr()).is_err(),
+        "still accepting"
+    );
+}
+
+#[test]
+fn stale_ids_never_reach_a_newer_connection() {
+    let registry = Arc::new(Registry::default());
+    let mut cfg = config();
+    cfg.threads = 1;
+    let server = Server::start_arc(cfg, registry.clone()).unwrap();
+    let mut first = Client::connect(server.local_addr()).unwrap();
+    wait_until("open", || registry.conns.lock().unwrap().len() == 1);
+    let old = registry.conns.lock().unwrap()[0].id();
+    first.close(1000, "").unwrap();
+    assert_eq!(first.recv().unwrap(), Ev::Close(1000, String::new()));
+    wait_until("close", || registry.closes.lock().unwrap().len() == 1);
+    let mut second = Client::connect(server.local_addr()).unwrap();
+    wait_until("open", || registry.conns.lock().unwrap().len() == 2);
+    let new = registry.conns.lock().unwrap()[1].id();
+    assert_ne!(old, new);
+    assert_eq!(
+        server.send(old, MessageKind::Text, b"for the old one"),
+        SendStatus::Dropped(DropReason::Closed)
+    );
+    assert!(!server
+        .send(new, MessageKind::Text, b"for the new one")
+        .is_dropped());
+    assert_eq!(second.recv().unwrap(), Ev::Text("for the new one".into()));
+    server.shutdown_and_join();
+}
+
+#[test]
+fn upgrade_hook_picks_subprotocol_adds_headers_or_rejects() {
+    struct Gate;
+    impl Handler for Gate {
+        fn on_upgrade(
+            &self,
+            req: &sockwave::protocol::Request,
+            protocol: Option<&str>,
+        ) -> Decision {
+            if req.query() == Some("token=bad") {
+                return Decision::Reject {
+                    status: 401,
+                    headers: vec![("WWW-Authenticate".into(), "Bearer".into())],
+                    body: b"no".to_vec(),
+                };
+            }
+            Decision::Accept {
+                protocol: protocol.map(String::from),
+                headers: vec![("X-Served-By".into(), "sockwave".into())],
+            }
+        }
+        fn on_message(&self, conn: &Conn, m: Message) {
+            conn.send_owned(m.kind(), m.into_bytes());
+        }
+    }
+    let mut cfg = config();
+    cfg.subprotocols = vec!["v2.chat".into(), "v1.chat".into()];
+    let server = Server::start(cfg, Gate).unwrap();
+    // The client's order of preference wins among the protocols the server speaks.
+    let c = Client::connect_with(server.local_addr(), "/", &["v1.chat", "v2.chat"], &[]).unwrap();
+    assert_eq!(c.protocol.as_deref(), Some("v1.chat"));
+    let c = Client::connect_with(server.local_addr(), "/", &["mqtt"], &[]).unwrap();
+    assert_eq!(c.protocol, None);
+    let got = raw_exchange(
+        server.local_addr(),
+        UPGRADE.replace("/x", "/x?token=bad").as_bytes(),
+        Duration::from_millis(10),
+    );
+    assert!(got.is_empty() || got.starts_with(b"HTTP/1.1 401"));
+    let got = raw_exchange(
+        server.local_addr(),
+        format!("{}\r\n", UPGRADE.replace("/x", "/x?token=bad")).as_bytes(),
+        Duration::from_secs(5),
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 401 Unauthorized\r\n")
+            && text.contains("WWW-Authenticate: Bearer\r\n"),
+        "{text}"
+    );
+    let got = raw_exchange(
+        server.local_addr(),
+        format!("{UPGRADE}\r\n").as_bytes(),
+        Duration::from_millis(300),
+    );
+    assert!(String::from_utf8_lossy(&got).contains("X-Served-By: sockwave\r\n"));
+    server.shutdown_and_join();
+}
