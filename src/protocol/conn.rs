@@ -654,7 +654,7 @@ impl Connection {
         match opcode {
             OpCode::Ping => {
                 if self.phase == Phase::Open {
-                    self.write_control(OpCode::Pong, payload, sink);
+                    self.write_frame(OpCode::Pong, true, payload, sink);
                 }
                 Some(Event::Ping(payload))
             }
@@ -684,12 +684,19 @@ impl Connection {
     fn write_close<S: Sink + ?Sized>(&mut self, code: u16, reason: &str, sink: &mut S) {
         let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
         let n = close::write_close_payload(code, reason, &mut payload);
-        self.write_control(OpCode::Close, &payload[..n], sink);
+        self.write_frame(OpCode::Close, true, &payload[..n], sink);
     }
 
-    fn write_control<S: Sink + ?Sized>(&mut self, opcode: OpCode, payload: &[u8], sink: &mut S) {
+    /// Writes one frame, masked when we are the client.
+    fn write_frame<S: Sink + ?Sized>(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        payload: &[u8],
+        sink: &mut S,
+    ) {
         let mask = self.next_mask();
-        let head = EncodedHeader::new(opcode, true, false, payload.len() as u64, mask);
+        let head = EncodedHeader::new(opcode, fin, false, payload.len() as u64, mask);
         sink.frame(head.as_bytes(), payload, mask);
     }
 
@@ -738,13 +745,7 @@ impl Connection {
         payload: &[u8],
         sink: &mut S,
     ) -> Result<(), SendError> {
-        if self.phase != Phase::Open {
-            return Err(SendError::NotOpen);
-        }
-        let mask = self.next_mask();
-        let head = EncodedHeader::new(kind.opcode(), true, false, payload.len() as u64, mask);
-        sink.frame(head.as_bytes(), payload, mask);
-        Ok(())
+        self.send_fragment(kind, true, true, payload, sink)
     }
 
     /// Sends one fragment of a message: `first` picks the opcode, `fin` ends it.
@@ -764,9 +765,7 @@ impl Connection {
         } else {
             OpCode::Continuation
         };
-        let mask = self.next_mask();
-        let head = EncodedHeader::new(opcode, fin, false, payload.len() as u64, mask);
-        sink.frame(head.as_bytes(), payload, mask);
+        self.write_frame(opcode, fin, payload, sink);
         Ok(())
     }
 
@@ -798,7 +797,7 @@ impl Connection {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(SendError::ControlTooLong);
         }
-        self.write_control(opcode, payload, sink);
+        self.write_frame(opcode, true, payload, sink);
         Ok(())
     }
 
@@ -897,7 +896,7 @@ impl Connection {
                     && c.ping_interval
                         .is_some_and(|t| now >= self.last_activity + t)
                 {
-                    self.write_control(OpCode::Ping, b"", sink);
+                    self.write_frame(OpCode::Ping, true, b"", sink);
                     self.ping_sent = Some(now);
                 }
             }

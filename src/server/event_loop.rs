@@ -21,9 +21,7 @@ use super::handler::{Conn, ConnId, ConnShared, Decision, DropReason, Message};
 use super::shared::{Command, Outgoing, Shared, WorkerEvent};
 use super::BackpressurePolicy;
 use crate::protocol::close::code;
-use crate::protocol::{
-    AcceptOptions, Connection, Event, HandshakeError, ProtocolConfig, Request, Sink, Timeout,
-};
+use crate::protocol::{AcceptOptions, Connection, Event, ProtocolConfig, Request, Sink, Timeout};
 
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER: Token = Token(usize::MAX - 2);
@@ -580,11 +578,7 @@ impl EventLoop {
                 });
             match answer {
                 Some(resp) => {
-                    let headers: Vec<(&str, &str)> = resp
-                        .headers
-                        .iter()
-                        .map(|(n, v)| (n.as_str(), v.as_str()))
-                        .collect();
+                    let headers = str_pairs(&resp.headers);
                     c.proto
                         .respond(resp.status, &headers, &resp.body, now, &mut sink);
                 }
@@ -597,9 +591,8 @@ impl EventLoop {
             }
             return self.mark_dirty(slot);
         }
-        if let Err(e) = req.validate_upgrade() {
+        if req.validate_upgrade().is_err() {
             failures.invalid.fetch_add(1, Ordering::Relaxed);
-            let _: HandshakeError = e;
             let _ = c
                 .proto
                 .accept(&req, &AcceptOptions::default(), now, &mut sink);
@@ -632,18 +625,12 @@ impl EventLoop {
                 body,
             } => {
                 failures.rejected.fetch_add(1, Ordering::Relaxed);
-                let headers: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect();
+                let headers = str_pairs(&headers);
                 c.proto.respond(status, &headers, &body, now, &mut sink);
                 self.mark_dirty(slot)
             }
             Decision::Accept { protocol, headers } => {
-                let hdrs: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect();
+                let hdrs = str_pairs(&headers);
                 let opts = AcceptOptions {
                     protocol: protocol.as_deref(),
                     extensions: None,
@@ -723,8 +710,9 @@ impl EventLoop {
         self.release(slot);
     }
 
-    /// Frees the slot and the socket.
+    /// Frees the slot and the socket (telling the handler first, if it is owed).
     fn release(&mut self, slot: usize) {
+        self.report_close(slot, code::ABNORMAL, String::new(), false);
         let Some(s) = self.slots.get_mut(slot) else {
             return;
         };
@@ -742,22 +730,7 @@ impl EventLoop {
                 *entry = None;
             }
         }
-        let owed = c.close_owed;
-        let inner = c.shared.clone();
         drop(c);
-        if owed {
-            if let Some(inner) = inner {
-                self.shared
-                    .stats
-                    .connections_open
-                    .fetch_sub(1, Ordering::Relaxed);
-                let conn = self.handle_of(&inner);
-                self.dispatch(
-                    slot,
-                    WorkerEvent::Close(conn, code::ABNORMAL, String::new(), false),
-                );
-            }
-        }
         self.free.push(slot);
         self.live -= 1;
         self.shared.sockets.fetch_sub(1, Ordering::AcqRel);
@@ -1040,6 +1013,13 @@ impl EventLoop {
             }
         }
     }
+}
+
+fn str_pairs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect()
 }
 
 fn c_shared(slot: &Slot) -> Option<Arc<ConnShared>> {
