@@ -522,3 +522,34 @@ fn upgrade_hook_picks_subprotocol_adds_headers_or_rejects() {
     assert!(String::from_utf8_lossy(&got).contains("X-Served-By: sockwave\r\n"));
     server.shutdown_and_join();
 }
+
+#[test]
+fn nothing_broadcast_overtakes_what_on_open_sends() {
+    struct Welcome;
+    impl Handler for Welcome {
+        fn on_open(&self, conn: &Conn, _req: &sockwave::protocol::Request) {
+            std::thread::sleep(Duration::from_millis(2));
+            conn.send_text("welcome");
+        }
+        fn on_message(&self, _conn: &Conn, _m: Message) {}
+    }
+    let server = Server::start(config(), Welcome).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm = {
+        let (server, stop) = (server.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                server.broadcast(MessageKind::Text, b"news");
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        })
+    };
+    for _ in 0..50 {
+        let mut c = Client::connect(server.local_addr()).unwrap();
+        assert_eq!(c.recv().unwrap(), Ev::Text("welcome".into()));
+        assert_eq!(c.recv().unwrap(), Ev::Text("news".into()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    storm.join().unwrap();
+    server.shutdown_and_join();
+}

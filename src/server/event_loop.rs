@@ -160,6 +160,8 @@ struct ConnState {
     lingering: bool,
     /// Our last close frame, waiting for the worker's [`Command::CloseAck`].
     held_close: Option<Vec<u8>>,
+    /// `on_open` has returned ([`Command::Opened`]): broadcasts may include it.
+    opened: bool,
 }
 
 struct Slot {
@@ -385,6 +387,7 @@ impl EventLoop {
             closed_at: None,
             lingering: false,
             held_close: None,
+            opened: false,
         }));
         self.live += 1;
         // The request may already be waiting: edge-triggered readiness was
@@ -793,6 +796,11 @@ impl EventLoop {
                     payload_len,
                     exclude,
                 } => self.broadcast(frame, payload_len, exclude, now),
+                Command::Opened { id } => {
+                    if let Some(slot) = self.live_slot(id) {
+                        self.slots[slot].conn.as_deref_mut().expect("live").opened = true;
+                    }
+                }
                 Command::CloseAck { id } => {
                     let Some(slot) = self.live_slot(id) else {
                         continue;
@@ -822,7 +830,7 @@ impl EventLoop {
                 continue;
             };
             let Some(inner) = &c.shared else { continue };
-            if Some(inner.id) == exclude || !c.proto.is_open() {
+            if Some(inner.id) == exclude || !c.proto.is_open() || !c.opened {
                 continue;
             }
             match inner.reserve(payload_len, cap) {
@@ -1034,7 +1042,14 @@ pub(crate) fn run_worker(rx: Receiver<Vec<WorkerEvent>>, shared: Arc<Shared>) {
     for batch in rx.iter() {
         for event in batch {
             let result = catch_unwind(AssertUnwindSafe(|| match event {
-                WorkerEvent::Open(conn, req) => handler.on_open(&conn, &req),
+                WorkerEvent::Open(conn, req) => {
+                    let opened = catch_unwind(AssertUnwindSafe(|| handler.on_open(&conn, &req)));
+                    conn.server
+                        .command(conn.inner.id, Command::Opened { id: conn.inner.id });
+                    if let Err(panic) = opened {
+                        std::panic::resume_unwind(panic);
+                    }
+                }
                 WorkerEvent::Message(conn, msg) => handler.on_message(&conn, msg),
                 WorkerEvent::Close(conn, code, reason, ack) => {
                     conn.inner.open.store(false, Ordering::Release);

@@ -351,7 +351,8 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
-    /// The connection is open.
+    /// The connection is open. Broadcasts reach it once this returns, so
+    /// what this sends arrives before any broadcast.
     fn on_open(&self, conn: &Conn, request: &Request) {
         let _ = (conn, request);
     }

@@ -87,6 +87,12 @@ pub(crate) enum Command {
         payload_len: usize,
         exclude: Option<ConnId>,
     },
+    /// `on_open` has returned. Sent through the loop's channel after whatever
+    /// `on_open` sent, so broadcasts that include the connection from here on
+    /// can never overtake those messages.
+    Opened {
+        id: ConnId,
+    },
     /// The worker has handled everything up to the connection's close.
     CloseAck {
         id: ConnId,

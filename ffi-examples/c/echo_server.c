@@ -1,0 +1,78 @@
+/*
+ * echo_server.c: the smallest complete sockwave server in C.
+ * Every text and binary message goes back to its sender.
+ *
+ *   ./echo_server [ADDR:PORT]     (default 127.0.0.1:9001; port 0 picks one)
+ *   ./echo_server --version
+ *
+ * SPDX-License-Identifier: CC0-1.0
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sockwave.h"
+
+/* Runs on a worker thread; `data` is only valid during the call. */
+static void on_message(void *userdata, const sw_server *server, sw_conn_id conn,
+                       sw_message_kind kind, const uint8_t *data, size_t len) {
+    (void)userdata;
+    if (kind == SW_MESSAGE_KIND_TEXT) {
+        sw_conn_send_text(server, conn, (const char *)data, len);
+    } else {
+        sw_conn_send_binary(server, conn, data, len);
+    }
+}
+
+static void on_close(void *userdata, const sw_server *server, sw_conn_id conn,
+                     uint16_t code, sw_str reason) {
+    (void)userdata;
+    (void)server;
+    fprintf(stderr, "echo_server: connection %llu closed: %u %.*s\n",
+            (unsigned long long)conn, code, (int)reason.len, reason.ptr ? reason.ptr : "");
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+        printf("header %s library %s\n", SW_VERSION_STRING, sw_version());
+        return 0;
+    }
+    const char *listen = argc > 1 ? argv[1] : "127.0.0.1:9001";
+
+    /* Block SIGINT/SIGTERM before the server starts its threads, so they
+     * inherit the mask and sigwait() below receives the signal. */
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+
+    sw_config *config = sw_config_new();
+    sw_result r = sw_config_set_listen(config, listen);
+    if (r != SW_RESULT_OK) {
+        fprintf(stderr, "echo_server: %s: %s\n", listen, sw_result_str(r));
+        sw_config_free(config);
+        return 2;
+    }
+    sw_callbacks callbacks = {.userdata = NULL, .on_message = on_message, .on_close = on_close};
+    sw_server *server = NULL;
+    r = sw_server_start(config, &callbacks, &server);
+    sw_config_free(config);
+    if (r != SW_RESULT_OK) {
+        fprintf(stderr, "echo_server: cannot start: %s\n", sw_result_str(r));
+        return 1;
+    }
+    uint16_t port = 0;
+    sw_server_local_port(server, &port);
+    printf("echo_server: listening on port %u\n", port);
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&signals, &sig);
+    /* Closes every connection with 1001, waits for the close handshakes, joins. */
+    sw_server_free(server);
+    fprintf(stderr, "echo_server: stopped on signal %d\n", sig);
+    return 0;
+}

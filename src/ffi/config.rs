@@ -1,0 +1,222 @@
+//! `sw_config`: everything `sw_server_start` needs to know.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use super::boundary::{boundary, c_str, sw_result};
+use crate::server::{BackpressurePolicy, Config};
+
+/// Server configuration. Create with `sw_config_new`, adjust with the
+/// setters, pass to `sw_server_start` (which copies it), free with `sw_config_free`.
+/// Not thread-safe: use one `sw_config` from one thread at a time.
+#[derive(Debug)]
+pub struct sw_config {
+    pub(crate) inner: Config,
+}
+
+/// What to do when a connection's unsent bytes would exceed the cap
+/// (`sw_config_set_backpressure`). Pass as `uint32_t`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum sw_backpressure {
+    /// Close the connection with 1008 (the default).
+    Close = 0,
+    /// Drop the message; the connection stays open.
+    Drop = 1,
+}
+
+/// A new configuration with the defaults: 127.0.0.1:9001, one event loop and
+/// one worker per core, 16 MiB messages, 4 MiB send buffer per connection
+/// (close on overflow), ping every 30 s, 100,000 connections.
+/// Free with `sw_config_free`. Returns NULL only on a caught panic.
+#[unsafe(no_mangle)]
+pub extern "C" fn sw_config_new() -> *mut sw_config {
+    boundary(|| {
+        Box::into_raw(Box::new(sw_config {
+            inner: Config::default(),
+        }))
+    })
+}
+
+/// Frees a configuration. NULL does nothing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_free(config: *mut sw_config) {
+    boundary(|| {
+        if !config.is_null() {
+            // SAFETY: made by sw_config_new and not freed before (the caller's promise).
+            drop(unsafe { Box::from_raw(config) });
+        }
+    })
+}
+
+fn with_config(
+    config: *mut sw_config,
+    f: impl FnOnce(&mut Config) -> Result<(), sw_result>,
+) -> sw_result {
+    boundary(|| {
+        // SAFETY: a non-NULL pointer from sw_config_new, used by one thread at a time.
+        let Some(cfg) = (unsafe { config.as_mut() }) else {
+            return sw_result::NullParameter;
+        };
+        match f(&mut cfg.inner) {
+            Ok(()) => sw_result::Ok,
+            Err(e) => e,
+        }
+    })
+}
+
+/// Listen address, e.g. `"0.0.0.0:9001"` or `"[::1]:0"` (port 0 picks a free
+/// port; see `sw_server_local_port`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_listen(
+    config: *mut sw_config,
+    addr: *const c_char,
+) -> sw_result {
+    with_config(config, |c| {
+        let s = unsafe { c_str(addr) }?;
+        c.listen = s.parse().map_err(|_| sw_result::InvalidArgument)?;
+        Ok(())
+    })
+}
+
+/// Event loop threads; 0 = one per core.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_threads(config: *mut sw_config, threads: u32) -> sw_result {
+    with_config(config, |c| {
+        c.threads = threads as usize;
+        Ok(())
+    })
+}
+
+/// Worker threads running the callbacks; 0 = one per core.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_workers(config: *mut sw_config, workers: u32) -> sw_result {
+    with_config(config, |c| {
+        c.workers = workers as usize;
+        Ok(())
+    })
+}
+
+/// Open sockets beyond this get 503 before the upgrade.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_max_connections(
+    config: *mut sw_config,
+    max: u32,
+) -> sw_result {
+    with_config(config, |c| {
+        c.max_connections = max as usize;
+        Ok(())
+    })
+}
+
+/// Largest message (all its frames together) and largest frame, in bytes;
+/// beyond them the connection is closed with 1009. Both must be at least 125.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_max_message_size(
+    config: *mut sw_config,
+    max_message: u64,
+    max_frame: u64,
+) -> sw_result {
+    with_config(config, |c| {
+        if max_message < 125 || max_frame < 125 {
+            return Err(sw_result::InvalidArgument);
+        }
+        c.protocol.max_message_size = max_message;
+        c.protocol.max_frame_size = max_frame;
+        Ok(())
+    })
+}
+
+fn millis(ms: u32) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms as u64))
+}
+
+/// Timeouts in milliseconds; 0 turns the first three off.
+/// - `handshake_ms`: a request head must arrive within this (default 10,000);
+/// - `idle_ms`: close (1001) after this long without any bytes from the peer (default 120,000);
+/// - `ping_interval_ms`: ping after this long of silence (default 30,000);
+/// - `pong_timeout_ms`: drop the peer when a ping gets no answer this long (default 20,000);
+/// - `close_ms`: wait this long for the peer's close frame (default 5,000).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_timeouts(
+    config: *mut sw_config,
+    handshake_ms: u32,
+    idle_ms: u32,
+    ping_interval_ms: u32,
+    pong_timeout_ms: u32,
+    close_ms: u32,
+) -> sw_result {
+    with_config(config, |c| {
+        if pong_timeout_ms == 0 || close_ms == 0 {
+            return Err(sw_result::InvalidArgument);
+        }
+        c.protocol.handshake_timeout = millis(handshake_ms);
+        c.protocol.idle_timeout = millis(idle_ms);
+        c.protocol.ping_interval = millis(ping_interval_ms);
+        c.protocol.pong_timeout = Duration::from_millis(pong_timeout_ms as u64);
+        c.protocol.close_timeout = Duration::from_millis(close_ms as u64);
+        Ok(())
+    })
+}
+
+/// How long `sw_server_stop` waits for close handshakes (default 5,000 ms).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_shutdown_timeout(
+    config: *mut sw_config,
+    ms: u32,
+) -> sw_result {
+    with_config(config, |c| {
+        c.shutdown_timeout = Duration::from_millis(ms as u64);
+        Ok(())
+    })
+}
+
+/// Per-connection cap on bytes accepted for sending but not yet written,
+/// and what happens beyond it (`policy` is an `sw_backpressure` value).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_backpressure(
+    config: *mut sw_config,
+    max_buffered: u64,
+    policy: u32,
+) -> sw_result {
+    with_config(config, |c| {
+        c.backpressure = match policy {
+            0 => BackpressurePolicy::Close,
+            1 => BackpressurePolicy::Drop,
+            _ => return Err(sw_result::InvalidArgument),
+        };
+        c.max_buffered = usize::try_from(max_buffered).map_err(|_| sw_result::InvalidArgument)?;
+        Ok(())
+    })
+}
+
+/// Adds a subprotocol the server speaks. The first of the client's offers
+/// (in its order of preference) that the server speaks is chosen.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_add_subprotocol(
+    config: *mut sw_config,
+    protocol: *const c_char,
+) -> sw_result {
+    with_config(config, |c| {
+        let p = unsafe { c_str(protocol) }?;
+        if p.is_empty() || p.contains([',', ' ', '\r', '\n']) {
+            return Err(sw_result::InvalidArgument);
+        }
+        c.subprotocols.push(p.to_string());
+        Ok(())
+    })
+}
+
+/// Adds an allowed `Origin` (exact, case-insensitive). With none added, any
+/// origin is accepted; otherwise other origins get 403.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_add_allowed_origin(
+    config: *mut sw_config,
+    origin: *const c_char,
+) -> sw_result {
+    with_config(config, |c| {
+        let o = unsafe { c_str(origin) }?;
+        c.allowed_origins.push(o.to_string());
+        Ok(())
+    })
+}

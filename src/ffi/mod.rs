@@ -1,0 +1,27 @@
+//! The C API (`include/sockwave.h`, generated from this module by cbindgen).
+//!
+//! Conventions (as rustls-ffi and hyper's C API do it):
+//! - opaque handles with `_new`/`_start` and `_free` pairs; `_free(NULL)` does nothing;
+//! - every fallible function returns `sw_result` (fixed numbers, never reused),
+//!   writes its outputs only on success, and takes a buffer followed by its length;
+//! - every pointer is checked for NULL; every entry point catches panics and
+//!   reports `SW_RESULT_PANIC` (or a documented default) instead of unwinding into C;
+//! - callbacks take `void *userdata` first; data handed to a callback is
+//!   borrowed for the duration of the call;
+//! - everything that takes a `const sw_server *` may be called from any thread,
+//!   including from inside callbacks.
+#![allow(non_camel_case_types)]
+// Every `extern "C"` function here checks its pointers itself and documents
+// what it requires of them in the header; clippy's blanket lint does not know that.
+#![allow(clippy::missing_safety_doc)]
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+mod boundary;
+mod config;
+mod request;
+mod server;
+
+pub use boundary::{sw_result, sw_result_str, sw_str, sw_version};
+pub use config::*;
+pub use request::*;
+pub use server::*;

@@ -1,0 +1,193 @@
+//! `sw_request` (a borrowed view of an upgrade request) and `sw_upgrade`
+//! (the handshake callback's answer).
+
+use std::ffi::c_char;
+
+use super::boundary::{boundary, bytes, c_str, sw_result, sw_str};
+use crate::protocol::Request;
+
+/// An HTTP upgrade request, borrowed for the duration of a callback.
+#[derive(Debug)]
+pub struct sw_request {
+    pub(crate) req: *const Request,
+}
+
+impl sw_request {
+    fn get<'a>(req: *const sw_request) -> Option<&'a Request> {
+        // SAFETY: the pointer is the one sockwave passed into the running
+        // callback, whose `req` outlives the call.
+        unsafe { req.as_ref().and_then(|r| r.req.as_ref()) }
+    }
+}
+
+fn view(req: *const sw_request, f: impl FnOnce(&Request) -> Option<&str>) -> sw_str {
+    boundary(|| {
+        sw_request::get(req)
+            .and_then(f)
+            .map_or(sw_str::NONE, sw_str::from)
+    })
+}
+
+/// The request path, without the query (e.g. "/chat/lobby").
+#[unsafe(no_mangle)]
+pub extern "C" fn sw_request_path(req: *const sw_request) -> sw_str {
+    view(req, |r| Some(r.path()))
+}
+
+/// The query string after '?'; `ptr` is NULL when there is none.
+#[unsafe(no_mangle)]
+pub extern "C" fn sw_request_query(req: *const sw_request) -> sw_str {
+    view(req, |r| r.query())
+}
+
+/// The `Origin` header; `ptr` is NULL when absent.
+#[unsafe(no_mangle)]
+pub extern "C" fn sw_request_origin(req: *const sw_request) -> sw_str {
+    view(req, |r| r.origin())
+}
+
+/// The first header called `name` (case-insensitive); `ptr` is NULL when
+/// absent or not UTF-8.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_request_header(req: *const sw_request, name: *const c_char) -> sw_str {
+    let Ok(name) = (unsafe { c_str(name) }) else {
+        return sw_str::NONE;
+    };
+    view(req, |r| r.header(name))
+}
+
+/// How many header lines the request has.
+#[unsafe(no_mangle)]
+pub extern "C" fn sw_request_header_count(req: *const sw_request) -> usize {
+    boundary(|| sw_request::get(req).map_or(0, |r| r.headers().count()))
+}
+
+/// Header number `index` (0-based, in order of arrival).
+/// `SW_RESULT_INVALID_ARGUMENT` past the end, `SW_RESULT_INVALID_UTF8` for a
+/// value that is not UTF-8.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_request_header_at(
+    req: *const sw_request,
+    index: usize,
+    name_out: *mut sw_str,
+    value_out: *mut sw_str,
+) -> sw_result {
+    boundary(|| {
+        let Some(r) = sw_request::get(req) else {
+            return sw_result::NullParameter;
+        };
+        if name_out.is_null() || value_out.is_null() {
+            return sw_result::NullParameter;
+        }
+        let Some((name, value)) = r.headers().nth(index) else {
+            return sw_result::InvalidArgument;
+        };
+        let Ok(value) = std::str::from_utf8(value) else {
+            return sw_result::InvalidUtf8;
+        };
+        // SAFETY: both checked non-NULL; the caller owns the storage.
+        unsafe {
+            *name_out = sw_str::from(name);
+            *value_out = sw_str::from(value);
+        }
+        sw_result::Ok
+    })
+}
+
+/// How many subprotocols the client offered.
+#[unsafe(no_mangle)]
+pub extern "C" fn sw_request_protocol_count(req: *const sw_request) -> usize {
+    boundary(|| sw_request::get(req).map_or(0, |r| r.protocols().count()))
+}
+
+/// Offered subprotocol number `index`, in the client's order of preference;
+/// `ptr` is NULL past the end.
+#[unsafe(no_mangle)]
+pub extern "C" fn sw_request_protocol_at(req: *const sw_request, index: usize) -> sw_str {
+    view(req, |r| r.protocols().nth(index))
+}
+
+/// The handshake callback's answer. Untouched, it accepts with the
+/// subprotocol the server picked from its configured list.
+#[derive(Debug)]
+pub struct sw_upgrade {
+    pub(crate) protocol: Option<Option<String>>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) reject: Option<(u16, Vec<u8>)>,
+    pub(crate) offered: Vec<String>,
+}
+
+fn with_upgrade(up: *mut sw_upgrade, f: impl FnOnce(&mut sw_upgrade) -> sw_result) -> sw_result {
+    boundary(|| {
+        // SAFETY: the pointer sockwave passed into the running handshake callback.
+        match unsafe { up.as_mut() } {
+            Some(u) => f(u),
+            None => sw_result::NullParameter,
+        }
+    })
+}
+
+/// Accepts with `protocol` as the subprotocol (it must be one the client
+/// offered), or with none when `protocol` is NULL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_upgrade_select_protocol(
+    up: *mut sw_upgrade,
+    protocol: *const c_char,
+) -> sw_result {
+    with_upgrade(up, |u| {
+        if protocol.is_null() {
+            u.protocol = Some(None);
+            return sw_result::Ok;
+        }
+        match unsafe { c_str(protocol) } {
+            Ok(p) if u.offered.iter().any(|o| o == p) => {
+                u.protocol = Some(Some(p.to_string()));
+                sw_result::Ok
+            }
+            Ok(_) => sw_result::InvalidArgument,
+            Err(e) => e,
+        }
+    })
+}
+
+/// Adds a header to the response (the 101, or the rejection).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_upgrade_add_header(
+    up: *mut sw_upgrade,
+    name: *const c_char,
+    value: *const c_char,
+) -> sw_result {
+    with_upgrade(up, |u| {
+        let (n, v) = match unsafe { (c_str(name), c_str(value)) } {
+            (Ok(n), Ok(v)) => (n, v),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        if n.is_empty() || n.contains([':', '\r', '\n', ' ']) || v.contains(['\r', '\n']) {
+            return sw_result::InvalidArgument;
+        }
+        u.headers.push((n.to_string(), v.to_string()));
+        sw_result::Ok
+    })
+}
+
+/// Refuses the upgrade with HTTP `status` (400-599) and `body` (copied).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_upgrade_reject(
+    up: *mut sw_upgrade,
+    status: u16,
+    body: *const u8,
+    body_len: usize,
+) -> sw_result {
+    with_upgrade(up, |u| {
+        if !(400..=599).contains(&status) {
+            return sw_result::InvalidArgument;
+        }
+        match unsafe { bytes(body, body_len) } {
+            Ok(b) => {
+                u.reject = Some((status, b.to_vec()));
+                sw_result::Ok
+            }
+            Err(e) => e,
+        }
+    })
+}

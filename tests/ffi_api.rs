@@ -1,0 +1,221 @@
+//! The C API's contracts, called from Rust as C would call them: NULL
+//! handling, argument checks, free(NULL), stale ids, calls from callbacks.
+
+mod common;
+
+use std::ffi::{c_void, CStr};
+use std::ptr;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use common::{Client, Ev};
+use sockwave::ffi::*;
+
+#[test]
+fn null_pointers_and_bad_arguments_are_refused_not_crashed_on() {
+    unsafe {
+        sw_config_free(ptr::null_mut());
+        sw_server_free(ptr::null_mut());
+        assert_eq!(
+            sw_config_set_threads(ptr::null_mut(), 1),
+            sw_result::NullParameter
+        );
+        let cfg = sw_config_new();
+        assert!(!cfg.is_null());
+        assert_eq!(
+            sw_config_set_listen(cfg, ptr::null()),
+            sw_result::NullParameter
+        );
+        assert_eq!(
+            sw_config_set_listen(cfg, c"not an address".as_ptr()),
+            sw_result::InvalidArgument
+        );
+        assert_eq!(
+            sw_config_set_listen(cfg, c"127.0.0.1:0".as_ptr()),
+            sw_result::Ok
+        );
+        assert_eq!(
+            sw_config_set_backpressure(cfg, 1024, 7),
+            sw_result::InvalidArgument
+        );
+        assert_eq!(
+            sw_config_set_max_message_size(cfg, 10, 10),
+            sw_result::InvalidArgument
+        );
+        assert_eq!(
+            sw_config_add_subprotocol(cfg, c"a, b".as_ptr()),
+            sw_result::InvalidArgument
+        );
+        assert_eq!(
+            sw_config_set_listen(cfg, [0xffu8, 0].as_ptr().cast()),
+            sw_result::InvalidUtf8
+        );
+        let mut out: *mut sw_server = ptr::null_mut();
+        assert_eq!(
+            sw_server_start(cfg, ptr::null(), &mut out),
+            sw_result::NullParameter
+        );
+        assert!(out.is_null(), "outputs are written only on success");
+        assert_eq!(
+            sw_conn_send_text(ptr::null(), 1, c"x".as_ptr(), 1),
+            sw_result::NullParameter
+        );
+        assert_eq!(
+            sw_server_local_port(ptr::null(), ptr::null_mut()),
+            sw_result::NullParameter
+        );
+        sw_config_free(cfg);
+        assert_eq!(
+            CStr::from_ptr(sw_result_str(sw_result::Backpressure as u32))
+                .to_str()
+                .unwrap(),
+            "dropped: send buffer full (backpressure)"
+        );
+        assert_eq!(
+            CStr::from_ptr(sw_result_str(12345)).to_str().unwrap(),
+            "unknown result"
+        );
+        assert_eq!(
+            CStr::from_ptr(sw_version()).to_str().unwrap(),
+            env!("CARGO_PKG_VERSION")
+        );
+    }
+}
+
+static STOP_FROM_CALLBACK: AtomicI32 = AtomicI32::new(-1);
+
+unsafe extern "C" fn on_message(
+    _ud: *mut c_void,
+    server: *const sw_server,
+    conn: sw_conn_id,
+    kind: sw_message_kind,
+    data: *const u8,
+    len: usize,
+) {
+    unsafe {
+        STOP_FROM_CALLBACK.store(sw_server_stop(server) as i32, Ordering::SeqCst);
+        assert_eq!(kind, sw_message_kind::Text);
+        let r = sw_conn_send_text(server, conn, data.cast(), len);
+        assert_eq!(r, sw_result::Ok);
+        let mut amount = 0u64;
+        assert_eq!(
+            sw_conn_buffered_amount(server, conn, &mut amount),
+            sw_result::Ok
+        );
+        // Not UTF-8: refused before anything is queued.
+        assert_eq!(
+            sw_conn_send_text(server, conn, [0xffu8].as_ptr().cast(), 1),
+            sw_result::InvalidUtf8
+        );
+        assert_eq!(
+            sw_conn_ping(server, conn, ptr::null(), 126),
+            sw_result::InvalidArgument
+        );
+    }
+}
+
+unsafe extern "C" fn on_handshake(
+    _ud: *mut c_void,
+    _s: *const sw_server,
+    req: *const sw_request,
+    up: *mut sw_upgrade,
+) {
+    unsafe {
+        let path = sw_request_path(req);
+        let path =
+            std::str::from_utf8(std::slice::from_raw_parts(path.ptr.cast(), path.len)).unwrap();
+        if path == "/deny" {
+            assert_eq!(
+                sw_upgrade_reject(up, 200, ptr::null(), 0),
+                sw_result::InvalidArgument
+            );
+            assert_eq!(sw_upgrade_reject(up, 401, b"no".as_ptr(), 2), sw_result::Ok);
+            return;
+        }
+        assert_eq!(sw_request_protocol_count(req), 2);
+        assert_eq!(
+            sw_upgrade_select_protocol(up, c"never-offered".as_ptr()),
+            sw_result::InvalidArgument
+        );
+        assert_eq!(sw_upgrade_select_protocol(up, c"b".as_ptr()), sw_result::Ok);
+        assert_eq!(
+            sw_upgrade_add_header(up, c"X-Bad\r\n".as_ptr(), c"v".as_ptr()),
+            sw_result::InvalidArgument
+        );
+        assert_eq!(
+            sw_upgrade_add_header(up, c"X-From-C".as_ptr(), c"yes".as_ptr()),
+            sw_result::Ok
+        );
+        let mut name = sw_str {
+            ptr: ptr::null(),
+            len: 0,
+        };
+        let mut value = name;
+        assert_eq!(
+            sw_request_header_at(req, 0, &mut name, &mut value),
+            sw_result::Ok
+        );
+        assert_eq!(
+            sw_request_header_at(req, 999, &mut name, &mut value),
+            sw_result::InvalidArgument
+        );
+        assert!(sw_request_header(req, c"host".as_ptr()).len > 0);
+        assert!(sw_request_query(req).ptr.is_null());
+    }
+}
+
+#[test]
+fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
+    unsafe {
+        let cfg = sw_config_new();
+        sw_config_set_listen(cfg, c"127.0.0.1:0".as_ptr());
+        sw_config_set_threads(cfg, 1);
+        sw_config_set_workers(cfg, 1);
+        sw_config_set_shutdown_timeout(cfg, 300);
+        let cbs = sw_callbacks {
+            userdata: ptr::null_mut(),
+            on_handshake: Some(on_handshake),
+            on_open: None,
+            on_message: Some(on_message),
+            on_close: None,
+            on_drain: None,
+        };
+        let mut server: *mut sw_server = ptr::null_mut();
+        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
+        sw_config_free(cfg);
+        let mut port = 0u16;
+        assert_eq!(sw_server_local_port(server, &mut port), sw_result::Ok);
+        let addr = ([127, 0, 0, 1], port).into();
+
+        let mut c = Client::connect_with(addr, "/", &["a", "b"], &[]).unwrap();
+        assert_eq!(c.protocol.as_deref(), Some("b"));
+        c.send_text("from C").unwrap();
+        assert_eq!(c.recv().unwrap(), Ev::Text("from C".into()));
+        assert_eq!(
+            STOP_FROM_CALLBACK.load(Ordering::SeqCst),
+            sw_result::WrongThread as i32
+        );
+        assert!(Client::connect_with(addr, "/deny", &[], &[]).is_err());
+
+        // A stale id after the connection is gone.
+        let mut stats = sw_stats::default();
+        assert_eq!(sw_server_stats(server, &mut stats), sw_result::Ok);
+        assert_eq!(stats.connections_total, 1);
+        assert_eq!(stats.handshake_failures, 1);
+        assert_eq!(
+            sw_conn_send_text(server, 0xdead_0000_0000, c"x".as_ptr(), 1),
+            sw_result::Closed
+        );
+        assert_eq!(
+            sw_server_broadcast_text(server, c"all".as_ptr(), 3, SW_CONN_NONE),
+            sw_result::Ok
+        );
+        assert_eq!(c.recv().unwrap(), Ev::Text("all".into()));
+        assert_eq!(sw_server_stop(server), sw_result::Ok);
+        assert_eq!(
+            sw_server_stop(server),
+            sw_result::Ok,
+            "stopping twice is fine"
+        );
+        sw_server_free(server);
+    }
+}
