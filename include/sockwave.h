@@ -269,6 +269,10 @@ enum sw_result sw_upgrade_reject(struct sw_upgrade *up,
                                  const uint8_t *body,
                                  size_t body_len);
 
+// Subscribes the new connection to `topic` before the 101 goes out, so no
+// `sw_server_publish_*` after the client sees the connection open misses it.
+enum sw_result sw_upgrade_subscribe(struct sw_upgrade *up, const char *topic);
+
 // Binds the listeners and starts every thread; on success `*server_out` is
 // the running server (free it with `sw_server_free`). `config` is copied and
 // `callbacks` too (the struct, not what `userdata` points to, which must
@@ -342,6 +346,32 @@ enum sw_result sw_server_broadcast_binary(const struct sw_server *server,
 
 // Copies the server's counters into `*stats_out`.
 enum sw_result sw_server_stats(const struct sw_server *server, struct sw_stats *stats_out);
+
+// Subscribes `conn` to `topic` (a NUL-terminated UTF-8 string). Ordered with
+// the connection's sends: a publish after this call reaches it.
+enum sw_result sw_conn_subscribe(const struct sw_server *server,
+                                 sw_conn_id conn,
+                                 const char *topic);
+
+// Removes `conn`'s subscription to `topic`.
+enum sw_result sw_conn_unsubscribe(const struct sw_server *server,
+                                   sw_conn_id conn,
+                                   const char *topic);
+
+// Sends a text message to every subscriber of `topic` (on every thread) but
+// `except` (`SW_CONN_NONE` for all). The frame is built once for all.
+enum sw_result sw_server_publish_text(const struct sw_server *server,
+                                      const char *topic,
+                                      const char *text,
+                                      size_t len,
+                                      sw_conn_id except);
+
+// Sends a binary message to every subscriber of `topic` but `except`.
+enum sw_result sw_server_publish_binary(const struct sw_server *server,
+                                        const char *topic,
+                                        const uint8_t *data,
+                                        size_t len,
+                                        sw_conn_id except);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -158,7 +158,7 @@ fn drive_echo(p: &Program) {
         .unwrap();
     assert_eq!(c.recv().unwrap(), Ev::Text("in three parts".into()));
     c.close(4000, "done").unwrap();
-    assert_eq!(c.recv().unwrap(), Ev::Close(4000, String::new()));
+    assert_eq!(c.recv().unwrap(), Ev::Close(4000, "done".into()));
     assert_eq!(c.recv().unwrap(), Ev::Eof);
 
     // Invalid UTF-8 is failed with 1007 by the library, before C sees it.

@@ -416,7 +416,7 @@ fn peer_initiated_close_is_answered_once() {
     input.extend(cframe(0x81, b"after close"));
     let evs = feed(&mut conn, &mut pending, &input, now, &mut out);
     assert_eq!(evs, vec![Ev::Close(1000, "bye".into())]);
-    assert_eq!(out, close_bytes(1000, ""));
+    assert_eq!(out, close_bytes(1000, "bye"));
     assert_eq!(conn.state(), State::Closed);
     // An empty close is answered with an empty close.
     let (mut conn, mut pending, mut out) = open_server(config(), now);
@@ -693,6 +693,6 @@ fn in_memory_client_and_server_exchange_everything_then_close() {
         .unwrap();
     let (at_server, at_client) = p.pump();
     assert_eq!(at_client, vec![Ev::Close(1000, "done".into())]);
-    assert_eq!(at_server, vec![Ev::Close(1000, "".into())]);
+    assert_eq!(at_server, vec![Ev::Close(1000, "done".into())]);
     assert!(p.server.is_closed() && p.client.is_closed());
 }

@@ -52,7 +52,7 @@ fn echoes_text_binary_fragmented_and_16_mib() {
     c.send_fragments(MessageKind::Binary, &parts).unwrap();
     assert_eq!(c.recv().unwrap(), Ev::Binary(big));
     c.close(1000, "bye").unwrap();
-    assert_eq!(c.recv().unwrap(), Ev::Close(1000, String::new()));
+    assert_eq!(c.recv().unwrap(), Ev::Close(1000, "bye".into()));
     assert_eq!(c.recv().unwrap(), Ev::Eof);
     server.shutdown_and_join();
 }
@@ -483,6 +483,7 @@ fn upgrade_hook_picks_subprotocol_adds_headers_or_rejects() {
             Decision::Accept {
                 protocol: protocol.map(String::from),
                 headers: vec![("X-Served-By".into(), "sockwave".into())],
+                subscribe: Vec::new(),
             }
         }
         fn on_message(&self, conn: &Conn, m: Message) {

@@ -114,6 +114,7 @@ pub struct sw_upgrade {
     pub(crate) protocol: Option<Option<String>>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) reject: Option<(u16, Vec<u8>)>,
+    pub(crate) subscribe: Vec<String>,
     pub(crate) offered: Vec<String>,
 }
 
@@ -189,5 +190,21 @@ pub unsafe extern "C" fn sw_upgrade_reject(
             }
             Err(e) => e,
         }
+    })
+}
+
+/// Subscribes the new connection to `topic` before the 101 goes out, so no
+/// `sw_server_publish_*` after the client sees the connection open misses it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_upgrade_subscribe(
+    up: *mut sw_upgrade,
+    topic: *const c_char,
+) -> sw_result {
+    with_upgrade(up, |u| match unsafe { c_str(topic) } {
+        Ok(t) => {
+            u.subscribe.push(t.to_string());
+            sw_result::Ok
+        }
+        Err(e) => e,
     })
 }

@@ -141,6 +141,7 @@ impl Handler for CHandler {
             return Decision::Accept {
                 protocol: protocol.map(str::to_string),
                 headers: Vec::new(),
+                subscribe: Vec::new(),
             };
         };
         let view = sw_request { req: request };
@@ -148,6 +149,7 @@ impl Handler for CHandler {
             protocol: None,
             headers: Vec::new(),
             reject: None,
+            subscribe: Vec::new(),
             offered: request.protocols().map(str::to_string).collect(),
         };
         // SAFETY: a C function pointer the user registered; the pointers are valid for the call.
@@ -161,6 +163,7 @@ impl Handler for CHandler {
             None => Decision::Accept {
                 protocol: up.protocol.unwrap_or_else(|| protocol.map(str::to_string)),
                 headers: up.headers,
+                subscribe: up.subscribe,
             },
         }
     }
@@ -505,4 +508,97 @@ pub unsafe extern "C" fn sw_server_stats(
         unsafe { *stats_out = out };
         sw_result::Ok
     })
+}
+
+/// Subscribes `conn` to `topic` (a NUL-terminated UTF-8 string). Ordered with
+/// the connection's sends: a publish after this call reaches it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_conn_subscribe(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    topic: *const c_char,
+) -> sw_result {
+    with_handle(server, |h| {
+        match (
+            unsafe { super::boundary::c_str(topic) },
+            h.conn(ConnId::from_u64(conn)),
+        ) {
+            (Err(e), _) => e,
+            (_, None) => sw_result::Closed,
+            (Ok(t), Some(c)) => {
+                c.subscribe(t);
+                sw_result::Ok
+            }
+        }
+    })
+}
+
+/// Removes `conn`'s subscription to `topic`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_conn_unsubscribe(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    topic: *const c_char,
+) -> sw_result {
+    with_handle(server, |h| {
+        match (
+            unsafe { super::boundary::c_str(topic) },
+            h.conn(ConnId::from_u64(conn)),
+        ) {
+            (Err(e), _) => e,
+            (_, None) => sw_result::Closed,
+            (Ok(t), Some(c)) => {
+                c.unsubscribe(t);
+                sw_result::Ok
+            }
+        }
+    })
+}
+
+fn publish(
+    server: *const sw_server,
+    topic: *const c_char,
+    kind: MessageKind,
+    data: &[u8],
+    except: sw_conn_id,
+) -> sw_result {
+    with_handle(server, |h| match unsafe { super::boundary::c_str(topic) } {
+        Ok(t) => {
+            let except = (except != SW_CONN_NONE).then(|| ConnId::from_u64(except));
+            h.publish(t, kind, data, except);
+            sw_result::Ok
+        }
+        Err(e) => e,
+    })
+}
+
+/// Sends a text message to every subscriber of `topic` (on every thread) but
+/// `except` (`SW_CONN_NONE` for all). The frame is built once for all.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_server_publish_text(
+    server: *const sw_server,
+    topic: *const c_char,
+    text: *const c_char,
+    len: usize,
+    except: sw_conn_id,
+) -> sw_result {
+    match unsafe { str_bytes(text, len) } {
+        Ok(t) => publish(server, topic, MessageKind::Text, t.as_bytes(), except),
+        Err(e) => e,
+    }
+}
+
+/// Sends a binary message to every subscriber of `topic` but `except`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_server_publish_binary(
+    server: *const sw_server,
+    topic: *const c_char,
+    data: *const u8,
+    len: usize,
+    except: sw_conn_id,
+) -> sw_result {
+    match unsafe { bytes(data, len) } {
+        Ok(d) => publish(server, topic, MessageKind::Binary, d, except),
+        Err(e) => e,
+    }
 }

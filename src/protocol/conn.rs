@@ -672,8 +672,10 @@ impl Connection {
                     }
                 };
                 if self.phase == Phase::Open {
-                    // Echo the code (RFC 6455 section 5.5.1); an empty close gets an empty answer.
-                    self.write_close(frame.code, "", sink);
+                    // Echo the code and reason (RFC 6455 section 5.5.1, as Node's ws
+                    // does): a browser that closed with a reason sees it in onclose.
+                    // An empty close gets an empty answer.
+                    self.write_close(frame.code, frame.reason, sink);
                 }
                 self.enter(Phase::Closed, now);
                 Some(Event::Close(frame))

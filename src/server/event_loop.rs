@@ -5,7 +5,7 @@
 //! workers and other threads send it, coalesced into one write per
 //! connection per turn.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -160,8 +160,10 @@ struct ConnState {
     lingering: bool,
     /// Our last close frame, waiting for the worker's [`Command::CloseAck`].
     held_close: Option<Vec<u8>>,
-    /// `on_open` has returned ([`Command::Opened`]): broadcasts may include it.
+    /// `on_open` has returned ([`Command::Opened`]). Until then broadcast and
+    /// published frames wait in `deferred`, so they follow what `on_open` sends.
     opened: bool,
+    deferred: Vec<(Arc<[u8]>, usize)>,
 }
 
 struct Slot {
@@ -209,6 +211,9 @@ pub(crate) struct EventLoop {
     next_sweep: Instant,
     sweep_every: Duration,
     stats: LocalStats,
+    /// Topic → subscribed slots on this loop, and the reverse for cleanup.
+    topics: HashMap<Arc<str>, Vec<usize>>,
+    subscriptions: HashMap<usize, Vec<Arc<str>>>,
 }
 
 impl EventLoop {
@@ -248,6 +253,8 @@ impl EventLoop {
             next_sweep: Instant::now() + sweep_every,
             sweep_every,
             stats: LocalStats::default(),
+            topics: HashMap::new(),
+            subscriptions: HashMap::new(),
         })
     }
 
@@ -388,6 +395,7 @@ impl EventLoop {
             lingering: false,
             held_close: None,
             opened: false,
+            deferred: Vec::new(),
         }));
         self.live += 1;
         // The request may already be waiting: edge-triggered readiness was
@@ -632,7 +640,11 @@ impl EventLoop {
                 c.proto.respond(status, &headers, &body, now, &mut sink);
                 self.mark_dirty(slot)
             }
-            Decision::Accept { protocol, headers } => {
+            Decision::Accept {
+                protocol,
+                headers,
+                subscribe,
+            } => {
                 let hdrs = str_pairs(&headers);
                 let opts = AcceptOptions {
                     protocol: protocol.as_deref(),
@@ -675,6 +687,9 @@ impl EventLoop {
                     .stats
                     .connections_total
                     .fetch_add(1, Ordering::Relaxed);
+                for topic in subscribe {
+                    self.subscribe(slot, topic.into());
+                }
                 let conn = self.handle_of(&inner);
                 self.dispatch(slot, WorkerEvent::Open(conn, Box::new(req)));
                 self.mark_dirty(slot);
@@ -724,7 +739,8 @@ impl EventLoop {
         let _ = self.poll.registry().deregister(&mut c.stream);
         if let Some(inner) = &c.shared {
             inner.open.store(false, Ordering::Release);
-            inner.release(c.out.clear());
+            let deferred: usize = c.deferred.iter().map(|(_, n)| n).sum();
+            inner.release(c.out.clear() + deferred);
             let mut reg = self.shared.loops[self.index]
                 .registry
                 .write()
@@ -734,6 +750,9 @@ impl EventLoop {
             }
         }
         drop(c);
+        for topic in self.subscriptions.get(&slot).cloned().unwrap_or_default() {
+            self.unsubscribe(slot, &topic);
+        }
         self.free.push(slot);
         self.live -= 1;
         self.shared.sockets.fetch_sub(1, Ordering::AcqRel);
@@ -796,10 +815,32 @@ impl EventLoop {
                     payload_len,
                     exclude,
                 } => self.broadcast(frame, payload_len, exclude, now),
-                Command::Opened { id } => {
+                Command::Subscribe { id, topic } => {
                     if let Some(slot) = self.live_slot(id) {
-                        self.slots[slot].conn.as_deref_mut().expect("live").opened = true;
+                        self.subscribe(slot, topic);
                     }
+                }
+                Command::Unsubscribe { id, topic } => {
+                    if let Some(slot) = self.live_slot(id) {
+                        self.unsubscribe(slot, &topic);
+                    }
+                }
+                Command::Publish {
+                    topic,
+                    frame,
+                    payload_len,
+                    exclude,
+                } => self.publish(&topic, frame, payload_len, exclude, now),
+                Command::Opened { id } => {
+                    let Some(slot) = self.live_slot(id) else {
+                        continue;
+                    };
+                    let c = self.slots[slot].conn.as_deref_mut().expect("live");
+                    c.opened = true;
+                    for (frame, len) in std::mem::take(&mut c.deferred) {
+                        c.out.push(Outgoing::Shared(frame), len);
+                    }
+                    self.mark_dirty(slot);
                 }
                 Command::CloseAck { id } => {
                     let Some(slot) = self.live_slot(id) else {
@@ -823,41 +864,96 @@ impl EventLoop {
         exclude: Option<ConnId>,
         now: Instant,
     ) {
+        for slot in 0..self.slots.len() {
+            self.deliver_shared(slot, &frame, payload_len, exclude, now);
+        }
+    }
+
+    fn publish(
+        &mut self,
+        topic: &str,
+        frame: Arc<[u8]>,
+        payload_len: usize,
+        exclude: Option<ConnId>,
+        now: Instant,
+    ) {
+        let Some(slots) = self.topics.get(topic) else {
+            return;
+        };
+        for slot in slots.clone() {
+            self.deliver_shared(slot, &frame, payload_len, exclude, now);
+        }
+    }
+
+    /// Queues one shared frame for `slot`, under its cap and policy.
+    fn deliver_shared(
+        &mut self,
+        slot: usize,
+        frame: &Arc<[u8]>,
+        payload_len: usize,
+        exclude: Option<ConnId>,
+        now: Instant,
+    ) {
         let cap = self.shared.config.max_buffered;
         let policy = self.shared.config.backpressure;
-        for slot in 0..self.slots.len() {
-            let Some(c) = self.slots[slot].conn.as_deref_mut() else {
-                continue;
-            };
-            let Some(inner) = &c.shared else { continue };
-            if Some(inner.id) == exclude || !c.proto.is_open() || !c.opened {
-                continue;
+        let Some(c) = self.slots[slot].conn.as_deref_mut() else {
+            return;
+        };
+        let Some(inner) = &c.shared else { return };
+        if Some(inner.id) == exclude || !c.proto.is_open() {
+            return;
+        }
+        match inner.reserve(payload_len, cap) {
+            Ok(_) if !c.opened => {
+                c.deferred.push((Arc::clone(frame), payload_len));
+                self.stats.messages_out += 1;
+                self.stats.bytes_out += payload_len as u64;
+                return;
             }
-            match inner.reserve(payload_len, cap) {
-                Ok(_) => {
-                    c.out
-                        .push(Outgoing::Shared(Arc::clone(&frame)), payload_len);
-                    self.stats.messages_out += 1;
-                    self.stats.bytes_out += payload_len as u64;
-                }
-                Err(DropReason::Backpressure) => {
-                    let s = &self.shared.stats;
-                    s.dropped_backpressure.fetch_add(1, Ordering::Relaxed);
-                    if policy == BackpressurePolicy::Close
-                        && inner.open.swap(false, Ordering::AcqRel)
-                    {
-                        s.closed_backpressure.fetch_add(1, Ordering::Relaxed);
-                        let _ = c.proto.close(
-                            code::POLICY_VIOLATION,
-                            "send buffer full",
-                            now,
-                            &mut QueueSink(&mut c.out),
-                        );
-                    }
-                }
-                Err(DropReason::Closed) => continue,
+            Ok(_) => {
+                c.out.push(Outgoing::Shared(Arc::clone(frame)), payload_len);
+                self.stats.messages_out += 1;
+                self.stats.bytes_out += payload_len as u64;
             }
-            self.mark_dirty(slot);
+            Err(DropReason::Backpressure) => {
+                let s = &self.shared.stats;
+                s.dropped_backpressure.fetch_add(1, Ordering::Relaxed);
+                if policy == BackpressurePolicy::Close && inner.open.swap(false, Ordering::AcqRel) {
+                    s.closed_backpressure.fetch_add(1, Ordering::Relaxed);
+                    let _ = c.proto.close(
+                        code::POLICY_VIOLATION,
+                        "send buffer full",
+                        now,
+                        &mut QueueSink(&mut c.out),
+                    );
+                }
+            }
+            Err(DropReason::Closed) => return,
+        }
+        self.mark_dirty(slot);
+    }
+
+    fn subscribe(&mut self, slot: usize, topic: Arc<str>) {
+        let subs = self.subscriptions.entry(slot).or_default();
+        if subs.contains(&topic) {
+            return;
+        }
+        subs.push(Arc::clone(&topic));
+        self.topics.entry(topic).or_default().push(slot);
+    }
+
+    fn unsubscribe(&mut self, slot: usize, topic: &str) {
+        if let Some(subs) = self.subscriptions.get_mut(&slot) {
+            subs.retain(|t| &**t != topic);
+            if subs.is_empty() {
+                self.subscriptions.remove(&slot);
+            }
+        }
+        if let Some(slots) = self.topics.get_mut(topic) {
+            slots.retain(|s| *s != slot);
+            if slots.is_empty() {
+                self.topics.remove(topic);
+            }
         }
     }
 

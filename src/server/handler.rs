@@ -273,6 +273,28 @@ impl Conn {
         SendStatus::Buffered(self.buffered_amount())
     }
 
+    /// Subscribes the connection to `topic` (see [`super::ServerHandle::publish`]).
+    /// Ordered with this connection's sends: a publish after this call reaches it.
+    pub fn subscribe(&self, topic: &str) {
+        self.server.command(
+            self.inner.id,
+            Command::Subscribe {
+                id: self.inner.id,
+                topic: topic.into(),
+            },
+        );
+    }
+
+    pub fn unsubscribe(&self, topic: &str) {
+        self.server.command(
+            self.inner.id,
+            Command::Unsubscribe {
+                id: self.inner.id,
+                topic: topic.into(),
+            },
+        );
+    }
+
     /// Starts the closing handshake with `code` and `reason` (cut to 123 bytes).
     pub fn close(&self, code: u16, reason: &str) {
         if self.inner.open.swap(false, Ordering::AcqRel) {
@@ -291,10 +313,13 @@ impl Conn {
 /// The answer to an upgrade request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Upgrade, optionally with a subprotocol (one the client offered) and extra headers.
+    /// Upgrade, optionally with a subprotocol (one the client offered), extra
+    /// headers, and topics to subscribe to before the 101 goes out (so no
+    /// publish after the client sees the connection open can miss it).
     Accept {
         protocol: Option<String>,
         headers: Vec<(String, String)>,
+        subscribe: Vec<String>,
     },
     /// Refuse with an HTTP response.
     Reject {
@@ -309,6 +334,7 @@ impl Decision {
         Decision::Accept {
             protocol: None,
             headers: Vec::new(),
+            subscribe: Vec::new(),
         }
     }
 
@@ -341,6 +367,7 @@ pub trait Handler: Send + Sync + 'static {
         Decision::Accept {
             protocol: protocol.map(str::to_string),
             headers: Vec::new(),
+            subscribe: Vec::new(),
         }
     }
 

@@ -202,6 +202,21 @@ impl ServerHandle {
         }
     }
 
+    /// Sends one message to every subscriber of `topic` (on every loop) but
+    /// `exclude`. The frame is encoded once and shared by all recipients.
+    pub fn publish(&self, topic: &str, kind: MessageKind, data: &[u8], exclude: Option<ConnId>) {
+        let frame = Outgoing::shared_frame(kind, data);
+        let topic: Arc<str> = topic.into();
+        for remote in &self.shared.loops {
+            remote.push(Command::Publish {
+                topic: Arc::clone(&topic),
+                frame: Arc::clone(&frame),
+                payload_len: data.len(),
+                exclude,
+            });
+        }
+    }
+
     /// Starts a graceful shutdown: stop accepting, close every connection with
     /// 1001, wait up to the shutdown timeout. Returns at once; see [`ServerHandle::join`].
     pub fn shutdown(&self) {

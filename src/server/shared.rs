@@ -87,6 +87,21 @@ pub(crate) enum Command {
         payload_len: usize,
         exclude: Option<ConnId>,
     },
+    Subscribe {
+        id: ConnId,
+        topic: Arc<str>,
+    },
+    Unsubscribe {
+        id: ConnId,
+        topic: Arc<str>,
+    },
+    /// One encoded frame for every subscriber of `topic` on the loop but `exclude`.
+    Publish {
+        topic: Arc<str>,
+        frame: Arc<[u8]>,
+        payload_len: usize,
+        exclude: Option<ConnId>,
+    },
     /// `on_open` has returned. Sent through the loop's channel after whatever
     /// `on_open` sent, so broadcasts that include the connection from here on
     /// can never overtake those messages.

@@ -1,0 +1,220 @@
+//! What the standalone server does: the three modes, and the plain HTTP
+//! pages served on the WebSocket port.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use sockwave::protocol::Request;
+use sockwave::server::{Conn, Decision, Handler, HttpResponse, Message, ServerHandle};
+
+use crate::Mode;
+
+const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// Per-connection channel names for pub/sub, sharded to keep workers apart.
+const SHARDS: usize = 16;
+
+pub struct App {
+    mode: Mode,
+    server: OnceLock<ServerHandle>,
+    channels: [Mutex<HashMap<u64, Arc<str>>>; SHARDS],
+}
+
+impl App {
+    pub fn new(mode: Mode) -> App {
+        App {
+            mode,
+            server: OnceLock::new(),
+            channels: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Hands the app its server once started; handlers wait for it.
+    pub fn attach(&self, server: ServerHandle) {
+        let _ = self.server.set(server);
+    }
+
+    fn server(&self) -> &ServerHandle {
+        self.server.wait()
+    }
+
+    fn shard(&self, conn: &Conn) -> &Mutex<HashMap<u64, Arc<str>>> {
+        &self.channels[(conn.id().as_u64() as usize) % SHARDS]
+    }
+
+    fn metrics(&self) -> String {
+        let s = self.server().stats();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            let _ = writeln!(
+                out,
+                "# HELP sockwave_{name} {help}\n# TYPE sockwave_{name} {kind}"
+            );
+            for (labels, v) in samples {
+                let _ = writeln!(out, "sockwave_{name}{labels} {v}");
+            }
+        };
+        metric(
+            "connections_open",
+            "gauge",
+            "Open WebSocket connections.",
+            &[("", s.connections_open)],
+        );
+        metric(
+            "connections_total",
+            "counter",
+            "WebSocket connections accepted since start.",
+            &[("", s.connections_total)],
+        );
+        metric(
+            "messages_received_total",
+            "counter",
+            "Messages received from clients.",
+            &[("", s.messages_in)],
+        );
+        metric(
+            "messages_sent_total",
+            "counter",
+            "Messages queued to clients.",
+            &[("", s.messages_out)],
+        );
+        metric(
+            "bytes_received_total",
+            "counter",
+            "Payload bytes received from clients.",
+            &[("", s.bytes_in)],
+        );
+        metric(
+            "bytes_sent_total",
+            "counter",
+            "Payload bytes queued to clients.",
+            &[("", s.bytes_out)],
+        );
+        metric(
+            "messages_dropped_backpressure_total",
+            "counter",
+            "Messages dropped because a connection's send buffer was full.",
+            &[("", s.dropped_backpressure)],
+        );
+        metric(
+            "connections_closed_backpressure_total",
+            "counter",
+            "Connections closed (1008) because their send buffer was full.",
+            &[("", s.closed_backpressure)],
+        );
+        metric(
+            "handshake_failures_total",
+            "counter",
+            "Upgrade requests refused, by reason.",
+            &[
+                ("{reason=\"invalid\"}", s.handshake_invalid),
+                ("{reason=\"origin\"}", s.handshake_origin),
+                ("{reason=\"capacity\"}", s.handshake_capacity),
+                ("{reason=\"rejected\"}", s.handshake_rejected),
+                ("{reason=\"timeout\"}", s.handshake_timeout),
+            ],
+        );
+        out
+    }
+}
+
+fn page(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Option<HttpResponse> {
+    Some(HttpResponse {
+        status,
+        headers: vec![
+            ("Content-Type".into(), content_type.into()),
+            ("Cache-Control".into(), "no-store".into()),
+        ],
+        body: body.into(),
+    })
+}
+
+impl Handler for App {
+    fn on_http(&self, request: &Request) -> Option<HttpResponse> {
+        if request.method() != "GET" {
+            let mut r = page(405, "text/plain; charset=utf-8", "method not allowed\n")?;
+            r.headers.push(("Allow".into(), "GET".into()));
+            return Some(r);
+        }
+        match request.path() {
+            "/" | "/index.html" => page(200, "text/html; charset=utf-8", DEMO_PAGE),
+            "/healthz" => page(200, "text/plain; charset=utf-8", "ok\n"),
+            "/metrics" => page(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics(),
+            ),
+            // Every other path is a WebSocket endpoint (426 says "upgrade"),
+            // except what is obviously a file a browser went looking for.
+            p if p.rsplit('/').next().is_some_and(|last| last.contains('.')) => {
+                page(404, "text/plain; charset=utf-8", "not found\n")
+            }
+            _ => None,
+        }
+    }
+
+    fn on_upgrade(&self, request: &Request, protocol: Option<&str>) -> Decision {
+        Decision::Accept {
+            protocol: protocol.map(str::to_string),
+            headers: Vec::new(),
+            // Subscribed before the 101 leaves: a publish the client could
+            // have caused after seeing the connection open never misses it.
+            subscribe: match self.mode {
+                Mode::Pubsub => vec![request.path().to_string()],
+                _ => Vec::new(),
+            },
+        }
+    }
+
+    fn on_open(&self, conn: &Conn, request: &Request) {
+        log::debug!(
+            "open {} {} from {:?}",
+            conn.id(),
+            request.path(),
+            conn.peer_addr()
+        );
+        if self.mode == Mode::Pubsub {
+            self.shard(conn)
+                .lock()
+                .unwrap()
+                .insert(conn.id().as_u64(), request.path().into());
+        }
+    }
+
+    fn on_message(&self, conn: &Conn, message: Message) {
+        match self.mode {
+            Mode::Echo => {
+                let kind = message.kind();
+                conn.send_owned(kind, message.into_bytes());
+            }
+            Mode::Broadcast => {
+                self.server()
+                    .broadcast_except(message.kind(), message.as_bytes(), Some(conn.id()));
+            }
+            Mode::Pubsub => {
+                let channel = self
+                    .shard(conn)
+                    .lock()
+                    .unwrap()
+                    .get(&conn.id().as_u64())
+                    .cloned();
+                if let Some(channel) = channel {
+                    self.server().publish(
+                        &channel,
+                        message.kind(),
+                        message.as_bytes(),
+                        Some(conn.id()),
+                    );
+                }
+            }
+        }
+    }
+
+    fn on_close(&self, conn: &Conn, code: u16, reason: &str) {
+        log::debug!("close {} {code} {reason:?}", conn.id());
+        if self.mode == Mode::Pubsub {
+            self.shard(conn).lock().unwrap().remove(&conn.id().as_u64());
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! `sockwave`: the standalone server.
+//!
+//! With no arguments it serves an echo on 127.0.0.1:9001. `--mode broadcast`
+//! makes one room of every connection; `--mode pubsub` makes each URL path a
+//! channel. Plain HTTP on the same port: `/` (a demo page), `/healthz`,
+//! `/metrics` (Prometheus). SIGINT/SIGTERM close every connection with 1001
+//! and exit 0 within the shutdown timeout. Every flag also reads an
+//! environment variable (see `--help`).
+
+mod app;
+mod logger;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use sockwave::server::{BackpressurePolicy, Config, Server};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Every message goes back to its sender.
+    Echo,
+    /// What one client sends reaches every other client.
+    Broadcast,
+    /// Each client subscribes to the channel named by its URL path
+    /// (ws://host:9001/chat/lobby); what it sends is published to that channel.
+    Pubsub,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Overflow {
+    /// Close a connection whose send buffer overflows (1008).
+    Close,
+    /// Drop the messages that do not fit.
+    Drop,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sockwave",
+    version,
+    about = "A WebSocket server: echo, broadcast room or pub/sub channels."
+)]
+struct Args {
+    /// Address and port to listen on.
+    #[arg(long, env = "SOCKWAVE_LISTEN", default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+
+    /// What the server does with messages.
+    #[arg(long, env = "SOCKWAVE_MODE", value_enum, default_value_t = Mode::Echo)]
+    mode: Mode,
+
+    /// Event loop threads (each with its own listener); 0 = one per core.
+    #[arg(long, env = "SOCKWAVE_THREADS", default_value_t = 0)]
+    threads: usize,
+
+    /// Worker threads running the message handling; 0 = one per core.
+    #[arg(long, env = "SOCKWAVE_WORKERS", default_value_t = 0)]
+    workers: usize,
+
+    /// Open connections beyond this get 503 before the upgrade.
+    #[arg(long, env = "SOCKWAVE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    max_connections: usize,
+
+    /// Largest message (and frame); bigger ones are refused with 1009. Accepts K, M, G suffixes.
+    #[arg(long, env = "SOCKWAVE_MAX_MESSAGE_SIZE", default_value = "16M", value_parser = parse_size)]
+    max_message_size: u64,
+
+    /// Close connections that send nothing for this long (0 = never). Accepts ms, s, m suffixes.
+    #[arg(long, env = "SOCKWAVE_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    idle_timeout: Duration,
+
+    /// Ping connections silent for this long, and drop them if no answer comes (0 = off).
+    #[arg(long, env = "SOCKWAVE_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    ping_interval: Duration,
+
+    /// Allowed Origin (repeatable, or comma-separated in the variable); others get 403.
+    /// None given: any origin.
+    #[arg(
+        long = "allowed-origin",
+        env = "SOCKWAVE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+
+    /// A subprotocol the server speaks (repeatable); the first one in the
+    /// client's order of preference is chosen.
+    #[arg(
+        long = "subprotocol",
+        env = "SOCKWAVE_SUBPROTOCOLS",
+        value_delimiter = ','
+    )]
+    subprotocols: Vec<String>,
+
+    /// Per-connection cap on unsent bytes. Accepts K, M, G suffixes.
+    #[arg(long, env = "SOCKWAVE_MAX_BUFFERED", default_value = "4M", value_parser = parse_size)]
+    max_buffered: u64,
+
+    /// What happens to a connection whose unsent bytes would pass --max-buffered.
+    #[arg(long, env = "SOCKWAVE_ON_OVERFLOW", value_enum, default_value_t = Overflow::Close)]
+    on_overflow: Overflow,
+
+    /// How long SIGINT/SIGTERM wait for close handshakes before exiting.
+    #[arg(long, env = "SOCKWAVE_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    shutdown_timeout: Duration,
+
+    /// Log level on stderr: error, warn, info, debug, trace.
+    #[arg(long, env = "SOCKWAVE_LOG", default_value = "info")]
+    log_level: log::LevelFilter,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, mult) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a size: {s:?} (use e.g. 65536, 64K, 16M)"))?;
+    n.checked_mul(mult).ok_or_else(|| format!("too large: {s}"))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let bad = || format!("not a duration: {s:?} (use e.g. 30s, 500ms, 2m, 0)");
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+fn off_if_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+impl Args {
+    fn config(&self) -> Config {
+        let mut c = Config {
+            listen: self.listen,
+            threads: self.threads,
+            workers: self.workers,
+            max_connections: self.max_connections,
+            allowed_origins: self.allowed_origins.clone(),
+            subprotocols: self.subprotocols.clone(),
+            max_buffered: self.max_buffered as usize,
+            backpressure: match self.on_overflow {
+                Overflow::Close => BackpressurePolicy::Close,
+                Overflow::Drop => BackpressurePolicy::Drop,
+            },
+            shutdown_timeout: self.shutdown_timeout,
+            ..Config::default()
+        };
+        c.protocol.max_message_size = self.max_message_size;
+        c.protocol.max_frame_size = self.max_message_size;
+        c.protocol.idle_timeout = off_if_zero(self.idle_timeout);
+        c.protocol.ping_interval = off_if_zero(self.ping_interval);
+        c
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in this thread and every thread it starts, so
+/// `wait_for_signal` collects them.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset/sigaddset;
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig = 0;
+    // SAFETY: `set` was initialised by block_signals; sigwait writes `sig`.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+/// Every connection is a descriptor: raise the soft limit to the hard one.
+fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit read and write a plain struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    logger::init(args.log_level);
+    raise_fd_limit();
+    let signals = block_signals();
+    let app = Arc::new(app::App::new(args.mode));
+    let server = match Server::start_arc(args.config(), app.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    app.attach(server.clone());
+    log::info!(
+        "{:?} server listening on ws://{} (demo page: http://{}/)",
+        args.mode,
+        server.local_addr(),
+        server.local_addr()
+    );
+    let sig = wait_for_signal(&signals);
+    log::info!(
+        "signal {sig}: closing every connection (1001), up to {:?}",
+        args.shutdown_timeout
+    );
+    server.shutdown_and_join();
+    let s = server.stats();
+    log::info!(
+        "stopped: {} connections, {} messages in, {} out",
+        s.connections_total,
+        s.messages_in,
+        s.messages_out
+    );
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("16M"), Ok(16 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("ten").is_err());
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}

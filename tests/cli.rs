@@ -1,0 +1,219 @@
+//! The `sockwave` binary: plain HTTP on the WebSocket port, metrics that move
+//! with traffic, Origin checks, configuration from the environment, and a
+//! graceful SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{raw_exchange, Client, Ev, UPGRADE};
+
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockwave"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "2",
+            "--workers",
+            "2",
+        ])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(rest) = line.split("listening on ws://").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Running { child, addr }
+}
+
+impl Running {
+    fn get(&self, path: &str) -> (String, String) {
+        let got = raw_exchange(
+            self.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            Duration::from_secs(5),
+        );
+        let text = String::from_utf8(got).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_string(), body.to_string())
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} not in:\n{body}"))
+            .parse()
+            .unwrap()
+    }
+
+    fn sigterm(mut self) -> i32 {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+#[test]
+fn plain_http_pages_and_statuses() {
+    let s = start(&[], &[]);
+    let (status, body) = s.get("/");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("new WebSocket(") && body.contains("bufferedAmount"));
+    assert_eq!(s.get("/healthz"), ("HTTP/1.1 200 OK".into(), "ok\n".into()));
+    assert_eq!(s.get("/favicon.ico").0, "HTTP/1.1 404 Not Found");
+    assert_eq!(s.get("/chat/lobby").0, "HTTP/1.1 426 Upgrade Required");
+    let post = raw_exchange(
+        s.addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(post.starts_with(b"HTTP/1.1 405 Method Not Allowed\r\n"));
+    assert_eq!(s.sigterm(), 0);
+}
+
+#[test]
+fn metrics_move_as_traffic_flows() {
+    let s = start(&["--max-message-size", "1K"], &[]);
+    assert_eq!(s.metric("sockwave_connections_open"), 0);
+    let mut c = Client::connect(s.addr).unwrap();
+    for i in 0..10 {
+        c.send_text(&format!("message {i}")).unwrap();
+        assert_eq!(c.recv().unwrap(), Ev::Text(format!("message {i}")));
+    }
+    assert_eq!(s.metric("sockwave_connections_open"), 1);
+    assert_eq!(s.metric("sockwave_connections_total"), 1);
+    assert_eq!(s.metric("sockwave_messages_received_total"), 10);
+    assert_eq!(s.metric("sockwave_messages_sent_total"), 10);
+    assert_eq!(s.metric("sockwave_bytes_received_total"), 10 * 9);
+    // A refused handshake and a too-big message show up too.
+    let got = raw_exchange(
+        s.addr,
+        UPGRADE.replace("13", "8").as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert!(got.is_empty() || got.starts_with(b"HTTP/1.1 426"));
+    let got = raw_exchange(
+        s.addr,
+        format!("{}\r\n", UPGRADE.replace(": 13", ": 8")).as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert!(got.starts_with(b"HTTP/1.1 426"));
+    assert!(s.metric("sockwave_handshake_failures_total{reason=\"invalid\"}") >= 1);
+    c.send_binary(&[0u8; 2000]).unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Close(1009, "frame too big".into()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.metric("sockwave_connections_open") != 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(s.sigterm(), 0);
+}
+
+#[test]
+fn disallowed_origin_gets_403_and_allowed_ones_connect() {
+    // From the environment this time, comma-separated.
+    let s = start(
+        &[],
+        &[(
+            "SOCKWAVE_ALLOWED_ORIGINS",
+            "https://app.example,https://admin.example",
+        )],
+    );
+    let good = Client::connect_with(s.addr, "/", &[], &[("Origin", "https://admin.example")]);
+    assert!(good.is_ok());
+    let got = raw_exchange(
+        s.addr,
+        format!("{UPGRADE}Origin: https://evil.example\r\n\r\n").as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert!(
+        got.starts_with(b"HTTP/1.1 403 Forbidden\r\n"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert_eq!(
+        s.metric("sockwave_handshake_failures_total{reason=\"origin\"}"),
+        1
+    );
+    drop(good);
+    assert_eq!(s.sigterm(), 0);
+}
+
+#[test]
+fn sigterm_closes_every_client_with_1001_and_exits_0() {
+    let s = start(&["--mode", "broadcast"], &[]);
+    let mut clients: Vec<Client> = (0..5).map(|_| Client::connect(s.addr).unwrap()).collect();
+    clients[0].send_text("before the end").unwrap();
+    for c in &mut clients[1..] {
+        assert_eq!(c.recv().unwrap(), Ev::Text("before the end".into()));
+    }
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| std::thread::spawn(move || (c.recv_message().unwrap(), c.recv().unwrap())))
+        .collect();
+    let started = Instant::now();
+    assert_eq!(s.sigterm(), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    for r in readers {
+        assert_eq!(
+            r.join().unwrap(),
+            (Ev::Close(1001, "server shutting down".into()), Ev::Eof)
+        );
+    }
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sockwave"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let mut help = String::new();
+    out.stdout.as_slice().read_to_string(&mut help).unwrap();
+    for flag in [
+        "--listen",
+        "--threads",
+        "--workers",
+        "--max-connections",
+        "--max-message-size",
+        "--idle-timeout",
+        "--ping-interval",
+        "--allowed-origin",
+        "--subprotocol",
+        "--mode",
+        "--log-level",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+    assert!(help.contains("SOCKWAVE_LISTEN"));
+}
