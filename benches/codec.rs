@@ -155,12 +155,101 @@ fn handshake(c: &mut Criterion) {
     g.finish();
 }
 
+/// permessage-deflate on 1 KiB JSON-like messages: compress and inflate, in
+/// shared mode (no context) and dedicated mode (context kept between messages).
+fn deflate(c: &mut Criterion) {
+    use sockwave::protocol::deflate::{compress_shared, inflate_shared, Compressor, Decompressor};
+    let msgs: Vec<Vec<u8>> = (0..64)
+        .map(|i| {
+            let mut m = format!(
+                r#"{{"seq":{i},"type":"book","symbol":"ACME-{i}","bids":[[101.{i},300],[101.1,900],[101.0,1200]],"asks":[[101.5,200],[101.6,750]],"trades":["#
+            );
+            while m.len() < 1000 {
+                m.push_str(&format!(r#"{{"p":101.{},"q":{},"t":17000{i}}},"#, m.len() % 97, m.len() % 13));
+            }
+            m.truncate(1023);
+            m.push(']');
+            m.into_bytes()
+        })
+        .collect();
+    let total: usize = msgs.iter().map(Vec::len).sum();
+    let mut g = c.benchmark_group("deflate_1k_json");
+    g.throughput(Throughput::Bytes(total as u64));
+    g.bench_function("compress_shared_level1", |b| {
+        let mut out = Vec::with_capacity(4096);
+        b.iter(|| {
+            for m in &msgs {
+                out.clear();
+                compress_shared(black_box(m), 1, 15, 8, &mut out);
+            }
+        })
+    });
+    g.bench_function("compress_dedicated_level1", |b| {
+        let mut comp = Compressor::new(1, 15, 8);
+        let mut out = Vec::with_capacity(4096);
+        b.iter(|| {
+            for m in &msgs {
+                out.clear();
+                comp.compress(black_box(m), &mut out, false);
+            }
+        })
+    });
+    let shared: Vec<Vec<u8>> = msgs
+        .iter()
+        .map(|m| {
+            let mut z = Vec::new();
+            compress_shared(m, 1, 15, 8, &mut z);
+            z
+        })
+        .collect();
+    let ratio = total as f64 / shared.iter().map(Vec::len).sum::<usize>() as f64;
+    println!(
+        "deflate_1k_json: {} messages, {total} bytes, shared-mode ratio {ratio:.2}",
+        msgs.len()
+    );
+    g.bench_function("inflate_shared", |b| {
+        let mut out = Vec::with_capacity(4096);
+        b.iter(|| {
+            for z in &shared {
+                out.clear();
+                inflate_shared(black_box(z), 1 << 20, &mut out).unwrap();
+            }
+        })
+    });
+    g.bench_function("inflate_dedicated", |b| {
+        b.iter_batched(
+            || {
+                let mut comp = Compressor::new(1, 15, 8);
+                let zs: Vec<Vec<u8>> = msgs
+                    .iter()
+                    .map(|m| {
+                        let mut z = Vec::new();
+                        comp.compress(m, &mut z, false);
+                        z
+                    })
+                    .collect();
+                (Decompressor::new(15), zs)
+            },
+            |(mut d, zs)| {
+                let mut out = Vec::with_capacity(4096);
+                for z in &zs {
+                    out.clear();
+                    d.inflate(z, 1 << 20, &mut out, false).unwrap();
+                }
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     masking,
     utf8_validation,
     frame_headers,
     frame_decode,
-    handshake
+    handshake,
+    deflate
 );
 criterion_main!(benches);

@@ -73,7 +73,7 @@ const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConn
 /// fired in between. Checks the runtime's invariants: nothing consumed beyond
 /// the input, a tail that stays small, no event after Closed, memory bounded
 /// by the message limit.
-pub fn conn(data: &[u8]) {
+fn conn_with(data: &[u8], request: &[u8]) {
     let Some((&step, rest)) = data.split_first() else {
         return;
     };
@@ -86,7 +86,7 @@ pub fn conn(data: &[u8]) {
     let t0 = Instant::now();
     let mut conn = Connection::server(cfg.clone(), t0);
     let mut out = Vec::new();
-    let mut pending = REQUEST.to_vec();
+    let mut pending = request.to_vec();
     let mut now = t0;
     for piece in std::iter::once(&[][..]).chain(rest.chunks(step)) {
         pending.extend_from_slice(piece);
@@ -136,3 +136,16 @@ pub fn conn(data: &[u8]) {
         }
     }
 }
+
+/// The whole server state machine after a plain handshake.
+pub fn conn(data: &[u8]) {
+    conn_with(data, REQUEST);
+}
+
+/// The same with permessage-deflate negotiated (shared mode): RSV1 frames go
+/// through the inflater, under the message cap.
+pub fn conn_deflate(data: &[u8]) {
+    conn_with(data, REQUEST_DEFLATE);
+}
+
+const REQUEST_DEFLATE: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";

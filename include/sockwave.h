@@ -64,6 +64,16 @@ typedef enum sw_backpressure {
   SW_BACKPRESSURE_DROP = 1,
 } sw_backpressure;
 
+// permessage-deflate modes (pass as `uint32_t` to `sw_config_set_deflate`).
+typedef enum sw_deflate_mode {
+  // Never negotiate compression.
+  SW_DEFLATE_MODE_OFF = 0,
+  // No context takeover either way: no zlib state per connection (the default).
+  SW_DEFLATE_MODE_SHARED = 1,
+  // Context takeover: a compressor and inflater per connection.
+  SW_DEFLATE_MODE_DEDICATED = 2,
+} sw_deflate_mode;
+
 // Server configuration. Create with `sw_config_new`, adjust with the
 // setters, pass to `sw_server_start` (which copies it), free with `sw_config_free`.
 // Not thread-safe: use one `sw_config` from one thread at a time.
@@ -216,6 +226,18 @@ enum sw_result sw_config_set_shutdown_timeout(struct sw_config *config, uint32_t
 enum sw_result sw_config_set_backpressure(struct sw_config *config,
                                           uint64_t max_buffered,
                                           uint32_t policy);
+
+// permessage-deflate (RFC 7692): `mode` is an `sw_deflate_mode`;
+// `window_bits` 9..15 is our LZ77 window (and the one asked of clients that
+// allow it); `mem_level` 1..9 sizes the compressor's hash table (2^(mem_level+9)
+// bytes); `level` 0..9 is zlib's; messages shorter than `threshold` bytes go
+// uncompressed. Default: shared, 15, 8, 1, 256.
+enum sw_result sw_config_set_deflate(struct sw_config *config,
+                                     uint32_t mode,
+                                     uint8_t window_bits,
+                                     uint8_t mem_level,
+                                     uint8_t level,
+                                     uint64_t threshold);
 
 // Adds a subprotocol the server speaks. The first of the client's offers
 // (in its order of preference) that the server speaks is chosen.

@@ -4,7 +4,11 @@
 Starts `target/release/sockwave`, opens N TCP connections as fast as possible
 (a burst that must all be accepted), upgrades each one, then reads the
 server's VmRSS from /proc before and after. Stdlib only.
-    scripts/idle_memory.py [N]    (default 10000; needs ~N+100 file descriptors)
+    scripts/idle_memory.py [N] [--deflate] [-- SERVER ARGS...]
+      N          connections (default 10000; needs ~N+100 file descriptors)
+      --deflate  offer permessage-deflate like a browser and exchange one
+                 compressed message per connection before going idle, so a
+                 dedicated compressor and inflater exist for each
 """
 import os
 import resource
@@ -14,10 +18,31 @@ import subprocess
 import sys
 import time
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+import zlib
+
+ARGS = sys.argv[1:]
+SERVER_ARGS = ARGS[ARGS.index("--") + 1:] if "--" in ARGS else []
+ARGS = ARGS[:ARGS.index("--")] if "--" in ARGS else ARGS
+DEFLATE = "--deflate" in ARGS
+N = int(next((a for a in ARGS if a.isdigit()), "10000"))
 PORT = int(os.environ.get("PORT", "9472"))
 REQ = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+       + (b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" if DEFLATE else b"")
+       + b"\r\n")
+MESSAGE = (b'{"type":"quote","symbol":"ACME","bid":101.25,"ask":101.5,"levels":[[101.2,300],[101.1,900]]}' * 12)
+
+
+def compressed_frame(payload):
+    """A masked text frame with RSV1, compressed as RFC 7692 says."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = c.compress(payload) + c.flush(zlib.Z_SYNC_FLUSH)
+    body = body[:-4]
+    key = b"\x01\x02\x03\x04"
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(body))
+    assert len(body) < 65536
+    head = bytes([0xC1, 0x80 | 126]) + len(body).to_bytes(2, "big") if len(body) >= 126 else bytes([0xC1, 0x80 | len(body)])
+    return head + key + masked
 
 
 def rss_kib(pid):
@@ -31,7 +56,8 @@ def rss_kib(pid):
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    server = subprocess.Popen(["target/release/sockwave", "--listen", f"127.0.0.1:{PORT}"], stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(["target/release/sockwave", "--listen", f"127.0.0.1:{PORT}", *SERVER_ARGS],
+                              stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
             try:
@@ -53,6 +79,7 @@ def main():
             sel.register(s, selectors.EVENT_WRITE)
         pending_write = set(socks)
         answers = {s: b"" for s in socks}
+        sent_message = set()
         done = 0
         deadline = time.time() + 60
         while done < N and time.time() < deadline:
@@ -63,17 +90,31 @@ def main():
                     pending_write.discard(s)
                     sel.modify(s, selectors.EVENT_READ)
                     continue
-                data = s.recv(4096)
+                data = s.recv(65536)
                 answers[s] += data
-                if b"\r\n\r\n" in answers[s]:
-                    if not answers[s].startswith(b"HTTP/1.1 101"):
-                        raise RuntimeError(answers[s][:80])
-                    sel.unregister(s)
-                    done += 1
+                head, sep, rest = answers[s].partition(b"\r\n\r\n")
+                if not sep:
+                    continue
+                if not head.startswith(b"HTTP/1.1 101"):
+                    raise RuntimeError(head[:80])
+                if DEFLATE:
+                    if b"permessage-deflate" not in head:
+                        raise RuntimeError("deflate not negotiated")
+                    if s not in sent_message:
+                        s.setblocking(True)
+                        s.sendall(compressed_frame(MESSAGE))
+                        s.setblocking(False)
+                        sent_message.add(s)
+                    if len(rest) < 2:
+                        continue  # wait for the (compressed) echo
+                sel.unregister(s)
+                done += 1
         elapsed = time.time() - t0
         time.sleep(1.0)
         after = rss_kib(server.pid)
         per_conn = (after - before) * 1024 / max(done, 1)
+        mode = " ".join(SERVER_ARGS) or "defaults"
+        print(f"server: {mode}; clients: {'permessage-deflate + one compressed message each' if DEFLATE else 'plain'}")
         print(f"connections upgraded: {done}/{N} in {elapsed:.2f}s ({done / elapsed:.0f}/s, burst of {N} connects)")
         print(f"server RSS: {before} KiB idle, {after} KiB with {done} open -> {per_conn:.0f} bytes per connection")
         for s in socks:

@@ -217,3 +217,38 @@ fn help_explains_every_flag() {
     }
     assert!(help.contains("SOCKWAVE_LISTEN"));
 }
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_small_compressed_bomb_gets_1009_and_no_memory() {
+    let s = start(&["--max-message-size", "64K"], &[]);
+    let mut warm = Client::connect_with(s.addr, "/", &[], &[common::BROWSER_DEFLATE]).unwrap();
+    warm.send_text(&"warm up ".repeat(100)).unwrap();
+    assert!(matches!(warm.recv().unwrap(), Ev::Text(_)));
+    let before = peak_rss_kib(s.child.id());
+    // About 1 KB on the wire that inflates to 1 MiB, then 16 KB that inflate to 16 MiB.
+    for size in [1usize << 20, 16 << 20] {
+        let mut c = Client::connect_with(s.addr, "/", &[], &[common::BROWSER_DEFLATE]).unwrap();
+        assert!(c.compressing());
+        c.send_binary(&vec![0u8; size]).unwrap();
+        assert_eq!(c.recv().unwrap(), Ev::Close(1009, "message too big".into()));
+    }
+    let after = peak_rss_kib(s.child.id());
+    assert!(
+        after.saturating_sub(before) < 4 * 1024,
+        "peak RSS grew by {} KiB (from {before} to {after})",
+        after - before
+    );
+    // The other connection is unaffected.
+    warm.send_text("still here").unwrap();
+    assert_eq!(warm.recv().unwrap(), Ev::Text("still here".into()));
+    assert_eq!(s.sigterm(), 0);
+}

@@ -49,6 +49,23 @@ fn null_pointers_and_bad_arguments_are_refused_not_crashed_on() {
             sw_config_set_listen(cfg, [0xffu8, 0].as_ptr().cast()),
             sw_result::InvalidUtf8
         );
+        assert_eq!(
+            sw_config_set_deflate(cfg, 7, 15, 8, 1, 256),
+            sw_result::InvalidArgument
+        );
+        assert_eq!(
+            sw_config_set_deflate(cfg, 2, 8, 8, 1, 256),
+            sw_result::InvalidArgument
+        );
+        assert_eq!(
+            sw_config_set_deflate(cfg, 2, 15, 0, 1, 256),
+            sw_result::InvalidArgument
+        );
+        assert_eq!(sw_config_set_deflate(cfg, 2, 11, 4, 6, 128), sw_result::Ok);
+        assert_eq!(
+            sw_config_set_deflate(cfg, sw_deflate_mode::Off as u32, 15, 8, 1, 0),
+            sw_result::Ok
+        );
         let mut out: *mut sw_server = ptr::null_mut();
         assert_eq!(
             sw_server_start(cfg, ptr::null(), &mut out),

@@ -37,3 +37,8 @@ fn frame_inputs() {
 fn conn_inputs() {
     replay("conn", harness::conn);
 }
+
+#[test]
+fn conn_deflate_inputs() {
+    replay("conn_deflate", harness::conn_deflate);
+}

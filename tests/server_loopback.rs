@@ -266,7 +266,16 @@ fn backpressure(policy: BackpressurePolicy) {
     let stalled = stalled_client(server.local_addr());
     let mut healthy = Client::connect(server.local_addr()).unwrap();
     wait_until("opens", || registry.conns.lock().unwrap().len() == 2);
-    let slow = registry.conns.lock().unwrap()[0].clone();
+    // The stalled socket's connection, found by address (the opens race).
+    let stalled_addr = stalled.local_addr().unwrap();
+    let slow = registry
+        .conns
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|c| c.peer_addr() == Some(stalled_addr))
+        .unwrap()
+        .clone();
     let chunk = vec![7u8; 64 * 1024];
     let mut dropped = None;
     for i in 0..10_000 {
@@ -553,4 +562,91 @@ fn nothing_broadcast_overtakes_what_on_open_sends() {
     stop.store(true, Ordering::Relaxed);
     storm.join().unwrap();
     server.shutdown_and_join();
+}
+
+mod deflate {
+    use super::*;
+    use common::BROWSER_DEFLATE;
+    use sockwave::protocol::deflate::DeflateOptions;
+
+    fn server_with(opts: DeflateOptions) -> ServerHandle {
+        let mut cfg = config();
+        cfg.protocol.deflate = opts;
+        cfg.protocol.max_message_size = 1 << 20;
+        cfg.protocol.max_frame_size = 1 << 20;
+        Server::start(cfg, Echo).unwrap()
+    }
+
+    fn json(i: usize) -> String {
+        format!(
+            r#"{{"id":{i},"type":"price","symbol":"ACME","bid":101.25,"ask":101.5,"levels":[[101.2,300],[101.1,900],[101.0,1200]],"note":"{}"}}"#,
+            "x".repeat(i % 700)
+        )
+    }
+
+    #[test]
+    fn negotiated_in_each_mode_and_every_message_round_trips() {
+        for (opts, expect) in [
+            (
+                DeflateOptions::shared(),
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            ),
+            (DeflateOptions::dedicated(15, 8), "permessage-deflate"),
+            (
+                DeflateOptions::dedicated(10, 3),
+                "permessage-deflate; client_max_window_bits=10",
+            ),
+        ] {
+            let server = server_with(opts);
+            let mut c =
+                Client::connect_with(server.local_addr(), "/", &[], &[BROWSER_DEFLATE]).unwrap();
+            assert_eq!(c.extensions.as_deref(), Some(expect));
+            assert!(c.compressing());
+            for i in 0..200 {
+                let m = json(i);
+                c.send_text(&m).unwrap();
+                assert_eq!(c.recv().unwrap(), Ev::Text(m));
+            }
+            let big: Vec<u8> = (0..300_000u32).map(|i| (i % 13) as u8).collect();
+            c.send_binary(&big).unwrap();
+            assert_eq!(c.recv().unwrap(), Ev::Binary(big));
+            server.shutdown_and_join();
+        }
+    }
+
+    #[test]
+    fn off_when_disabled_or_not_offered() {
+        let server = server_with(DeflateOptions::disabled());
+        let c = Client::connect_with(server.local_addr(), "/", &[], &[BROWSER_DEFLATE]).unwrap();
+        assert_eq!(c.extensions, None);
+        server.shutdown_and_join();
+        let server = server_with(DeflateOptions::shared());
+        let mut c = Client::connect(server.local_addr()).unwrap();
+        assert_eq!(c.extensions, None);
+        c.send_text("plain").unwrap();
+        assert_eq!(c.recv().unwrap(), Ev::Text("plain".into()));
+        server.shutdown_and_join();
+    }
+
+    #[test]
+    fn broadcast_compresses_once_for_all_shared_mode_recipients() {
+        let server = server_with(DeflateOptions::shared());
+        let mut compressed: Vec<Client> = (0..6)
+            .map(|_| {
+                Client::connect_with(server.local_addr(), "/", &[], &[BROWSER_DEFLATE]).unwrap()
+            })
+            .collect();
+        let mut plain = Client::connect(server.local_addr()).unwrap();
+        // Let every on_open finish so the broadcast includes everyone.
+        for c in compressed.iter_mut().chain(std::iter::once(&mut plain)) {
+            c.send_text("sync").unwrap();
+            assert_eq!(c.recv().unwrap(), Ev::Text("sync".into()));
+        }
+        let m = json(500);
+        server.broadcast(MessageKind::Text, m.as_bytes());
+        for c in compressed.iter_mut().chain(std::iter::once(&mut plain)) {
+            assert_eq!(c.recv().unwrap(), Ev::Text(m.clone()));
+        }
+        server.shutdown_and_join();
+    }
 }

@@ -4,6 +4,7 @@ use std::ffi::c_char;
 use std::time::Duration;
 
 use super::boundary::{boundary, c_str, sw_result};
+use crate::protocol::deflate::DeflateOptions;
 use crate::server::{BackpressurePolicy, Config};
 
 /// Server configuration. Create with `sw_config_new`, adjust with the
@@ -186,6 +187,54 @@ pub unsafe extern "C" fn sw_config_set_backpressure(
             _ => return Err(sw_result::InvalidArgument),
         };
         c.max_buffered = usize::try_from(max_buffered).map_err(|_| sw_result::InvalidArgument)?;
+        Ok(())
+    })
+}
+
+/// permessage-deflate modes (pass as `uint32_t` to `sw_config_set_deflate`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum sw_deflate_mode {
+    /// Never negotiate compression.
+    Off = 0,
+    /// No context takeover either way: no zlib state per connection (the default).
+    Shared = 1,
+    /// Context takeover: a compressor and inflater per connection.
+    Dedicated = 2,
+}
+
+/// permessage-deflate (RFC 7692): `mode` is an `sw_deflate_mode`;
+/// `window_bits` 9..15 is our LZ77 window (and the one asked of clients that
+/// allow it); `mem_level` 1..9 sizes the compressor's hash table (2^(mem_level+9)
+/// bytes); `level` 0..9 is zlib's; messages shorter than `threshold` bytes go
+/// uncompressed. Default: shared, 15, 8, 1, 256.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_deflate(
+    config: *mut sw_config,
+    mode: u32,
+    window_bits: u8,
+    mem_level: u8,
+    level: u8,
+    threshold: u64,
+) -> sw_result {
+    with_config(config, |c| {
+        let base = match mode {
+            0 => DeflateOptions::disabled(),
+            1 => DeflateOptions::shared(),
+            2 => DeflateOptions::dedicated(window_bits, mem_level),
+            _ => return Err(sw_result::InvalidArgument),
+        };
+        if !(9..=15).contains(&window_bits) || !(1..=9).contains(&mem_level) || level > 9 {
+            return Err(sw_result::InvalidArgument);
+        }
+        c.protocol.deflate = DeflateOptions {
+            server_max_window_bits: window_bits,
+            client_max_window_bits: window_bits,
+            mem_level,
+            level,
+            threshold: usize::try_from(threshold).map_err(|_| sw_result::InvalidArgument)?,
+            ..base
+        };
         Ok(())
     })
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::close::{self, code, CloseFrame};
+use super::deflate::{self, Agreed, Compressor, Decompressor, DeflateOptions, InflateError};
 use super::error::ProtocolError;
 use super::frame::{DecodeRules, EncodedHeader, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
 use super::handshake::{self, AcceptOptions, HandshakeError, HandshakeLimits, Request};
@@ -47,6 +48,8 @@ pub struct ProtocolConfig {
     pub pong_timeout: Duration,
     /// After our close frame, wait this long for the peer's.
     pub close_timeout: Duration,
+    /// permessage-deflate policy (servers negotiate with it).
+    pub deflate: DeflateOptions,
 }
 
 impl Default for ProtocolConfig {
@@ -60,6 +63,7 @@ impl Default for ProtocolConfig {
             ping_interval: Some(Duration::from_secs(30)),
             pong_timeout: Duration::from_secs(20),
             close_timeout: Duration::from_secs(5),
+            deflate: DeflateOptions::shared(),
         }
     }
 }
@@ -266,6 +270,77 @@ pub struct Connection {
     ping_sent: Option<Instant>,
     /// xorshift state for client mask keys (unused by servers).
     mask_rng: u64,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Box<DeflateSession>>,
+    /// The message in progress arrived with RSV1: inflate it when complete.
+    compressed: bool,
+}
+
+/// A negotiated permessage-deflate and the zlib state this connection owns
+/// (none in shared mode; created at first use in dedicated mode).
+#[derive(Debug)]
+struct DeflateSession {
+    agreed: Agreed,
+    /// Our direction: window, and whether context is dropped after each message.
+    send_window: u8,
+    send_reset: bool,
+    /// The peer's direction.
+    recv_window: u8,
+    recv_reset: bool,
+    compressor: Option<Compressor>,
+    decompressor: Option<Decompressor>,
+}
+
+impl DeflateSession {
+    fn new(agreed: Agreed, role: Role) -> DeflateSession {
+        let (send_window, send_reset, recv_window, recv_reset) = match role {
+            Role::Server => (
+                agreed.server_max_window_bits,
+                agreed.server_no_context_takeover,
+                agreed.client_max_window_bits,
+                agreed.client_no_context_takeover,
+            ),
+            Role::Client => (
+                agreed.client_max_window_bits,
+                agreed.client_no_context_takeover,
+                agreed.server_max_window_bits,
+                agreed.server_no_context_takeover,
+            ),
+        };
+        DeflateSession {
+            agreed,
+            send_window,
+            send_reset,
+            recv_window,
+            recv_reset,
+            compressor: None,
+            decompressor: None,
+        }
+    }
+
+    fn compress(&mut self, opts: &DeflateOptions, data: &[u8], out: &mut Vec<u8>) {
+        if self.send_reset {
+            deflate::compress_shared(data, opts.level, self.send_window, opts.mem_level, out);
+        } else {
+            let window = self.send_window;
+            self.compressor
+                .get_or_insert_with(|| Compressor::new(opts.level, window, opts.mem_level))
+                .compress(data, out, false);
+        }
+    }
+
+    fn inflate(&mut self, data: &[u8], cap: usize) -> Result<Vec<u8>, InflateError> {
+        let mut out = Vec::new();
+        if self.recv_reset {
+            deflate::inflate_shared(data, cap, &mut out)?;
+        } else {
+            let window = self.recv_window;
+            self.decompressor
+                .get_or_insert_with(|| Decompressor::new(window))
+                .inflate(data, cap, &mut out, false)?;
+        }
+        Ok(out)
+    }
 }
 
 /// Reserve at most this much ahead for a message the header announces: the
@@ -303,6 +378,8 @@ impl Connection {
             last_activity: now,
             ping_sent: None,
             mask_rng: seed,
+            deflate: None,
+            compressed: false,
         }
     }
 
@@ -353,8 +430,19 @@ impl Connection {
     fn decode_rules(&self) -> DecodeRules {
         DecodeRules {
             expect_masked: self.role == Role::Server,
-            allow_rsv1: false,
+            allow_rsv1: self.deflate.is_some(),
         }
+    }
+
+    /// The permessage-deflate agreement, if one was negotiated.
+    pub fn deflate(&self) -> Option<Agreed> {
+        self.deflate.as_ref().map(|d| d.agreed)
+    }
+
+    /// Turns permessage-deflate on with what the handshake agreed (for
+    /// clients, which negotiate outside this type; servers do it in `accept`).
+    pub fn enable_deflate(&mut self, agreed: Agreed) {
+        self.deflate = Some(Box::new(DeflateSession::new(agreed, self.role)));
     }
 
     fn enter(&mut self, phase: Phase, now: Instant) {
@@ -451,6 +539,21 @@ impl Connection {
                 return Err(e);
             }
         };
+        let negotiated = match opts.extensions {
+            None => deflate::negotiate(request.extensions(), &self.config.deflate),
+            Some(_) => None,
+        };
+        let with_deflate;
+        let opts = match &negotiated {
+            Some((_, response)) => {
+                with_deflate = AcceptOptions {
+                    extensions: Some(response),
+                    ..*opts
+                };
+                &with_deflate
+            }
+            None => opts,
+        };
         let mut stack = [0u8; 1024];
         match handshake::write_accept(key, opts, &mut stack) {
             Ok(n) => sink.write(&stack[..n]),
@@ -466,6 +569,9 @@ impl Connection {
                     }
                 }
             }
+        }
+        if let Some((agreed, _)) = negotiated {
+            self.enable_deflate(agreed);
         }
         self.enter(Phase::Open, now);
         self.last_activity = now;
@@ -531,6 +637,10 @@ impl Connection {
 
         // A data frame: check it against the message in progress and the limits
         // before a single payload byte is accepted.
+        if header.rsv1 && header.opcode == OpCode::Continuation && !closing {
+            // RSV1 marks a compressed message on its first frame only (RFC 7692 section 6).
+            return self.fail(ProtocolError::ReservedBits, input.len(), now, sink);
+        }
         let kind = match (header.opcode, self.message) {
             (OpCode::Continuation, Some(kind)) => kind,
             (OpCode::Continuation, None) if !closing => {
@@ -564,6 +674,16 @@ impl Connection {
             if let Some(key) = header.mask {
                 apply_mask(payload, key, 0);
             }
+            if header.rsv1 {
+                let consumed = head_len + len as usize;
+                return match self.inflate_message(kind, payload) {
+                    Ok(data) => Read {
+                        consumed,
+                        event: Some(Event::Message(kind, Payload::Owned(data))),
+                    },
+                    Err(e) => self.fail(e, input_len, now, sink),
+                };
+            }
             if kind == MessageKind::Text && utf8::validate(payload).is_err() {
                 return self.fail(ProtocolError::InvalidUtf8, input_len, now, sink);
             }
@@ -575,6 +695,7 @@ impl Connection {
         if !closing {
             if self.message.is_none() {
                 self.message = Some(kind);
+                self.compressed = header.rsv1;
                 self.utf8.reset();
             }
             self.assembled.reserve(len.min(MAX_RESERVE_AHEAD) as usize);
@@ -626,7 +747,11 @@ impl Connection {
             .message
             .expect("a data frame in progress belongs to a message");
         let message_done = frame_done && partial.fin;
-        if kind == MessageKind::Text && self.utf8.feed(chunk, message_done).is_err() {
+        // Compressed text is checked once inflated, at the end.
+        if kind == MessageKind::Text
+            && !self.compressed
+            && self.utf8.feed(chunk, message_done).is_err()
+        {
             return self.fail(ProtocolError::InvalidUtf8, input_len, now, sink);
         }
         self.assembled.extend_from_slice(chunk);
@@ -637,11 +762,41 @@ impl Connection {
             };
         }
         self.message = None;
-        let data = std::mem::take(&mut self.assembled);
+        let mut data = std::mem::take(&mut self.assembled);
+        if std::mem::take(&mut self.compressed) {
+            data = match self.inflate_message(kind, &data) {
+                Ok(d) => d,
+                Err(e) => return self.fail(e, input_len, now, sink),
+            };
+        }
         Read {
             consumed,
             event: Some(Event::Message(kind, Payload::Owned(data))),
         }
+    }
+
+    /// Inflates a complete compressed message under the message limit and
+    /// checks text for UTF-8.
+    fn inflate_message(
+        &mut self,
+        kind: MessageKind,
+        compressed: &[u8],
+    ) -> Result<Vec<u8>, ProtocolError> {
+        let cap = usize::try_from(self.config.max_message_size).unwrap_or(usize::MAX);
+        let session = self.deflate.as_mut().ok_or(ProtocolError::ReservedBits)?;
+        let data = session.inflate(compressed, cap).map_err(|e| match e {
+            InflateError::TooBig => ProtocolError::MessageTooBig,
+            InflateError::Corrupt => ProtocolError::BadCompression,
+        })?;
+        if kind == MessageKind::Text && utf8::validate(&data).is_err() {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        Ok(data)
+    }
+
+    /// Whether a message of `len` bytes goes out compressed.
+    fn compresses(&self, len: usize) -> bool {
+        self.deflate.is_some() && len >= self.config.deflate.threshold
     }
 
     fn on_control<'a, S: Sink + ?Sized>(
@@ -740,13 +895,26 @@ impl Connection {
         ))
     }
 
-    /// Sends a whole message as one frame.
+    /// Sends a whole message as one frame, compressed when permessage-deflate
+    /// was negotiated and the message reaches the configured threshold.
     pub fn send<S: Sink + ?Sized>(
         &mut self,
         kind: MessageKind,
         payload: &[u8],
         sink: &mut S,
     ) -> Result<(), SendError> {
+        if self.phase == Phase::Open && self.compresses(payload.len()) {
+            let mut z = Vec::new();
+            let opts = self.config.deflate;
+            self.deflate
+                .as_mut()
+                .expect("compresses() checked")
+                .compress(&opts, payload, &mut z);
+            let mask = self.next_mask();
+            let head = EncodedHeader::new(kind.opcode(), true, true, z.len() as u64, mask);
+            sink.frame(head.as_bytes(), &z, mask);
+            return Ok(());
+        }
         self.send_fragment(kind, true, true, payload, sink)
     }
 

@@ -9,12 +9,14 @@
 //! - [`frame`]: decode and encode frame headers.
 //! - [`mask`], [`utf8`]: the hot loops, each with a reference implementation.
 //! - [`close`]: close codes and payloads.
+//! - [`deflate`]: permessage-deflate negotiation and (de)compression (RFC 7692).
 //! - [`conn`]: the per-connection state machine that ties them together.
 //! - [`client`]: the client side of the handshake, for tests and load generation.
 
 pub mod client;
 pub mod close;
 pub mod conn;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;

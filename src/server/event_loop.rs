@@ -17,8 +17,9 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+use super::handler::SendDeflate;
 use super::handler::{Conn, ConnId, ConnShared, Decision, DropReason, Message};
-use super::shared::{Command, Outgoing, Shared, WorkerEvent};
+use super::shared::{Command, Outgoing, Shared, SharedMessage, WorkerEvent};
 use super::BackpressurePolicy;
 use crate::protocol::close::code;
 use crate::protocol::{AcceptOptions, Connection, Event, ProtocolConfig, Request, Sink, Timeout};
@@ -122,12 +123,29 @@ impl OutQueue {
 }
 
 /// The protocol core writes its own frames (pongs, close frames, handshake
-/// responses) through this.
-struct QueueSink<'a>(&'a mut OutQueue);
+/// responses, messages it compressed) through this.
+struct QueueSink<'a> {
+    out: &'a mut OutQueue,
+    /// Payload bytes of the connection's buffered amount that the next frame carries.
+    accounted: usize,
+}
+
+impl<'a> QueueSink<'a> {
+    fn new(out: &'a mut OutQueue) -> QueueSink<'a> {
+        QueueSink { out, accounted: 0 }
+    }
+
+    fn accounted(out: &'a mut OutQueue, accounted: usize) -> QueueSink<'a> {
+        QueueSink { out, accounted }
+    }
+}
 
 impl Sink for QueueSink<'_> {
     fn write(&mut self, bytes: &[u8]) {
-        self.0.push(Outgoing::Bytes(bytes.to_vec()), 0);
+        self.out.push(
+            Outgoing::Bytes(bytes.to_vec()),
+            std::mem::take(&mut self.accounted),
+        );
     }
 
     fn frame(&mut self, head: &[u8], payload: &[u8], mask: Option<[u8; 4]>) {
@@ -135,7 +153,8 @@ impl Sink for QueueSink<'_> {
         let mut v = Vec::with_capacity(head.len() + payload.len());
         v.extend_from_slice(head);
         v.extend_from_slice(payload);
-        self.0.push(Outgoing::Bytes(v), 0);
+        self.out
+            .push(Outgoing::Bytes(v), std::mem::take(&mut self.accounted));
     }
 }
 
@@ -163,7 +182,7 @@ struct ConnState {
     /// `on_open` has returned ([`Command::Opened`]). Until then broadcast and
     /// published frames wait in `deferred`, so they follow what `on_open` sends.
     opened: bool,
-    deferred: Vec<(Arc<[u8]>, usize)>,
+    deferred: Vec<Arc<SharedMessage>>,
 }
 
 struct Slot {
@@ -566,7 +585,7 @@ impl EventLoop {
         let cfg = &shared.config;
         let failures = &shared.stats.handshake_failures;
         let Some(c) = self.conn_mut(slot) else { return };
-        let mut sink = QueueSink(&mut c.out);
+        let mut sink = QueueSink::new(&mut c.out);
         if c.over_capacity || shared.shutting_down.load(Ordering::Acquire) {
             failures.capacity.fetch_add(1, Ordering::Relaxed);
             c.proto.respond(
@@ -665,6 +684,10 @@ impl EventLoop {
                     want_drain: false.into(),
                     protocol: protocol.map(String::into_boxed_str),
                     peer: c.peer,
+                    deflate: c.proto.deflate().map(|a| SendDeflate {
+                        shared: a.server_no_context_takeover,
+                        window: a.server_max_window_bits,
+                    }),
                 });
                 c.shared = Some(Arc::clone(&inner));
                 c.close_owed = true;
@@ -739,7 +762,7 @@ impl EventLoop {
         let _ = self.poll.registry().deregister(&mut c.stream);
         if let Some(inner) = &c.shared {
             inner.open.store(false, Ordering::Release);
-            let deferred: usize = c.deferred.iter().map(|(_, n)| n).sum();
+            let deferred: usize = c.deferred.iter().map(|m| m.data.len()).sum();
             inner.release(c.out.clear() + deferred);
             let mut reg = self.shared.loops[self.index]
                 .registry
@@ -794,7 +817,7 @@ impl EventLoop {
                         continue;
                     };
                     let c = self.slots[slot].conn.as_deref_mut().expect("live");
-                    let _ = c.proto.ping(&payload, &mut QueueSink(&mut c.out));
+                    let _ = c.proto.ping(&payload, &mut QueueSink::new(&mut c.out));
                     self.mark_dirty(slot);
                 }
                 Command::Close { id, code, reason } => {
@@ -804,17 +827,38 @@ impl EventLoop {
                     let c = self.slots[slot].conn.as_deref_mut().expect("live");
                     let _ = c
                         .proto
-                        .close(code, &reason, now, &mut QueueSink(&mut c.out));
+                        .close(code, &reason, now, &mut QueueSink::new(&mut c.out));
                     if let Some(inner) = &c.shared {
                         inner.open.store(false, Ordering::Release);
                     }
                     self.mark_dirty(slot);
                 }
-                Command::Broadcast {
-                    frame,
-                    payload_len,
-                    exclude,
-                } => self.broadcast(frame, payload_len, exclude, now),
+                Command::SendCompressed {
+                    id,
+                    kind,
+                    data,
+                    accounted,
+                } => {
+                    let Some(slot) = self.live_slot(id) else {
+                        continue;
+                    };
+                    let c = self.slots[slot].conn.as_deref_mut().expect("live");
+                    let sent = c.proto.send(
+                        kind,
+                        &data,
+                        &mut QueueSink::accounted(&mut c.out, accounted),
+                    );
+                    if sent.is_err() {
+                        if let Some(inner) = &c.shared {
+                            inner.release(accounted);
+                        }
+                        continue;
+                    }
+                    self.stats.messages_out += 1;
+                    self.stats.bytes_out += accounted as u64;
+                    self.mark_dirty(slot);
+                }
+                Command::Broadcast { message, exclude } => self.broadcast(message, exclude, now),
                 Command::Subscribe { id, topic } => {
                     if let Some(slot) = self.live_slot(id) {
                         self.subscribe(slot, topic);
@@ -827,18 +871,17 @@ impl EventLoop {
                 }
                 Command::Publish {
                     topic,
-                    frame,
-                    payload_len,
+                    message,
                     exclude,
-                } => self.publish(&topic, frame, payload_len, exclude, now),
+                } => self.publish(&topic, message, exclude, now),
                 Command::Opened { id } => {
                     let Some(slot) = self.live_slot(id) else {
                         continue;
                     };
                     let c = self.slots[slot].conn.as_deref_mut().expect("live");
                     c.opened = true;
-                    for (frame, len) in std::mem::take(&mut c.deferred) {
-                        c.out.push(Outgoing::Shared(frame), len);
+                    for message in std::mem::take(&mut c.deferred) {
+                        queue_shared(c, &message, &self.shared.config.protocol.deflate);
                     }
                     self.mark_dirty(slot);
                 }
@@ -857,23 +900,16 @@ impl EventLoop {
         }
     }
 
-    fn broadcast(
-        &mut self,
-        frame: Arc<[u8]>,
-        payload_len: usize,
-        exclude: Option<ConnId>,
-        now: Instant,
-    ) {
+    fn broadcast(&mut self, message: Arc<SharedMessage>, exclude: Option<ConnId>, now: Instant) {
         for slot in 0..self.slots.len() {
-            self.deliver_shared(slot, &frame, payload_len, exclude, now);
+            self.deliver_shared(slot, &message, exclude, now);
         }
     }
 
     fn publish(
         &mut self,
         topic: &str,
-        frame: Arc<[u8]>,
-        payload_len: usize,
+        message: Arc<SharedMessage>,
         exclude: Option<ConnId>,
         now: Instant,
     ) {
@@ -881,16 +917,15 @@ impl EventLoop {
             return;
         };
         for slot in slots.clone() {
-            self.deliver_shared(slot, &frame, payload_len, exclude, now);
+            self.deliver_shared(slot, &message, exclude, now);
         }
     }
 
-    /// Queues one shared frame for `slot`, under its cap and policy.
+    /// Queues one shared message for `slot`, under its cap and policy.
     fn deliver_shared(
         &mut self,
         slot: usize,
-        frame: &Arc<[u8]>,
-        payload_len: usize,
+        message: &Arc<SharedMessage>,
         exclude: Option<ConnId>,
         now: Instant,
     ) {
@@ -903,17 +938,16 @@ impl EventLoop {
         if Some(inner.id) == exclude || !c.proto.is_open() {
             return;
         }
-        match inner.reserve(payload_len, cap) {
-            Ok(_) if !c.opened => {
-                c.deferred.push((Arc::clone(frame), payload_len));
-                self.stats.messages_out += 1;
-                self.stats.bytes_out += payload_len as u64;
-                return;
-            }
+        let len = message.data.len();
+        match inner.reserve(len, cap) {
             Ok(_) => {
-                c.out.push(Outgoing::Shared(Arc::clone(frame)), payload_len);
                 self.stats.messages_out += 1;
-                self.stats.bytes_out += payload_len as u64;
+                self.stats.bytes_out += len as u64;
+                if !c.opened {
+                    c.deferred.push(Arc::clone(message));
+                    return;
+                }
+                queue_shared(c, message, &self.shared.config.protocol.deflate);
             }
             Err(DropReason::Backpressure) => {
                 let s = &self.shared.stats;
@@ -924,7 +958,7 @@ impl EventLoop {
                         code::POLICY_VIOLATION,
                         "send buffer full",
                         now,
-                        &mut QueueSink(&mut c.out),
+                        &mut QueueSink::new(&mut c.out),
                     );
                 }
             }
@@ -978,7 +1012,7 @@ impl EventLoop {
                 code::GOING_AWAY,
                 "server shutting down",
                 now,
-                &mut QueueSink(&mut c.out),
+                &mut QueueSink::new(&mut c.out),
             );
             if let Some(inner) = &c.shared {
                 inner.open.store(false, Ordering::Release);
@@ -1004,7 +1038,7 @@ impl EventLoop {
                 continue;
             }
             let before = c.out.chunks.len();
-            let fired = c.proto.handle_timeout(now, &mut QueueSink(&mut c.out));
+            let fired = c.proto.handle_timeout(now, &mut QueueSink::new(&mut c.out));
             let wrote = c.out.chunks.len() != before;
             if c.proto.is_closed() {
                 c.closed_at = Some(now);
@@ -1115,6 +1149,37 @@ impl EventLoop {
                     self.report_close(slot, code::ABNORMAL, String::new(), false);
                 }
             }
+        }
+    }
+}
+
+/// Queues a shared message in the form this connection takes: plain, the
+/// message's one compressed frame for its window (no context takeover), or
+/// compressed with the connection's own compressor (context takeover).
+fn queue_shared(
+    c: &mut ConnState,
+    message: &SharedMessage,
+    opts: &crate::protocol::deflate::DeflateOptions,
+) {
+    let len = message.data.len();
+    match c
+        .shared
+        .as_ref()
+        .and_then(|i| i.deflate)
+        .filter(|_| len >= opts.threshold)
+    {
+        None => c
+            .out
+            .push(Outgoing::Shared(Arc::clone(&message.plain)), len),
+        Some(d) if d.shared => c
+            .out
+            .push(Outgoing::Shared(message.compressed(opts, d.window)), len),
+        Some(_) => {
+            let _ = c.proto.send(
+                message.kind,
+                &message.data,
+                &mut QueueSink::accounted(&mut c.out, len),
+            );
         }
     }
 }

@@ -131,6 +131,16 @@ pub(crate) struct ConnShared {
     pub want_drain: AtomicBool,
     pub protocol: Option<Box<str>>,
     pub peer: Option<std::net::SocketAddr>,
+    /// permessage-deflate for what we send, when negotiated.
+    pub deflate: Option<SendDeflate>,
+}
+
+/// How messages to a connection are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SendDeflate {
+    /// No context takeover: any thread may compress, with its shared compressor.
+    pub shared: bool,
+    pub window: u8,
 }
 
 impl ConnShared {
@@ -201,29 +211,59 @@ impl Conn {
         self.send(MessageKind::Binary, data)
     }
 
-    /// Sends a message, copying `data` once into the frame.
+    /// Sends a message, copying `data` once into the frame (or compressing it).
     pub fn send(&self, kind: MessageKind, data: &[u8]) -> SendStatus {
-        self.send_outgoing(Outgoing::copy_frame(kind, data), data.len())
+        self.send_with(data.len(), |cmd_id| match self.compression(data.len()) {
+            Some(d) if d.shared => Command::Send {
+                id: cmd_id,
+                frame: Outgoing::Bytes(Outgoing::compressed_frame(
+                    kind,
+                    data,
+                    &self.server.config.protocol.deflate,
+                    d.window,
+                )),
+                accounted: data.len(),
+            },
+            Some(_) => Command::SendCompressed {
+                id: cmd_id,
+                kind,
+                data: data.to_vec(),
+                accounted: data.len(),
+            },
+            None => Command::Send {
+                id: cmd_id,
+                frame: Outgoing::copy_frame(kind, data),
+                accounted: data.len(),
+            },
+        })
     }
 
-    /// Sends a message whose bytes the caller gives up: no copy at all.
+    /// Sends a message whose bytes the caller gives up: no copy when it goes
+    /// out uncompressed.
     pub fn send_owned(&self, kind: MessageKind, data: Vec<u8>) -> SendStatus {
+        if self.compression(data.len()).is_some() {
+            return self.send(kind, &data);
+        }
         let len = data.len();
-        self.send_outgoing(Outgoing::owned_frame(kind, data), len)
+        self.send_with(len, |id| Command::Send {
+            id,
+            frame: Outgoing::owned_frame(kind, data),
+            accounted: len,
+        })
     }
 
-    fn send_outgoing(&self, frame: Outgoing, len: usize) -> SendStatus {
+    /// permessage-deflate for a message of `len` bytes, if it is to be compressed.
+    fn compression(&self, len: usize) -> Option<SendDeflate> {
+        self.inner
+            .deflate
+            .filter(|_| len >= self.server.config.protocol.deflate.threshold)
+    }
+
+    fn send_with(&self, len: usize, command: impl FnOnce(ConnId) -> Command) -> SendStatus {
         let cfg = &self.server.config;
         match self.inner.reserve(len, cfg.max_buffered) {
             Ok(buffered) => {
-                self.server.command(
-                    self.inner.id,
-                    Command::Send {
-                        id: self.inner.id,
-                        frame,
-                        accounted: len,
-                    },
-                );
+                self.server.command(self.inner.id, command(self.inner.id));
                 SendStatus::Buffered(buffered)
             }
             Err(DropReason::Backpressure) => {

@@ -31,7 +31,7 @@ pub use handler::{
 pub use shared::{HandshakeFailures, Stats, StatsSnapshot};
 
 use event_loop::{EventLoop, WAKER};
-use shared::{Command, LoopRemote, Outgoing, Shared};
+use shared::{Command, LoopRemote, Shared, SharedMessage};
 
 use crate::protocol::MessageKind;
 
@@ -192,11 +192,10 @@ impl ServerHandle {
 
     /// [`ServerHandle::broadcast`] to everyone but `exclude` (say, the sender).
     pub fn broadcast_except(&self, kind: MessageKind, data: &[u8], exclude: Option<ConnId>) {
-        let frame = Outgoing::shared_frame(kind, data);
+        let message = SharedMessage::new(kind, data);
         for remote in &self.shared.loops {
             remote.push(Command::Broadcast {
-                frame: Arc::clone(&frame),
-                payload_len: data.len(),
+                message: Arc::clone(&message),
                 exclude,
             });
         }
@@ -205,13 +204,12 @@ impl ServerHandle {
     /// Sends one message to every subscriber of `topic` (on every loop) but
     /// `exclude`. The frame is encoded once and shared by all recipients.
     pub fn publish(&self, topic: &str, kind: MessageKind, data: &[u8], exclude: Option<ConnId>) {
-        let frame = Outgoing::shared_frame(kind, data);
+        let message = SharedMessage::new(kind, data);
         let topic: Arc<str> = topic.into();
         for remote in &self.shared.loops {
             remote.push(Command::Publish {
                 topic: Arc::clone(&topic),
-                frame: Arc::clone(&frame),
-                payload_len: data.len(),
+                message: Arc::clone(&message),
                 exclude,
             });
         }

@@ -3,13 +3,14 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use crossbeam_channel::Sender;
 use mio::Waker;
 
 use super::handler::{Conn, ConnId, ConnShared, Handler, Message};
 use super::Config;
+use crate::protocol::deflate::{self, DeflateOptions};
 use crate::protocol::{EncodedHeader, MessageKind, Request};
 
 /// An encoded frame on its way out.
@@ -41,11 +42,21 @@ impl Outgoing {
         Outgoing::Split(head, data)
     }
 
-    pub fn shared_frame(kind: MessageKind, data: &[u8]) -> Arc<[u8]> {
-        match Outgoing::copy_frame(kind, data) {
-            Outgoing::Bytes(v) => v.into(),
-            _ => unreachable!("copy_frame makes one buffer"),
-        }
+    /// A frame whose payload is `data` compressed (RSV1 set), with this
+    /// thread's shared compressor: no context carried between messages.
+    pub fn compressed_frame(
+        kind: MessageKind,
+        data: &[u8],
+        opts: &DeflateOptions,
+        window: u8,
+    ) -> Vec<u8> {
+        let mut z = Vec::new();
+        deflate::compress_shared(data, opts.level, window, opts.mem_level, &mut z);
+        let head = EncodedHeader::new(kind.opcode(), true, true, z.len() as u64, None);
+        let mut v = Vec::with_capacity(head.as_bytes().len() + z.len());
+        v.extend_from_slice(head.as_bytes());
+        v.extend_from_slice(&z);
+        v
     }
 
     /// The frame as (up to) two slices.
@@ -63,6 +74,52 @@ impl Outgoing {
     }
 }
 
+/// One message for many recipients (broadcast, publish): the plain frame,
+/// and per window size the compressed frame, each built at most once, for
+/// every recipient without context takeover that agreed to that window.
+pub(crate) struct SharedMessage {
+    pub kind: MessageKind,
+    pub data: Vec<u8>,
+    pub plain: Arc<[u8]>,
+    compressed: [OnceLock<Arc<[u8]>>; 7],
+}
+
+impl std::fmt::Debug for SharedMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SharedMessage({:?}, {} bytes)",
+            self.kind,
+            self.data.len()
+        )
+    }
+}
+
+impl SharedMessage {
+    pub fn new(kind: MessageKind, data: &[u8]) -> Arc<SharedMessage> {
+        let plain = match Outgoing::copy_frame(kind, data) {
+            Outgoing::Bytes(v) => v.into(),
+            _ => unreachable!("copy_frame makes one buffer"),
+        };
+        Arc::new(SharedMessage {
+            kind,
+            data: data.to_vec(),
+            plain,
+            compressed: std::array::from_fn(|_| OnceLock::new()),
+        })
+    }
+
+    /// The frame compressed with window `window` (9..=15), built on first use.
+    pub fn compressed(&self, opts: &DeflateOptions, window: u8) -> Arc<[u8]> {
+        let slot = &self.compressed[usize::from(window.clamp(9, 15) - 9)];
+        Arc::clone(
+            slot.get_or_init(|| {
+                Outgoing::compressed_frame(self.kind, &self.data, opts, window).into()
+            }),
+        )
+    }
+}
+
 /// What other threads ask of a loop.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -70,6 +127,14 @@ pub(crate) enum Command {
         id: ConnId,
         frame: Outgoing,
         /// Bytes reserved in the connection's buffered count.
+        accounted: usize,
+    },
+    /// A message the loop compresses with the connection's own compressor
+    /// (context takeover), so that messages keep their order.
+    SendCompressed {
+        id: ConnId,
+        kind: MessageKind,
+        data: Vec<u8>,
         accounted: usize,
     },
     Ping {
@@ -81,10 +146,9 @@ pub(crate) enum Command {
         code: u16,
         reason: String,
     },
-    /// One encoded frame for every open connection of the loop but `exclude`.
+    /// One message for every open connection of the loop but `exclude`.
     Broadcast {
-        frame: Arc<[u8]>,
-        payload_len: usize,
+        message: Arc<SharedMessage>,
         exclude: Option<ConnId>,
     },
     Subscribe {
@@ -95,11 +159,10 @@ pub(crate) enum Command {
         id: ConnId,
         topic: Arc<str>,
     },
-    /// One encoded frame for every subscriber of `topic` on the loop but `exclude`.
+    /// One message for every subscriber of `topic` on the loop but `exclude`.
     Publish {
         topic: Arc<str>,
-        frame: Arc<[u8]>,
-        payload_len: usize,
+        message: Arc<SharedMessage>,
         exclude: Option<ConnId>,
     },
     /// `on_open` has returned. Sent through the loop's channel after whatever
@@ -247,5 +310,29 @@ impl Shared {
             .as_ref()
             .filter(|c| c.id == id)
             .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_message_is_compressed_once_per_window() {
+        let opts = DeflateOptions::shared();
+        let m = SharedMessage::new(
+            MessageKind::Text,
+            "hello hello hello hello".repeat(40).as_bytes(),
+        );
+        let a = m.compressed(&opts, 15);
+        let b = m.compressed(&opts, 15);
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second recipient reuses the first one's frame"
+        );
+        let c = m.compressed(&opts, 10);
+        assert!(!Arc::ptr_eq(&a, &c), "another window gets its own");
+        assert_eq!(a[0] & 0x40, 0x40, "RSV1 set");
+        assert!(a.len() < m.plain.len() / 4);
     }
 }

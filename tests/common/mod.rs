@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sockwave::protocol::client;
+use sockwave::protocol::deflate;
 use sockwave::protocol::{Connection, Event, MessageKind, ProtocolConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub struct Client {
     pending: Vec<u8>,
     events: VecDeque<Ev>,
     pub protocol: Option<String>,
+    /// The server's permessage-deflate answer, if it accepted our offer.
+    pub extensions: Option<String>,
     eof: bool,
 }
 
@@ -37,9 +40,21 @@ pub fn client_config() -> Arc<ProtocolConfig> {
         max_message_size: 64 << 20,
         ping_interval: None,
         idle_timeout: None,
+        // The client compresses everything it can, to exercise the server's inflate.
+        deflate: deflate::DeflateOptions {
+            threshold: 1,
+            level: 9,
+            ..deflate::DeflateOptions::shared()
+        },
         ..ProtocolConfig::default()
     })
 }
+
+/// The offer browsers send.
+pub const BROWSER_DEFLATE: (&str, &str) = (
+    "Sec-WebSocket-Extensions",
+    "permessage-deflate; client_max_window_bits",
+);
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> io::Result<Client> {
@@ -73,16 +88,23 @@ impl Client {
             match client::parse_response(&buf, &key) {
                 Ok(None) => continue,
                 Ok(Some((resp, used))) => {
+                    let extensions = resp
+                        .headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+                        .map(|(_, v)| v.clone());
+                    let mut conn =
+                        Connection::client(client_config(), Instant::now(), 0x9e3779b97f4a7c15);
+                    if let Some(agreed) = extensions.as_deref().and_then(deflate::parse_response) {
+                        conn.enable_deflate(agreed);
+                    }
                     let mut c = Client {
                         stream,
-                        conn: Connection::client(
-                            client_config(),
-                            Instant::now(),
-                            0x9e3779b97f4a7c15,
-                        ),
+                        conn,
                         pending: Vec::new(),
                         events: VecDeque::new(),
                         protocol: resp.protocol,
+                        extensions,
                         eof: false,
                     };
                     let rest = buf[used..].to_vec();
@@ -168,6 +190,11 @@ impl Client {
 
     pub fn send_text(&mut self, text: &str) -> io::Result<()> {
         self.write_out(|c, o| c.send(MessageKind::Text, text.as_bytes(), o).unwrap())
+    }
+
+    /// Whether the last frames we sent went out compressed (a negotiated extension).
+    pub fn compressing(&self) -> bool {
+        self.conn.deflate().is_some()
     }
 
     pub fn send_binary(&mut self, data: &[u8]) -> io::Result<()> {

@@ -163,3 +163,42 @@ test("a disallowed Origin is refused: the page's WebSocket fails with 1006", asy
     assert.equal(await server.stop(), 0);
   }
 });
+
+test("permessage-deflate: Chromium negotiates it and exchanges compressed messages both ways", async () => {
+  for (const [args, expected] of [
+    [[], "permessage-deflate; server_no_context_takeover; client_no_context_takeover"],
+    [["--deflate", "dedicated", "--deflate-window-bits", "11", "--deflate-mem-level", "4"], "permessage-deflate; client_max_window_bits=11"],
+  ]) {
+    const server = await startServer(args);
+    const page = await browser.newPage();
+    try {
+      await page.goto(`${server.http}/`);
+      const r = await page.evaluate(async (url) => {
+        const ws = new WebSocket(url);
+        ws.binaryType = "arraybuffer";
+        await new Promise((res, rej) => { ws.onopen = res; ws.onerror = rej; });
+        const next = () => new Promise((res) => { ws.onmessage = (e) => res(e.data); });
+        const out = { extensions: ws.extensions, ok: 0 };
+        for (let i = 0; i < 50; i++) {
+          const text = JSON.stringify({ i, kind: "quote", bid: 100 + i, ask: 101 + i, pad: "κόσμε ".repeat(50 * (i + 1)) });
+          ws.send(text);
+          if ((await next()) === text) out.ok++;
+        }
+        const bin = new Uint8Array(200000).map((_, i) => i % 7);
+        ws.send(bin.buffer);
+        const back = new Uint8Array(await next());
+        out.binary = back.length === bin.length && back.every((v, i) => v === bin[i]);
+        ws.close(1000, "done");
+        out.close = await new Promise((res) => { ws.onclose = (e) => res([e.code, e.wasClean]); });
+        return out;
+      }, server.url);
+      assert.equal(r.extensions, expected);
+      assert.equal(r.ok, 50);
+      assert.equal(r.binary, true);
+      assert.deepEqual(r.close, [1000, true]);
+    } finally {
+      await page.close();
+      assert.equal(await server.stop(), 0);
+    }
+  }
+});

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use sockwave::protocol::deflate::DeflateOptions;
 use sockwave::server::{BackpressurePolicy, Config, Server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -27,6 +28,17 @@ pub enum Mode {
     /// Each client subscribes to the channel named by its URL path
     /// (ws://host:9001/chat/lobby); what it sends is published to that channel.
     Pubsub,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Compression {
+    /// No permessage-deflate.
+    Off,
+    /// No context takeover either way: no zlib state per connection (default).
+    Shared,
+    /// Context takeover: a compressor and inflater per connection, sized by
+    /// --deflate-window-bits and --deflate-mem-level.
+    Dedicated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -102,6 +114,26 @@ struct Args {
     #[arg(long, env = "SOCKWAVE_ON_OVERFLOW", value_enum, default_value_t = Overflow::Close)]
     on_overflow: Overflow,
 
+    /// permessage-deflate (RFC 7692) when clients offer it (browsers do).
+    #[arg(long, env = "SOCKWAVE_DEFLATE", value_enum, default_value_t = Compression::Shared)]
+    deflate: Compression,
+
+    /// LZ77 window for permessage-deflate, 9..=15 (ours, and asked of clients that allow it).
+    #[arg(long, env = "SOCKWAVE_DEFLATE_WINDOW_BITS", default_value_t = 15, value_parser = clap::value_parser!(u8).range(9..=15))]
+    deflate_window_bits: u8,
+
+    /// zlib memory level for permessage-deflate, 1..=9 (hash table of 2^(level+9) bytes).
+    #[arg(long, env = "SOCKWAVE_DEFLATE_MEM_LEVEL", default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=9))]
+    deflate_mem_level: u8,
+
+    /// zlib compression level, 0..=9.
+    #[arg(long, env = "SOCKWAVE_DEFLATE_LEVEL", default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=9))]
+    deflate_level: u8,
+
+    /// Messages shorter than this go uncompressed. Accepts K, M suffixes.
+    #[arg(long, env = "SOCKWAVE_DEFLATE_THRESHOLD", default_value = "256", value_parser = parse_size)]
+    deflate_threshold: u64,
+
     /// How long SIGINT/SIGTERM wait for close handshakes before exiting.
     #[arg(long, env = "SOCKWAVE_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     shutdown_timeout: Duration,
@@ -168,6 +200,21 @@ impl Args {
         c.protocol.max_frame_size = self.max_message_size;
         c.protocol.idle_timeout = off_if_zero(self.idle_timeout);
         c.protocol.ping_interval = off_if_zero(self.ping_interval);
+        let base = match self.deflate {
+            Compression::Off => DeflateOptions::disabled(),
+            Compression::Shared => DeflateOptions::shared(),
+            Compression::Dedicated => {
+                DeflateOptions::dedicated(self.deflate_window_bits, self.deflate_mem_level)
+            }
+        };
+        c.protocol.deflate = DeflateOptions {
+            server_max_window_bits: self.deflate_window_bits,
+            client_max_window_bits: self.deflate_window_bits,
+            mem_level: self.deflate_mem_level,
+            level: self.deflate_level,
+            threshold: self.deflate_threshold as usize,
+            ..base
+        };
         c
     }
 }
