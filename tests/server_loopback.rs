@@ -650,3 +650,38 @@ mod deflate {
         server.shutdown_and_join();
     }
 }
+
+#[test]
+fn inline_dispatch_keeps_every_guarantee() {
+    let mut cfg = config();
+    cfg.dispatch = sockwave::server::Dispatch::Inline;
+    let registry = Arc::new(Registry::default());
+    let server = Server::start_arc(cfg, registry.clone()).unwrap();
+    let mut a = Client::connect(server.local_addr()).unwrap();
+    let mut b = Client::connect(server.local_addr()).unwrap();
+    a.send_text("inline ✓").unwrap();
+    assert_eq!(a.recv().unwrap(), Ev::Text("inline ✓".into()));
+    a.send_fragments(MessageKind::Binary, &[b"ab", b"cd"])
+        .unwrap();
+    assert_eq!(a.recv().unwrap(), Ev::Binary(b"abcd".to_vec()));
+    wait_until("opens", || registry.conns.lock().unwrap().len() == 2);
+    server.broadcast(MessageKind::Text, b"to both");
+    assert_eq!(a.recv().unwrap(), Ev::Text("to both".into()));
+    assert_eq!(b.recv().unwrap(), Ev::Text("to both".into()));
+    // A reply to a message sent just before a protocol violation still goes out first.
+    let mut packet = Vec::new();
+    let key = [9, 9, 9, 9];
+    let mut text = b"last words".to_vec();
+    sockwave::protocol::mask::apply_mask(&mut text, key, 0);
+    packet.extend_from_slice(&[0x81, 0x80 | 10]);
+    packet.extend_from_slice(&key);
+    packet.extend_from_slice(&text);
+    packet.extend_from_slice(&[0xC1, 0x80, 0, 0, 0, 0]); // RSV1 without an extension
+    b.stream.write_all(&packet).unwrap();
+    assert_eq!(b.recv().unwrap(), Ev::Text("last words".into()));
+    assert_eq!(
+        b.recv().unwrap(),
+        Ev::Close(1002, "reserved bits set".into())
+    );
+    server.shutdown_and_join();
+}

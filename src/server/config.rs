@@ -16,6 +16,17 @@ pub enum BackpressurePolicy {
     Close,
 }
 
+/// Where the handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatch {
+    /// On a pool of worker threads (the default): handlers may block without
+    /// stalling other connections' I/O.
+    Workers,
+    /// On the event loop thread itself: no hand-off between threads, for
+    /// handlers that never block. `workers` is then ignored.
+    Inline,
+}
+
 /// Everything the server can be told. `Config::default()` listens on
 /// 127.0.0.1:9001 with one event loop and one worker per core.
 #[derive(Debug, Clone)]
@@ -25,6 +36,8 @@ pub struct Config {
     pub threads: usize,
     /// Worker threads running the handler; 0 = one per core.
     pub workers: usize,
+    /// Where the handler runs.
+    pub dispatch: Dispatch,
     /// Open sockets beyond this get `503 Service Unavailable` before the upgrade.
     pub max_connections: usize,
     /// Frame and message limits, handshake limits, timeouts.
@@ -51,6 +64,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
             threads: 0,
             workers: 0,
+            dispatch: Dispatch::Workers,
             max_connections: 100_000,
             protocol: ProtocolConfig::default(),
             max_buffered: 4 << 20,
@@ -74,7 +88,9 @@ impl Config {
     }
 
     pub(crate) fn worker_count(&self) -> usize {
-        if self.workers == 0 {
+        if self.dispatch == Dispatch::Inline {
+            0
+        } else if self.workers == 0 {
             cores()
         } else {
             self.workers

@@ -446,6 +446,11 @@ impl EventLoop {
     }
 
     fn dispatch(&mut self, slot: usize, event: WorkerEvent) {
+        if self.workers.is_empty() {
+            // Inline dispatch: the handler runs here; what it sends comes back
+            // through this loop's channel and goes out this same turn.
+            return handle_event(&*self.shared.handler, event);
+        }
         let w = self.worker_for(slot);
         self.batches[w].push(event);
     }
@@ -1202,29 +1207,35 @@ pub(crate) fn run_worker(rx: Receiver<Vec<WorkerEvent>>, shared: Arc<Shared>) {
     drop(shared);
     for batch in rx.iter() {
         for event in batch {
-            let result = catch_unwind(AssertUnwindSafe(|| match event {
-                WorkerEvent::Open(conn, req) => {
-                    let opened = catch_unwind(AssertUnwindSafe(|| handler.on_open(&conn, &req)));
-                    conn.server
-                        .command(conn.inner.id, Command::Opened { id: conn.inner.id });
-                    if let Err(panic) = opened {
-                        std::panic::resume_unwind(panic);
-                    }
-                }
-                WorkerEvent::Message(conn, msg) => handler.on_message(&conn, msg),
-                WorkerEvent::Close(conn, code, reason, ack) => {
-                    conn.inner.open.store(false, Ordering::Release);
-                    handler.on_close(&conn, code, &reason);
-                    if ack {
-                        conn.server
-                            .command(conn.inner.id, Command::CloseAck { id: conn.inner.id });
-                    }
-                }
-                WorkerEvent::Drain(conn) => handler.on_drain(&conn),
-            }));
-            if result.is_err() {
-                log::error!("handler panicked; the event was dropped");
+            handle_event(&*handler, event);
+        }
+    }
+}
+
+/// Runs the handler for one event (on a worker, or inline on the loop),
+/// catching panics so one bad event cannot take the thread down.
+fn handle_event(handler: &dyn super::Handler, event: WorkerEvent) {
+    let result = catch_unwind(AssertUnwindSafe(|| match event {
+        WorkerEvent::Open(conn, req) => {
+            let opened = catch_unwind(AssertUnwindSafe(|| handler.on_open(&conn, &req)));
+            conn.server
+                .command(conn.inner.id, Command::Opened { id: conn.inner.id });
+            if let Err(panic) = opened {
+                std::panic::resume_unwind(panic);
             }
         }
+        WorkerEvent::Message(conn, msg) => handler.on_message(&conn, msg),
+        WorkerEvent::Close(conn, code, reason, ack) => {
+            conn.inner.open.store(false, Ordering::Release);
+            handler.on_close(&conn, code, &reason);
+            if ack {
+                conn.server
+                    .command(conn.inner.id, Command::CloseAck { id: conn.inner.id });
+            }
+        }
+        WorkerEvent::Drain(conn) => handler.on_drain(&conn),
+    }));
+    if result.is_err() {
+        log::error!("handler panicked; the event was dropped");
     }
 }

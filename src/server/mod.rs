@@ -24,7 +24,7 @@ use crossbeam_channel::{bounded, unbounded};
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use config::{BackpressurePolicy, Config};
+pub use config::{BackpressurePolicy, Config, Dispatch};
 pub use handler::{
     Conn, ConnId, Decision, DropReason, Echo, Handler, HttpResponse, Message, SendStatus,
 };

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use sockwave::protocol::deflate::DeflateOptions;
-use sockwave::server::{BackpressurePolicy, Config, Server};
+use sockwave::server::{BackpressurePolicy, Config, Dispatch, Server};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -39,6 +39,12 @@ enum Compression {
     /// Context takeover: a compressor and inflater per connection, sized by
     /// --deflate-window-bits and --deflate-mem-level.
     Dedicated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DispatchArg {
+    Workers,
+    Inline,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,6 +77,11 @@ struct Args {
     /// Worker threads running the message handling; 0 = one per core.
     #[arg(long, env = "SOCKWAVE_WORKERS", default_value_t = 0)]
     workers: usize,
+
+    /// Where messages are handled: on worker threads, or inline on the event
+    /// loops (no thread hand-off; the server's modes never block).
+    #[arg(long, env = "SOCKWAVE_DISPATCH", value_enum, default_value_t = DispatchArg::Workers)]
+    dispatch: DispatchArg,
 
     /// Open connections beyond this get 503 before the upgrade.
     #[arg(long, env = "SOCKWAVE_MAX_CONNECTIONS", default_value_t = 100_000)]
@@ -185,6 +196,10 @@ impl Args {
             listen: self.listen,
             threads: self.threads,
             workers: self.workers,
+            dispatch: match self.dispatch {
+                DispatchArg::Workers => Dispatch::Workers,
+                DispatchArg::Inline => Dispatch::Inline,
+            },
             max_connections: self.max_connections,
             allowed_origins: self.allowed_origins.clone(),
             subprotocols: self.subprotocols.clone(),

@@ -1,0 +1,554 @@
+//! `sockwave-bench`: a load generator for WebSocket echo servers that is not
+//! the bottleneck: mio, no async runtime, one event loop per thread.
+//!
+//! - `echo`: C connections each keep D messages of P bytes in flight; every
+//!   echoed byte is compared with what was sent; reports messages/s, bytes/s,
+//!   latency percentiles, and (with --server-pid) the server's CPU seconds,
+//!   so results can be given per server CPU-second.
+//! - `connect`: handshakes + closes per second.
+//! - `idle`: opens C connections and reports server RSS per connection.
+//!
+//! Any RFC 6455 echo server will do (it must echo binary messages).
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use sockwave::protocol::client;
+use sockwave::protocol::frame::{DecodeRules, EncodedHeader, FrameHeader};
+use sockwave::protocol::mask::apply_mask;
+use sockwave::protocol::OpCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Echo,
+    Connect,
+    Idle,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "sockwave-bench",
+    about = "Load generator for WebSocket echo servers."
+)]
+struct Args {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    addr: SocketAddr,
+    #[arg(long, value_enum, default_value_t = Mode::Echo)]
+    mode: Mode,
+    /// Connections.
+    #[arg(short, long, default_value_t = 100)]
+    connections: usize,
+    /// Payload bytes per message (at least 8).
+    #[arg(short, long, default_value_t = 20)]
+    payload: usize,
+    /// Messages in flight per connection.
+    #[arg(short, long, default_value_t = 1)]
+    depth: usize,
+    /// Client threads (one mio loop each).
+    #[arg(short, long, default_value_t = 1)]
+    threads: usize,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// The server's pid, to report its CPU time and memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+const REQUEST_NONCE: [u8; 16] = *b"sockwave-bench!!";
+
+/// CPU seconds (user + system) and RSS of a process, from /proc.
+fn proc_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((ticks / hz, rss_kib * 1024))
+}
+
+/// The payload of message `seq` on connection `conn`: the sequence number,
+/// then a pattern that depends on both, so a misplaced byte is noticed.
+fn fill_payload(buf: &mut [u8], conn: u64, seq: u64) {
+    buf[..8].copy_from_slice(&seq.to_le_bytes());
+    let mut x = conn.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seq;
+    for b in buf[8..].iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    id: u64,
+    upgraded: bool,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    next_seq: u64,
+    expect_seq: u64,
+    sent_at: VecDeque<Instant>,
+    expected: Vec<u8>,
+    mask: [u8; 4],
+}
+
+#[derive(Default)]
+struct Tally {
+    messages: u64,
+    bytes: u64,
+    latencies_us: Vec<u32>,
+    errors: u64,
+}
+
+fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+fn upgrade_request(addr: SocketAddr) -> (Vec<u8>, String) {
+    client::request(&addr.to_string(), "/", REQUEST_NONCE, &[], &[])
+}
+
+/// One client thread: its share of the connections, on its own mio loop.
+fn echo_thread(
+    args: Args,
+    first_id: u64,
+    count: usize,
+    start_at: Instant,
+    measure_from: Instant,
+    end_at: Instant,
+) -> io::Result<Tally> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let (req, key) = upgrade_request(args.addr);
+    let mut conns: Vec<Conn> = Vec::with_capacity(count);
+    for i in 0..count {
+        let mut stream = connect(args.addr)?;
+        poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let id = first_id + i as u64;
+        conns.push(Conn {
+            stream,
+            id,
+            upgraded: false,
+            inbuf: Vec::with_capacity(64 * 1024),
+            outbuf: req.clone(),
+            next_seq: 0,
+            expect_seq: 0,
+            sent_at: VecDeque::with_capacity(args.depth),
+            expected: vec![0; args.payload],
+            mask: (id as u32 ^ 0x5a5a_a5a5).to_le_bytes(),
+        });
+    }
+    let mut tally = Tally::default();
+    let mut read_buf = vec![0u8; 256 * 1024];
+    let rules = DecodeRules {
+        expect_masked: false,
+        allow_rsv1: false,
+    };
+    let queue_message = |c: &mut Conn| {
+        let head = EncodedHeader::new(
+            OpCode::Binary,
+            true,
+            false,
+            args.payload as u64,
+            Some(c.mask),
+        );
+        c.outbuf.extend_from_slice(head.as_bytes());
+        let at = c.outbuf.len();
+        c.outbuf.resize(at + args.payload, 0);
+        fill_payload(&mut c.outbuf[at..], c.id, c.next_seq);
+        apply_mask(&mut c.outbuf[at..], c.mask, 0);
+        c.next_seq += 1;
+        c.sent_at.push_back(Instant::now());
+    };
+    while Instant::now() < start_at {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    loop {
+        let now = Instant::now();
+        if now >= end_at {
+            break;
+        }
+        poll.poll(&mut events, Some(end_at - now))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let c = &mut conns[i];
+            // Read everything available, then parse.
+            loop {
+                match c.stream.read(&mut read_buf) {
+                    Ok(0) => {
+                        tally.errors += 1;
+                        break;
+                    }
+                    Ok(n) => c.inbuf.extend_from_slice(&read_buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        tally.errors += 1;
+                        break;
+                    }
+                }
+            }
+            if !c.upgraded {
+                match client::parse_response(&c.inbuf, &key) {
+                    Ok(Some((_, n))) => {
+                        c.inbuf.drain(..n);
+                        c.upgraded = true;
+                        for _ in 0..args.depth {
+                            queue_message(c);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(io::Error::other(format!("handshake refused: {e:?}"))),
+                }
+            }
+            if c.upgraded {
+                let mut pos = 0;
+                while let Ok(Some((h, hl))) = FrameHeader::decode(&c.inbuf[pos..], rules) {
+                    let len = h.payload_len as usize;
+                    if c.inbuf.len() - pos < hl + len {
+                        break;
+                    }
+                    let payload = &c.inbuf[pos + hl..pos + hl + len];
+                    match h.opcode {
+                        OpCode::Binary => {
+                            fill_payload(&mut c.expected, c.id, c.expect_seq);
+                            if payload != c.expected.as_slice() {
+                                return Err(io::Error::other(format!(
+                                    "connection {}: echo {} differs from what was sent",
+                                    c.id, c.expect_seq
+                                )));
+                            }
+                            c.expect_seq += 1;
+                            let sent = c.sent_at.pop_front().unwrap_or(now);
+                            let t = Instant::now();
+                            if t >= measure_from {
+                                tally.messages += 1;
+                                tally.bytes += len as u64;
+                                tally
+                                    .latencies_us
+                                    .push(t.duration_since(sent).as_micros() as u32);
+                            }
+                            queue_message(c);
+                        }
+                        OpCode::Ping => {
+                            let head = EncodedHeader::new(
+                                OpCode::Pong,
+                                true,
+                                false,
+                                len as u64,
+                                Some(c.mask),
+                            );
+                            let mut p = payload.to_vec();
+                            apply_mask(&mut p, c.mask, 0);
+                            c.outbuf.extend_from_slice(head.as_bytes());
+                            c.outbuf.extend_from_slice(&p);
+                        }
+                        _ => {}
+                    }
+                    pos += hl + len;
+                }
+                c.inbuf.drain(..pos);
+            }
+            // Write what is queued.
+            while !c.outbuf.is_empty() {
+                match c.stream.write(&c.outbuf) {
+                    Ok(n) => {
+                        c.outbuf.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        tally.errors += 1;
+                        c.outbuf.clear();
+                    }
+                }
+            }
+        }
+    }
+    Ok(tally)
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64
+}
+
+fn run_echo(args: &Args) -> io::Result<String> {
+    if args.payload < 8 {
+        return Err(io::Error::other("--payload must be at least 8"));
+    }
+    let threads = args.threads.max(1).min(args.connections.max(1));
+    let start_at = Instant::now() + Duration::from_millis(300 + args.connections as u64 / 10);
+    let measure_from = start_at + Duration::from_secs_f64(args.warmup);
+    let end_at = measure_from + Duration::from_secs_f64(args.duration);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let share = args.connections / threads + usize::from(t < args.connections % threads);
+            let first = (t * (args.connections / threads + 1)) as u64;
+            let a = args.clone();
+            std::thread::spawn(move || echo_thread(a, first, share, start_at, measure_from, end_at))
+        })
+        .collect();
+    while Instant::now() < measure_from {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let cpu_before = args.server_pid.and_then(proc_usage);
+    let wall = Instant::now();
+    let mut total = Tally::default();
+    let mut failure = None;
+    for h in handles {
+        match h.join().expect("client thread panicked") {
+            Ok(t) => {
+                total.messages += t.messages;
+                total.bytes += t.bytes;
+                total.errors += t.errors;
+                total.latencies_us.extend(t.latencies_us);
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
+    let cpu_after = args.server_pid.and_then(proc_usage);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let secs = wall
+        .elapsed()
+        .as_secs_f64()
+        .max(args.duration)
+        .min(args.duration + 0.5);
+    total.latencies_us.sort_unstable();
+    let l = &total.latencies_us;
+    let msgs = total.messages as f64 / args.duration;
+    let server_cpu = match (cpu_before, cpu_after) {
+        (Some((a, _)), Some((b, _))) => Some(b - a),
+        _ => None,
+    };
+    let per_cpu = server_cpu
+        .filter(|c| *c > 0.0)
+        .map(|c| total.messages as f64 / c);
+    let _ = secs;
+    Ok(if args.json {
+        format!(
+            "{{\"mode\":\"echo\",\"connections\":{},\"payload\":{},\"depth\":{},\"messages_per_sec\":{:.0},\"bytes_per_sec\":{:.0},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"server_cpu_sec\":{},\"messages_per_server_cpu_sec\":{},\"errors\":{}}}",
+            args.connections,
+            args.payload,
+            args.depth,
+            msgs,
+            total.bytes as f64 / args.duration,
+            percentile(l, 0.5),
+            percentile(l, 0.99),
+            percentile(l, 0.999),
+            server_cpu.map_or("null".into(), |c| format!("{c:.3}")),
+            per_cpu.map_or("null".into(), |m| format!("{m:.0}")),
+            total.errors
+        )
+    } else {
+        format!(
+            "echo: {} connections x {} B x depth {}: {:.0} msgs/s, {:.1} MB/s, latency p50 {} us p99 {} us p99.9 {} us{}{}, errors {}",
+            args.connections,
+            args.payload,
+            args.depth,
+            msgs,
+            total.bytes as f64 / args.duration / 1e6,
+            percentile(l, 0.5),
+            percentile(l, 0.99),
+            percentile(l, 0.999),
+            server_cpu.map_or(String::new(), |c| format!(", server CPU {c:.2} s")),
+            per_cpu.map_or(String::new(), |m| format!(" ({m:.0} msgs per server CPU-second)")),
+            total.errors
+        )
+    })
+}
+
+/// Handshake, then close, as fast as possible, from `threads` threads with
+/// `connections` attempts in flight in total.
+fn run_connect(args: &Args) -> io::Result<String> {
+    let end_at = Instant::now() + Duration::from_secs_f64(args.warmup + args.duration);
+    let measure_from = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let threads = args.threads.max(1);
+    let cpu_before = std::cell::Cell::new(None);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let a = args.clone();
+            std::thread::spawn(move || -> io::Result<u64> {
+                let (req, key) = upgrade_request(a.addr);
+                let close = {
+                    let mut f =
+                        EncodedHeader::new(OpCode::Close, true, false, 2, Some([1, 2, 3, 4]))
+                            .as_bytes()
+                            .to_vec();
+                    let mut p = 1000u16.to_be_bytes().to_vec();
+                    apply_mask(&mut p, [1, 2, 3, 4], 0);
+                    f.extend(p);
+                    f
+                };
+                let mut done = 0u64;
+                let mut buf = vec![0u8; 4096];
+                while Instant::now() < end_at {
+                    let mut s = std::net::TcpStream::connect(a.addr)?;
+                    s.set_nodelay(true)?;
+                    s.write_all(&req)?;
+                    let mut got = Vec::new();
+                    loop {
+                        let n = s.read(&mut buf)?;
+                        if n == 0 {
+                            return Err(io::Error::other("closed during handshake"));
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        if let Some((_, used)) = client::parse_response(&got, &key)
+                            .map_err(|e| io::Error::other(format!("{e:?}")))?
+                        {
+                            got.drain(..used);
+                            break;
+                        }
+                    }
+                    s.write_all(&close)?;
+                    // Wait for the server's close frame and its FIN.
+                    while s.read(&mut buf)? > 0 {}
+                    if Instant::now() >= measure_from {
+                        done += 1;
+                    }
+                }
+                Ok(done)
+            })
+        })
+        .collect();
+    while Instant::now() < measure_from {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cpu_before.set(args.server_pid.and_then(proc_usage));
+    let mut total = 0;
+    for h in handles {
+        total += h.join().expect("thread panicked")?;
+    }
+    let cpu = match (cpu_before.get(), args.server_pid.and_then(proc_usage)) {
+        (Some((a, _)), Some((b, _))) => Some(b - a),
+        _ => None,
+    };
+    let rate = total as f64 / args.duration;
+    Ok(if args.json {
+        format!(
+            "{{\"mode\":\"connect\",\"connections_per_sec\":{rate:.0},\"server_cpu_sec\":{}}}",
+            cpu.map_or("null".into(), |c| format!("{c:.3}"))
+        )
+    } else {
+        format!(
+            "connect: {rate:.0} handshake+close per second{}",
+            cpu.map_or(String::new(), |c| format!(", server CPU {c:.2} s"))
+        )
+    })
+}
+
+/// Opens `connections` upgraded connections and reports the server's RSS per connection.
+fn run_idle(args: &Args) -> io::Result<String> {
+    let pid = args
+        .server_pid
+        .ok_or_else(|| io::Error::other("--mode idle needs --server-pid"))?;
+    let (_, before) = proc_usage(pid).ok_or_else(|| io::Error::other("cannot read /proc"))?;
+    let (req, key) = upgrade_request(args.addr);
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut streams = Vec::with_capacity(args.connections);
+    let mut answers: Vec<Vec<u8>> = vec![Vec::new(); args.connections];
+    let mut sent = vec![false; args.connections];
+    for i in 0..args.connections {
+        let mut s = connect(args.addr)?;
+        poll.registry()
+            .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+        streams.push(s);
+    }
+    let mut upgraded = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 4096];
+    while upgraded < args.connections && Instant::now() < deadline {
+        poll.poll(&mut events, Some(Duration::from_millis(100)))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            if !sent[i] && ev.is_writable() {
+                streams[i].write_all(&req)?;
+                sent[i] = true;
+            }
+            loop {
+                match streams[i].read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => answers[i].extend_from_slice(&buf[..n]),
+                    Err(_) => break,
+                }
+            }
+            if !answers[i].is_empty() {
+                if let Ok(Some(_)) = client::parse_response(&answers[i], &key) {
+                    answers[i] = Vec::new();
+                    upgraded += 1;
+                    let _ = poll.registry().deregister(&mut streams[i]);
+                }
+            }
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, after) = proc_usage(pid).ok_or_else(|| io::Error::other("cannot read /proc"))?;
+    let per = after.saturating_sub(before) as f64 / upgraded.max(1) as f64;
+    Ok(if args.json {
+        format!("{{\"mode\":\"idle\",\"connections\":{upgraded},\"rss_bytes_per_connection\":{per:.0}}}")
+    } else {
+        format!(
+            "idle: {upgraded} connections, server RSS +{} KiB, {per:.0} bytes per connection",
+            (after.saturating_sub(before)) / 1024
+        )
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    // SAFETY: plain struct in and out.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    let result = match args.mode {
+        Mode::Echo => run_echo(&args),
+        Mode::Connect => run_connect(&args),
+        Mode::Idle => run_idle(&args),
+    };
+    match result {
+        Ok(line) => println!("{line}"),
+        Err(e) => {
+            eprintln!("sockwave-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
