@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Every echo server through the same matrix, side by side.
+
+Servers: sockwave (default worker dispatch), sockwave with --dispatch inline,
+and echo servers on tokio-tungstenite and fastwebsockets (benches/peers).
+Each server runs pinned to core 0 (taskset) with one event loop; the load
+generator, sockwave-bench, runs pinned to core 1. Cells are run in turns
+(every server on cell 1, then every server on cell 2, ...) so drift on this
+noisy machine hits all servers alike.
+
+    scripts/bench-matrix.py [--quick] [--out benches/results]
+
+Writes OUT.json, OUT.md (the table) and OUT.svg (a chart), and prints the table.
+"""
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+BENCH = os.path.join(ROOT, "target/release/sockwave-bench")
+SOCKWAVE = os.path.join(ROOT, "target/release/sockwave")
+PEERS = os.path.join(ROOT, "benches/peers/target/release")
+PORT = 9700
+
+
+def servers(addr):
+    return {
+        "sockwave": [SOCKWAVE, "--listen", addr, "--threads", "1", "--workers", "1", "--log-level", "warn"],
+        "sockwave-inline": [SOCKWAVE, "--listen", addr, "--threads", "1", "--dispatch", "inline", "--log-level", "warn"],
+        "tokio-tungstenite": [os.path.join(PEERS, "tungstenite-echo"), addr],
+        "fastwebsockets": [os.path.join(PEERS, "fastwebsockets-echo"), addr],
+    }
+
+
+def build():
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bin", "sockwave", "--bin", "sockwave-bench"],
+                   cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=os.path.join(ROOT, "benches/peers"), check=True)
+
+
+def start(cmd, port):
+    proc = subprocess.Popen(["taskset", "-c", "0", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.025)
+    proc.kill()
+    raise RuntimeError(f"server did not start: {cmd}")
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def bench(args, port, pid):
+    cmd = ["taskset", "-c", "1", BENCH, "--addr", f"127.0.0.1:{port}", "--server-pid", str(pid), "--json", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        return {"error": out.stderr.strip()}
+    return json.loads(out.stdout)
+
+
+def cells(quick):
+    conns = [1, 100, 1000]
+    out = []
+    for c in conns:
+        for p in [20, 1024, 65536]:
+            for d in ([1, 16] if p <= 1024 else [1]):
+                out.append((c, p, d))
+    return out[:4] if quick else out
+
+
+def fmt(n):
+    if n is None:
+        return "-"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}k"
+    return f"{n:.0f}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a few cells, short runs")
+    ap.add_argument("--duration", type=float, default=None)
+    ap.add_argument("--out", default=os.path.join(ROOT, "benches/results"))
+    a = ap.parse_args()
+    duration = a.duration or (1.0 if a.quick else 3.0)
+    warmup = 0.5 if a.quick else 1.0
+    build()
+    addr = f"127.0.0.1:{PORT}"
+    names = list(servers(addr))
+    results = {"echo": [], "connect": {}, "idle": {}, "duration": duration}
+    for (c, p, d) in cells(a.quick):
+        row = {"connections": c, "payload": p, "depth": d}
+        for name, cmd in servers(addr).items():
+            proc = start(cmd, PORT)
+            r = bench(["-c", str(c), "-p", str(p), "-d", str(d), "--duration", str(duration), "--warmup", str(warmup)],
+                      PORT, proc.pid)
+            stop(proc)
+            row[name] = r
+            print(f"{c:>5} conns {p:>6} B depth {d:>2}  {name:<18} "
+                  f"{fmt(r.get('messages_per_sec')):>8} msgs/s  "
+                  f"{fmt(r.get('messages_per_server_cpu_sec')):>8} per CPU-s  "
+                  f"p99 {r.get('p99_us', '-')} us {r.get('error', '')}", flush=True)
+        results["echo"].append(row)
+    for name, cmd in servers(addr).items():
+        proc = start(cmd, PORT)
+        results["connect"][name] = bench(["--mode", "connect", "--duration", str(duration), "--warmup", str(warmup)],
+                                         PORT, proc.pid)
+        stop(proc)
+        proc = start(cmd, PORT)
+        time.sleep(0.3)
+        results["idle"][name] = bench(["--mode", "idle", "-c", "1000" if a.quick else "10000"], PORT, proc.pid)
+        stop(proc)
+        print(f"{name:<18} connect {fmt(results['connect'][name].get('connections_per_sec'))}/s, "
+              f"idle {results['idle'][name].get('rss_bytes_per_connection', '-')} B/conn", flush=True)
+    with open(a.out + ".json", "w") as f:
+        json.dump(results, f, indent=1)
+    table = markdown(results, names)
+    with open(a.out + ".md", "w") as f:
+        f.write(table)
+    with open(a.out + ".svg", "w") as f:
+        f.write(chart(results, names))
+    print(table)
+
+
+def markdown(results, names):
+    lines = ["| connections | payload | depth | " + " | ".join(f"{n} msgs/s (per server CPU-s)" for n in names) + " |",
+             "|" + " --- |" * (3 + len(names))]
+    for row in results["echo"]:
+        cells_ = []
+        for n in names:
+            r = row[n]
+            cells_.append(f"{fmt(r.get('messages_per_sec'))} ({fmt(r.get('messages_per_server_cpu_sec'))})"
+                          if "error" not in r else "error")
+        lines.append(f"| {row['connections']} | {row['payload']} | {row['depth']} | " + " | ".join(cells_) + " |")
+    lines.append("")
+    lines.append("| | " + " | ".join(names) + " |")
+    lines.append("|" + " --- |" * (1 + len(names)))
+    lines.append("| connect rate (handshake + close per s) | " + " | ".join(
+        fmt(results["connect"][n].get("connections_per_sec")) for n in names) + " |")
+    lines.append("| idle server RSS per connection (bytes) | " + " | ".join(
+        str(results["idle"][n].get("rss_bytes_per_connection", "-")) for n in names) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results, names):
+    """Grouped bars: messages/s of each server relative to the best peer, per cell."""
+    colors = ["#1f6feb", "#6cb6ff", "#d29922", "#8b949e"]
+    rows = results["echo"]
+    w, h, left, top, bottom = 60 + 46 * len(rows), 340, 50, 30, 90
+    bar = 36 / len(names)
+    peak = 0.0
+    rel = []
+    for row in rows:
+        peers = [row[n].get("messages_per_sec") or 0 for n in names if not n.startswith("sockwave")]
+        best = max(peers) or 1
+        vals = [(row[n].get("messages_per_sec") or 0) / best for n in names]
+        rel.append(vals)
+        peak = max(peak, *vals)
+    peak = max(peak, 1.0) * 1.1
+    y = lambda v: top + (h - top - bottom) * (1 - v / peak)
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="10">',
+           f'<text x="{left}" y="16" font-size="12">messages/s relative to the best peer (1.0 = best of tokio-tungstenite, fastwebsockets)</text>']
+    for t in [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]:
+        if t < peak:
+            svg.append(f'<line x1="{left}" x2="{w - 10}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#ddd"/>'
+                       f'<text x="{left - 6}" y="{y(t) + 3:.1f}" text-anchor="end">{t}</text>')
+    for i, (row, vals) in enumerate(zip(rows, rel)):
+        x0 = left + 10 + i * 46
+        for j, v in enumerate(vals):
+            svg.append(f'<rect x="{x0 + j * bar:.1f}" y="{y(v):.1f}" width="{bar - 1:.1f}" '
+                       f'height="{y(0) - y(v):.1f}" fill="{colors[j % len(colors)]}"/>')
+        label = f"{row['connections']}c {row['payload']}B d{row['depth']}"
+        svg.append(f'<text transform="translate({x0 + 18},{h - bottom + 8}) rotate(60)">{label}</text>')
+    for j, n in enumerate(names):
+        svg.append(f'<rect x="{left + j * 150}" y="{h - 16}" width="10" height="10" fill="{colors[j % len(colors)]}"/>'
+                   f'<text x="{left + j * 150 + 14}" y="{h - 7}">{n}</text>')
+    svg.append("</svg>")
+    return "\n".join(svg) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
