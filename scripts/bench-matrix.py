@@ -97,7 +97,17 @@ def main():
     ap.add_argument("--quick", action="store_true", help="a few cells, short runs")
     ap.add_argument("--duration", type=float, default=None)
     ap.add_argument("--out", default=os.path.join(ROOT, "benches/results"))
+    ap.add_argument("--replot", action="store_true", help="redraw OUT.md and OUT.svg from OUT.json")
     a = ap.parse_args()
+    if a.replot:
+        with open(a.out + ".json") as f:
+            results = json.load(f)
+        names = list(results["echo"][0].keys())[3:]
+        with open(a.out + ".md", "w") as f:
+            f.write(markdown(results, names))
+        with open(a.out + ".svg", "w") as f:
+            f.write(chart(results, names))
+        return 0
     duration = a.duration or (1.0 if a.quick else 3.0)
     warmup = 0.5 if a.quick else 1.0
     build()
@@ -162,7 +172,7 @@ def chart(results, names):
     """Grouped bars: messages/s of each server relative to the best peer, per cell."""
     colors = ["#1f6feb", "#6cb6ff", "#d29922", "#8b949e"]
     rows = results["echo"]
-    w, h, left, top, bottom = 60 + 46 * len(rows), 340, 50, 30, 90
+    w, h, left, top, bottom = 110 + 46 * len(rows), 360, 50, 30, 95
     bar = 36 / len(names)
     peak = 0.0
     rel = []
@@ -176,7 +186,7 @@ def chart(results, names):
     y = lambda v: top + (h - top - bottom) * (1 - v / peak)
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="10">',
            f'<text x="{left}" y="16" font-size="12">messages/s relative to the best peer (1.0 = best of tokio-tungstenite, fastwebsockets)</text>']
-    for t in [0.5, 1.0, 1.5, 2.0, 3.0, 4.0]:
+    for t in [0.5, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 16.0]:
         if t < peak:
             svg.append(f'<line x1="{left}" x2="{w - 10}" y1="{y(t):.1f}" y2="{y(t):.1f}" stroke="#ddd"/>'
                        f'<text x="{left - 6}" y="{y(t) + 3:.1f}" text-anchor="end">{t}</text>')

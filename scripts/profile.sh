@@ -25,7 +25,7 @@ recorder=$!
 taskset -c 1 "$bin/sockwave-bench" --addr 127.0.0.1:9790 -c 100 -p 20 -d 16 --duration "$secs" --warmup 1 --server-pid "$server"
 wait $recorder || true
 perf report -i target/fp/perf.data --no-children --percent-limit 0.7 --stdio 2>/dev/null \
-    | grep -v '^$' | head -120 > target/fp/profile.txt
+    | grep -v '^$' | head -120 > target/fp/profile.txt || true
 perf report -i target/fp/perf.data --no-children --sort symbol --percent-limit 1 --stdio -g none 2>/dev/null \
-    | grep -E '^ +[0-9]' | head -40
+    | grep -E '^ +[0-9]' | head -40 || true
 echo "full report: target/fp/profile.txt (perf report -i target/fp/perf.data)"
