@@ -268,6 +268,18 @@ fn with_handle(server: *const sw_server, f: impl FnOnce(&ServerHandle) -> sw_res
     })
 }
 
+/// Runs `f` on connection `conn`, or answers `SW_RESULT_CLOSED` when it is gone.
+fn with_conn(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    f: impl FnOnce(&Conn) -> sw_result,
+) -> sw_result {
+    with_handle(server, |h| match h.conn(ConnId::from_u64(conn)) {
+        Some(c) => f(&c),
+        None => sw_result::Closed,
+    })
+}
+
 fn on_sockwave_thread() -> bool {
     std::thread::current()
         .name()
@@ -382,16 +394,13 @@ pub unsafe extern "C" fn sw_conn_ping(
     data: *const u8,
     len: usize,
 ) -> sw_result {
-    with_handle(server, |h| {
-        if len > 125 {
-            return sw_result::InvalidArgument;
-        }
-        match (unsafe { bytes(data, len) }, h.conn(ConnId::from_u64(conn))) {
-            (Err(e), _) => e,
-            (_, None) => sw_result::Closed,
-            (Ok(d), Some(c)) => status(c.ping(d)),
-        }
-    })
+    if len > 125 {
+        return sw_result::InvalidArgument;
+    }
+    match unsafe { bytes(data, len) } {
+        Ok(d) => with_conn(server, conn, |c| status(c.ping(d))),
+        Err(e) => e,
+    }
 }
 
 /// Starts the closing handshake with `code` and a UTF-8 `reason` (up to 123
@@ -404,16 +413,16 @@ pub unsafe extern "C" fn sw_conn_close(
     reason: *const c_char,
     reason_len: usize,
 ) -> sw_result {
-    with_handle(server, |h| match unsafe { str_bytes(reason, reason_len) } {
-        Ok(r) => match h.conn(ConnId::from_u64(conn)) {
-            Some(c) if c.is_open() => {
-                c.close(code, r);
-                sw_result::Ok
+    match unsafe { str_bytes(reason, reason_len) } {
+        Ok(r) => with_conn(server, conn, |c| {
+            if !c.is_open() {
+                return sw_result::Closed;
             }
-            _ => sw_result::Closed,
-        },
+            c.close(code, r);
+            sw_result::Ok
+        }),
         Err(e) => e,
-    })
+    }
 }
 
 /// Bytes accepted for sending to `conn` that the kernel has not taken yet.
@@ -423,17 +432,12 @@ pub unsafe extern "C" fn sw_conn_buffered_amount(
     conn: sw_conn_id,
     amount_out: *mut u64,
 ) -> sw_result {
-    with_handle(server, |h| {
-        if amount_out.is_null() {
-            return sw_result::NullParameter;
-        }
-        match h.conn(ConnId::from_u64(conn)) {
-            Some(c) => {
-                unsafe { *amount_out = c.buffered_amount() as u64 };
-                sw_result::Ok
-            }
-            None => sw_result::Closed,
-        }
+    if amount_out.is_null() {
+        return sw_result::NullParameter;
+    }
+    with_conn(server, conn, |c| {
+        unsafe { *amount_out = c.buffered_amount() as u64 };
+        sw_result::Ok
     })
 }
 
@@ -518,19 +522,13 @@ pub unsafe extern "C" fn sw_conn_subscribe(
     conn: sw_conn_id,
     topic: *const c_char,
 ) -> sw_result {
-    with_handle(server, |h| {
-        match (
-            unsafe { super::boundary::c_str(topic) },
-            h.conn(ConnId::from_u64(conn)),
-        ) {
-            (Err(e), _) => e,
-            (_, None) => sw_result::Closed,
-            (Ok(t), Some(c)) => {
-                c.subscribe(t);
-                sw_result::Ok
-            }
-        }
-    })
+    match unsafe { super::boundary::c_str(topic) } {
+        Ok(t) => with_conn(server, conn, |c| {
+            c.subscribe(t);
+            sw_result::Ok
+        }),
+        Err(e) => e,
+    }
 }
 
 /// Removes `conn`'s subscription to `topic`.
@@ -540,19 +538,13 @@ pub unsafe extern "C" fn sw_conn_unsubscribe(
     conn: sw_conn_id,
     topic: *const c_char,
 ) -> sw_result {
-    with_handle(server, |h| {
-        match (
-            unsafe { super::boundary::c_str(topic) },
-            h.conn(ConnId::from_u64(conn)),
-        ) {
-            (Err(e), _) => e,
-            (_, None) => sw_result::Closed,
-            (Ok(t), Some(c)) => {
-                c.unsubscribe(t);
-                sw_result::Ok
-            }
-        }
-    })
+    match unsafe { super::boundary::c_str(topic) } {
+        Ok(t) => with_conn(server, conn, |c| {
+            c.unsubscribe(t);
+            sw_result::Ok
+        }),
+        Err(e) => e,
+    }
 }
 
 fn publish(

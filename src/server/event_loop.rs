@@ -426,11 +426,8 @@ impl EventLoop {
         self.slots.get_mut(slot)?.conn.as_deref_mut()
     }
 
-    fn live_slot(&self, id: ConnId) -> Option<usize> {
-        let slot = id.slot();
-        let s = self.slots.get(slot)?;
-        (id.loop_index() == self.index && s.generation == id.generation() && s.conn.is_some())
-            .then_some(slot)
+    fn live_slot(&mut self, id: ConnId) -> Option<usize> {
+        live_conn(&mut self.slots, self.index, id).map(|(slot, _)| slot)
     }
 
     fn mark_dirty(&mut self, slot: usize) {
@@ -816,10 +813,9 @@ impl EventLoop {
                     frame,
                     accounted,
                 } => {
-                    let Some(slot) = self.live_slot(id) else {
+                    let Some((slot, c)) = live_conn(&mut self.slots, self.index, id) else {
                         continue;
                     };
-                    let c = self.slots[slot].conn.as_deref_mut().expect("live");
                     if !c.proto.is_open() && c.held_close.is_none() {
                         if let Some(inner) = &c.shared {
                             inner.release(accounted);
@@ -832,18 +828,16 @@ impl EventLoop {
                     self.mark_dirty(slot);
                 }
                 Command::Ping { id, payload } => {
-                    let Some(slot) = self.live_slot(id) else {
+                    let Some((slot, c)) = live_conn(&mut self.slots, self.index, id) else {
                         continue;
                     };
-                    let c = self.slots[slot].conn.as_deref_mut().expect("live");
                     let _ = c.proto.ping(&payload, &mut QueueSink::new(&mut c.out));
                     self.mark_dirty(slot);
                 }
                 Command::Close { id, code, reason } => {
-                    let Some(slot) = self.live_slot(id) else {
+                    let Some((slot, c)) = live_conn(&mut self.slots, self.index, id) else {
                         continue;
                     };
-                    let c = self.slots[slot].conn.as_deref_mut().expect("live");
                     let _ = c
                         .proto
                         .close(code, &reason, now, &mut QueueSink::new(&mut c.out));
@@ -858,10 +852,9 @@ impl EventLoop {
                     data,
                     accounted,
                 } => {
-                    let Some(slot) = self.live_slot(id) else {
+                    let Some((slot, c)) = live_conn(&mut self.slots, self.index, id) else {
                         continue;
                     };
-                    let c = self.slots[slot].conn.as_deref_mut().expect("live");
                     let sent = c.proto.send(
                         kind,
                         &data,
@@ -894,10 +887,9 @@ impl EventLoop {
                     exclude,
                 } => self.publish(&topic, message, exclude, now),
                 Command::Opened { id } => {
-                    let Some(slot) = self.live_slot(id) else {
+                    let Some((slot, c)) = live_conn(&mut self.slots, self.index, id) else {
                         continue;
                     };
-                    let c = self.slots[slot].conn.as_deref_mut().expect("live");
                     c.opened = true;
                     for message in std::mem::take(&mut c.deferred) {
                         queue_shared(c, &message, &self.shared.config.protocol.deflate);
@@ -905,10 +897,9 @@ impl EventLoop {
                     self.mark_dirty(slot);
                 }
                 Command::CloseAck { id } => {
-                    let Some(slot) = self.live_slot(id) else {
+                    let Some((slot, c)) = live_conn(&mut self.slots, self.index, id) else {
                         continue;
                     };
-                    let c = self.slots[slot].conn.as_deref_mut().expect("live");
                     if let Some(bytes) = c.held_close.take() {
                         c.out.push(Outgoing::Bytes(bytes), 0);
                     }
@@ -1201,6 +1192,17 @@ fn queue_shared(
             );
         }
     }
+}
+
+/// The slot and state of connection `id` on loop `index`, if it is still that
+/// connection (a free function so callers keep their other fields borrowable).
+fn live_conn(slots: &mut [Slot], index: usize, id: ConnId) -> Option<(usize, &mut ConnState)> {
+    let slot = id.slot();
+    let s = slots.get_mut(slot)?;
+    if id.loop_index() != index || s.generation != id.generation() {
+        return None;
+    }
+    Some((slot, s.conn.as_deref_mut()?))
 }
 
 fn str_pairs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
