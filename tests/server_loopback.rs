@@ -685,3 +685,22 @@ fn inline_dispatch_keeps_every_guarantee() {
     );
     server.shutdown_and_join();
 }
+
+#[test]
+fn a_handle_taken_from_a_connection_can_stop_and_join_the_server() {
+    let registry = Arc::new(Registry::default());
+    let server = Server::start_arc(config(), registry.clone()).unwrap();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    wait_until("open", || registry.conns.lock().unwrap().len() == 1);
+    let from_conn = registry.conns.lock().unwrap()[0].server();
+    assert_eq!(from_conn.local_addr(), server.local_addr());
+    let joiner = std::thread::spawn(move || from_conn.shutdown_and_join());
+    assert_eq!(
+        c.recv().unwrap(),
+        Ev::Close(1001, "server shutting down".into())
+    );
+    joiner.join().unwrap();
+    // Every thread is gone: the original handle's join returns at once.
+    server.join();
+    assert!(TcpStream::connect(server.local_addr()).is_err());
+}

@@ -18,7 +18,6 @@ use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
 
 use crossbeam_channel::{bounded, unbounded};
 use mio::{Poll, Waker};
@@ -75,6 +74,7 @@ impl Server {
             sockets: 0.into(),
             shutting_down: false.into(),
             local_addr,
+            threads: Mutex::new(Vec::new()),
         });
 
         let mut threads = Vec::new();
@@ -109,10 +109,8 @@ impl Server {
                     .spawn(move || ev.run())?,
             );
         }
-        Ok(ServerHandle {
-            shared,
-            threads: Arc::new(Mutex::new(threads)),
-        })
+        *shared.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads;
+        Ok(ServerHandle { shared })
     }
 }
 
@@ -141,7 +139,6 @@ fn bind_listeners(addr: SocketAddr, count: usize, backlog: i32) -> io::Result<Ve
 #[derive(Clone)]
 pub struct ServerHandle {
     shared: Arc<Shared>,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -226,8 +223,16 @@ impl ServerHandle {
     }
 
     /// Waits until every loop and worker thread has exited (after a shutdown).
+    /// Any handle may join; the others then return at once. Never from a
+    /// handler (its own thread is among those joined).
     pub fn join(&self) {
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let threads = std::mem::take(
+            &mut *self
+                .shared
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         for t in threads {
             let _ = t.join();
         }
@@ -239,13 +244,13 @@ impl ServerHandle {
     }
 }
 
-// Keep `Conn` sends and handle sends in one place.
+// Here rather than in handler.rs: ServerHandle's fields are private to this module.
 impl Conn {
-    /// The server this connection belongs to.
+    /// The server this connection belongs to (a full handle: it can broadcast,
+    /// publish, shut down; `join` it only from outside the server's threads).
     pub fn server(&self) -> ServerHandle {
         ServerHandle {
             shared: Arc::clone(&self.server),
-            threads: Arc::new(Mutex::new(Vec::new())),
         }
     }
 }

@@ -292,6 +292,8 @@ pub(crate) struct Shared {
     pub sockets: AtomicUsize,
     pub shutting_down: AtomicBool,
     pub local_addr: SocketAddr,
+    /// Every loop and worker thread, joined by whichever handle joins first.
+    pub threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Shared {
