@@ -6,9 +6,10 @@ and echo servers on tokio-tungstenite and fastwebsockets (benches/peers).
 Each server runs pinned to core 0 (taskset) with one event loop; the load
 generator, sockwave-bench, runs pinned to core 1. Cells are run in turns
 (every server on cell 1, then every server on cell 2, ...) so drift on this
-noisy machine hits all servers alike.
+noisy machine hits all servers alike; with --rounds N the whole sequence is
+repeated N times and each cell reports the median run (by messages/s).
 
-    scripts/bench-matrix.py [--quick] [--out benches/results]
+    scripts/bench-matrix.py [--quick] [--rounds N] [--cells 100x1024x1,...] [--out benches/results]
 
 Writes OUT.json, OUT.md (the table) and OUT.svg (a chart), and prints the table.
 """
@@ -72,7 +73,9 @@ def bench(args, port, pid):
     return json.loads(out.stdout)
 
 
-def cells(quick):
+def cells(quick, only=None):
+    if only:
+        return [tuple(int(x) for x in cell.split("x")) for cell in only.split(",")]
     conns = [1, 100, 1000]
     out = []
     for c in conns:
@@ -80,6 +83,16 @@ def cells(quick):
             for d in ([1, 16] if p <= 1024 else [1]):
                 out.append((c, p, d))
     return out[:4] if quick else out
+
+
+def median_run(runs, key):
+    """The run with the median `key` (an error if every run failed)."""
+    ok = sorted((r for r in runs if key in r), key=lambda r: r[key])
+    if not ok:
+        return runs[-1]
+    best = dict(ok[(len(ok) - 1) // 2])
+    best["runs"] = [r.get(key) for r in runs]
+    return best
 
 
 def fmt(n):
@@ -96,6 +109,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="a few cells, short runs")
     ap.add_argument("--duration", type=float, default=None)
+    ap.add_argument("--rounds", type=int, default=None, help="repeat everything N times, report medians")
+    ap.add_argument("--cells", default=None, help="only these echo cells, e.g. 100x1024x1,1000x20x16")
+    ap.add_argument("--no-extra", action="store_true", help="echo cells only (no connect rate, no idle memory)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benches/results"))
     ap.add_argument("--replot", action="store_true", help="redraw OUT.md and OUT.svg from OUT.json")
     a = ap.parse_args()
@@ -108,36 +124,52 @@ def main():
         with open(a.out + ".svg", "w") as f:
             f.write(chart(results, names))
         return 0
-    duration = a.duration or (1.0 if a.quick else 3.0)
+    duration = a.duration or (1.0 if a.quick else 2.0)
     warmup = 0.5 if a.quick else 1.0
+    rounds = a.rounds or (1 if a.quick else 3)
     build()
     addr = f"127.0.0.1:{PORT}"
     names = list(servers(addr))
-    results = {"echo": [], "connect": {}, "idle": {}, "duration": duration}
-    for (c, p, d) in cells(a.quick):
-        row = {"connections": c, "payload": p, "depth": d}
+    results = {"echo": [], "connect": {}, "idle": {}, "duration": duration, "rounds": rounds}
+    runs = {}
+    for round_ in range(rounds):
+        for (c, p, d) in cells(a.quick, a.cells):
+            for name, cmd in servers(addr).items():
+                proc = start(cmd, PORT)
+                r = bench(["-c", str(c), "-p", str(p), "-d", str(d), "--duration", str(duration),
+                           "--warmup", str(warmup)], PORT, proc.pid)
+                stop(proc)
+                runs.setdefault((c, p, d, name), []).append(r)
+                print(f"[{round_ + 1}/{rounds}] {c:>5} conns {p:>6} B depth {d:>2}  {name:<18} "
+                      f"{fmt(r.get('messages_per_sec')):>8} msgs/s  "
+                      f"{fmt(r.get('messages_per_server_cpu_sec')):>8} per CPU-s  "
+                      f"p99 {r.get('p99_us', '-')} us {r.get('error', '')}", flush=True)
+        if a.no_extra:
+            continue
         for name, cmd in servers(addr).items():
+            # 100 handshake + close cycles in flight from one client thread.
             proc = start(cmd, PORT)
-            r = bench(["-c", str(c), "-p", str(p), "-d", str(d), "--duration", str(duration), "--warmup", str(warmup)],
+            r = bench(["--mode", "connect", "-c", "100", "--duration", str(duration), "--warmup", str(warmup)],
                       PORT, proc.pid)
             stop(proc)
-            row[name] = r
-            print(f"{c:>5} conns {p:>6} B depth {d:>2}  {name:<18} "
-                  f"{fmt(r.get('messages_per_sec')):>8} msgs/s  "
-                  f"{fmt(r.get('messages_per_server_cpu_sec')):>8} per CPU-s  "
-                  f"p99 {r.get('p99_us', '-')} us {r.get('error', '')}", flush=True)
+            runs.setdefault(("connect", name), []).append(r)
+            proc = start(cmd, PORT)
+            time.sleep(0.3)
+            r = bench(["--mode", "idle", "-c", "1000" if a.quick else "10000"], PORT, proc.pid)
+            stop(proc)
+            runs.setdefault(("idle", name), []).append(r)
+            print(f"[{round_ + 1}/{rounds}] {name:<18} connect {fmt(runs[('connect', name)][-1].get('connections_per_sec'))}/s "
+                  f"({fmt(runs[('connect', name)][-1].get('connections_per_server_cpu_sec'))} per CPU-s), "
+                  f"idle {r.get('rss_bytes_per_connection', '-')} B/conn", flush=True)
+    for (c, p, d) in cells(a.quick, a.cells):
+        row = {"connections": c, "payload": p, "depth": d}
+        for name in names:
+            row[name] = median_run(runs[(c, p, d, name)], "messages_per_sec")
         results["echo"].append(row)
-    for name, cmd in servers(addr).items():
-        proc = start(cmd, PORT)
-        results["connect"][name] = bench(["--mode", "connect", "--duration", str(duration), "--warmup", str(warmup)],
-                                         PORT, proc.pid)
-        stop(proc)
-        proc = start(cmd, PORT)
-        time.sleep(0.3)
-        results["idle"][name] = bench(["--mode", "idle", "-c", "1000" if a.quick else "10000"], PORT, proc.pid)
-        stop(proc)
-        print(f"{name:<18} connect {fmt(results['connect'][name].get('connections_per_sec'))}/s, "
-              f"idle {results['idle'][name].get('rss_bytes_per_connection', '-')} B/conn", flush=True)
+    if not a.no_extra:
+        for name in names:
+            results["connect"][name] = median_run(runs[("connect", name)], "connections_per_sec")
+            results["idle"][name] = median_run(runs[("idle", name)], "rss_bytes_per_connection")
     with open(a.out + ".json", "w") as f:
         json.dump(results, f, indent=1)
     table = markdown(results, names)
@@ -158,11 +190,15 @@ def markdown(results, names):
             cells_.append(f"{fmt(r.get('messages_per_sec'))} ({fmt(r.get('messages_per_server_cpu_sec'))})"
                           if "error" not in r else "error")
         lines.append(f"| {row['connections']} | {row['payload']} | {row['depth']} | " + " | ".join(cells_) + " |")
+    if not results["connect"]:
+        return "\n".join(lines) + "\n"
     lines.append("")
     lines.append("| | " + " | ".join(names) + " |")
     lines.append("|" + " --- |" * (1 + len(names)))
-    lines.append("| connect rate (handshake + close per s) | " + " | ".join(
+    lines.append("| connect rate, 100 in flight (handshake + close per s) | " + " | ".join(
         fmt(results["connect"][n].get("connections_per_sec")) for n in names) + " |")
+    lines.append("| handshake + close per server CPU-second | " + " | ".join(
+        fmt(results["connect"][n].get("connections_per_server_cpu_sec")) for n in names) + " |")
     lines.append("| idle server RSS per connection (bytes) | " + " | ".join(
         str(results["idle"][n].get("rss_bytes_per_connection", "-")) for n in names) + " |")
     return "\n".join(lines) + "\n"

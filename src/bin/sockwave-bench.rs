@@ -5,7 +5,8 @@
 //!   echoed byte is compared with what was sent; reports messages/s, bytes/s,
 //!   latency percentiles, and (with --server-pid) the server's CPU seconds,
 //!   so results can be given per server CPU-second.
-//! - `connect`: handshakes + closes per second.
+//! - `connect`: handshake + close cycles per second, C attempts in flight,
+//!   each one connect → upgrade → close → the server's FIN, then a new one.
 //! - `idle`: opens C connections and reports server RSS per connection.
 //!
 //! Any RFC 6455 echo server will do (it must echo binary messages).
@@ -396,81 +397,189 @@ fn run_echo(args: &Args) -> io::Result<String> {
     })
 }
 
-/// Handshake, then close, as fast as possible, from `threads` threads with
-/// `connections` attempts in flight in total.
-fn run_connect(args: &Args) -> io::Result<String> {
-    let end_at = Instant::now() + Duration::from_secs_f64(args.warmup + args.duration);
-    let measure_from = Instant::now() + Duration::from_secs_f64(args.warmup);
-    let threads = args.threads.max(1);
-    let cpu_before = std::cell::Cell::new(None);
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let a = args.clone();
-            std::thread::spawn(move || -> io::Result<u64> {
-                let (req, key) = upgrade_request(a.addr);
-                let close = {
-                    let mut f =
-                        EncodedHeader::new(OpCode::Close, true, false, 2, Some([1, 2, 3, 4]))
-                            .as_bytes()
-                            .to_vec();
-                    let mut p = 1000u16.to_be_bytes().to_vec();
-                    apply_mask(&mut p, [1, 2, 3, 4], 0);
-                    f.extend(p);
-                    f
-                };
-                let mut done = 0u64;
-                let mut buf = vec![0u8; 4096];
-                while Instant::now() < end_at {
-                    let mut s = std::net::TcpStream::connect(a.addr)?;
-                    s.set_nodelay(true)?;
-                    s.write_all(&req)?;
-                    let mut got = Vec::new();
-                    loop {
-                        let n = s.read(&mut buf)?;
-                        if n == 0 {
-                            return Err(io::Error::other("closed during handshake"));
-                        }
-                        got.extend_from_slice(&buf[..n]);
-                        if let Some((_, used)) = client::parse_response(&got, &key)
-                            .map_err(|e| io::Error::other(format!("{e:?}")))?
-                        {
-                            got.drain(..used);
-                            break;
-                        }
+/// Where one connect-mode attempt is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Non-blocking connect in progress; the request goes out once writable.
+    Connecting,
+    /// Request sent, reading the 101.
+    Upgrading,
+    /// Close frame sent, reading the server's close frame until its FIN.
+    Closing,
+}
+
+struct Attempt {
+    stream: TcpStream,
+    stage: Stage,
+    got: Vec<u8>,
+    started: Instant,
+}
+
+#[derive(Default)]
+struct ConnectTally {
+    done: u64,
+    errors: u64,
+    /// Connect to the server's FIN, per completed cycle.
+    latencies_us: Vec<u32>,
+}
+
+/// A masked close frame (1000) from the client.
+fn client_close_frame() -> Vec<u8> {
+    let mask = [1, 2, 3, 4];
+    let mut f = EncodedHeader::new(OpCode::Close, true, false, 2, Some(mask))
+        .as_bytes()
+        .to_vec();
+    let mut p = 1000u16.to_be_bytes().to_vec();
+    apply_mask(&mut p, mask, 0);
+    f.extend(p);
+    f
+}
+
+/// One connect-mode thread: `inflight` attempts on its own mio loop, each
+/// cycling connect → upgrade → close → the server's FIN, and a new one at once.
+fn connect_thread(
+    args: Args,
+    inflight: usize,
+    measure_from: Instant,
+    end_at: Instant,
+) -> io::Result<ConnectTally> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let (req, key) = upgrade_request(args.addr);
+    let close = client_close_frame();
+    let mut tally = ConnectTally::default();
+    let mut buf = vec![0u8; 4096];
+    let start = |poll: &Poll, i: usize| -> io::Result<Attempt> {
+        let mut stream = connect(args.addr)?;
+        poll.registry().register(
+            &mut stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        Ok(Attempt {
+            stream,
+            stage: Stage::Connecting,
+            got: Vec::new(),
+            started: Instant::now(),
+        })
+    };
+    let mut attempts = (0..inflight)
+        .map(|i| start(&poll, i))
+        .collect::<io::Result<Vec<_>>>()?;
+    loop {
+        let now = Instant::now();
+        if now >= end_at {
+            break;
+        }
+        poll.poll(&mut events, Some(end_at - now))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let a = &mut attempts[i];
+            // Ok(true): the cycle completed; Err: it failed and is counted.
+            let outcome = (|| -> io::Result<bool> {
+                if a.stage == Stage::Connecting {
+                    if let Some(e) = a.stream.take_error()? {
+                        return Err(e);
                     }
-                    s.write_all(&close)?;
-                    // Wait for the server's close frame and its FIN.
-                    while s.read(&mut buf)? > 0 {}
-                    if Instant::now() >= measure_from {
-                        done += 1;
+                    if !ev.is_writable() {
+                        return Ok(false);
+                    }
+                    a.stream.write_all(&req)?;
+                    a.stage = Stage::Upgrading;
+                }
+                loop {
+                    match a.stream.read(&mut buf) {
+                        Ok(0) if a.stage == Stage::Closing => return Ok(true),
+                        Ok(0) => return Err(io::Error::other("closed during the handshake")),
+                        Ok(n) => a.got.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                    if a.stage == Stage::Upgrading {
+                        match client::parse_response(&a.got, &key) {
+                            Ok(Some((_, used))) => {
+                                a.got.drain(..used);
+                                a.stream.write_all(&close)?;
+                                a.stage = Stage::Closing;
+                            }
+                            Ok(None) => {}
+                            Err(e) => return Err(io::Error::other(format!("{e:?}"))),
+                        }
                     }
                 }
-                Ok(done)
-            })
+            })();
+            match outcome {
+                Ok(false) => continue,
+                Ok(true) => {
+                    let t = Instant::now();
+                    if t >= measure_from {
+                        tally.done += 1;
+                        tally
+                            .latencies_us
+                            .push(t.duration_since(a.started).as_micros() as u32);
+                    }
+                }
+                Err(_) => tally.errors += 1,
+            }
+            let _ = poll.registry().deregister(&mut a.stream);
+            attempts[i] = start(&poll, i)?;
+        }
+    }
+    Ok(tally)
+}
+
+/// Handshake + close cycles per second: `connections` attempts in flight,
+/// spread over `threads` mio loops.
+fn run_connect(args: &Args) -> io::Result<String> {
+    let threads = args.threads.max(1).min(args.connections.max(1));
+    let measure_from = Instant::now() + Duration::from_secs_f64(args.warmup);
+    let end_at = measure_from + Duration::from_secs_f64(args.duration);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let share = args.connections / threads + usize::from(t < args.connections % threads);
+            let a = args.clone();
+            std::thread::spawn(move || connect_thread(a, share, measure_from, end_at))
         })
         .collect();
     while Instant::now() < measure_from {
         std::thread::sleep(Duration::from_millis(1));
     }
-    cpu_before.set(args.server_pid.and_then(proc_usage));
-    let mut total = 0;
+    let cpu_before = args.server_pid.and_then(proc_usage);
+    let mut total = ConnectTally::default();
     for h in handles {
-        total += h.join().expect("thread panicked")?;
+        let t = h.join().expect("connect thread panicked")?;
+        total.done += t.done;
+        total.errors += t.errors;
+        total.latencies_us.extend(t.latencies_us);
     }
-    let cpu = match (cpu_before.get(), args.server_pid.and_then(proc_usage)) {
+    let cpu = match (cpu_before, args.server_pid.and_then(proc_usage)) {
         (Some((a, _)), Some((b, _))) => Some(b - a),
         _ => None,
     };
-    let rate = total as f64 / args.duration;
+    total.latencies_us.sort_unstable();
+    let l = &total.latencies_us;
+    let rate = total.done as f64 / args.duration;
+    let per_cpu = cpu.filter(|c| *c > 0.0).map(|c| total.done as f64 / c);
     Ok(if args.json {
         format!(
-            "{{\"mode\":\"connect\",\"connections_per_sec\":{rate:.0},\"server_cpu_sec\":{}}}",
-            cpu.map_or("null".into(), |c| format!("{c:.3}"))
+            "{{\"mode\":\"connect\",\"in_flight\":{},\"connections_per_sec\":{rate:.0},\"p50_us\":{},\"p99_us\":{},\"server_cpu_sec\":{},\"connections_per_server_cpu_sec\":{},\"errors\":{}}}",
+            args.connections,
+            percentile(l, 0.5),
+            percentile(l, 0.99),
+            cpu.map_or("null".into(), |c| format!("{c:.3}")),
+            per_cpu.map_or("null".into(), |m| format!("{m:.0}")),
+            total.errors
         )
     } else {
         format!(
-            "connect: {rate:.0} handshake+close per second{}",
-            cpu.map_or(String::new(), |c| format!(", server CPU {c:.2} s"))
+            "connect: {} in flight: {rate:.0} handshake+close per second, cycle p50 {} us p99 {} us{}{}, errors {}",
+            args.connections,
+            percentile(l, 0.5),
+            percentile(l, 0.99),
+            cpu.map_or(String::new(), |c| format!(", server CPU {c:.2} s")),
+            per_cpu.map_or(String::new(), |m| format!(" ({m:.0} per server CPU-second)")),
+            total.errors
         )
     })
 }
