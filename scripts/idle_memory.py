@@ -9,6 +9,8 @@ server's VmRSS from /proc before and after. Stdlib only.
       --deflate  offer permessage-deflate like a browser and exchange one
                  compressed message per connection before going idle, so a
                  dedicated compressor and inflater exist for each
+      --max-bytes-per-conn B   fail (exit 1) when the server's RSS per
+                 connection is above B
 """
 import os
 import resource
@@ -24,6 +26,11 @@ ARGS = sys.argv[1:]
 SERVER_ARGS = ARGS[ARGS.index("--") + 1:] if "--" in ARGS else []
 ARGS = ARGS[:ARGS.index("--")] if "--" in ARGS else ARGS
 DEFLATE = "--deflate" in ARGS
+MAX_PER_CONN = None
+if "--max-bytes-per-conn" in ARGS:
+    i = ARGS.index("--max-bytes-per-conn")
+    MAX_PER_CONN = int(ARGS[i + 1])
+    del ARGS[i:i + 2]
 N = int(next((a for a in ARGS if a.isdigit()), "10000"))
 PORT = int(os.environ.get("PORT", "9472"))
 REQ = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -119,6 +126,9 @@ def main():
         print(f"server RSS: {before} KiB idle, {after} KiB with {done} open -> {per_conn:.0f} bytes per connection")
         for s in socks:
             s.close()
+        if MAX_PER_CONN is not None and per_conn > MAX_PER_CONN:
+            print(f"FAIL: {per_conn:.0f} bytes per connection, over the budget of {MAX_PER_CONN}")
+            return 1
         return 0 if done == N else 1
     finally:
         server.terminate()

@@ -704,3 +704,51 @@ fn a_handle_taken_from_a_connection_can_stop_and_join_the_server() {
     server.join();
     assert!(TcpStream::connect(server.local_addr()).is_err());
 }
+
+/// After a clean close handshake the server closes its socket at once; when
+/// bytes follow the peer's close frame it half-closes and drains instead, so
+/// its close frame is not lost to a reset.
+#[test]
+fn a_clean_close_ends_the_socket_and_bytes_after_a_close_do_not_reset_it() {
+    let server = Server::start(
+        Config {
+            protocol: sockwave::protocol::ProtocolConfig {
+                // Long enough that only an immediate close can pass below.
+                close_timeout: Duration::from_secs(60),
+                ..Default::default()
+            },
+            ..config()
+        },
+        Echo,
+    )
+    .unwrap();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.send_text("before").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Text("before".into()));
+    c.close(1000, "done").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Close(1000, "done".into()));
+    assert_eq!(c.recv().unwrap(), Ev::Eof);
+    // The server's descriptor is gone: writing to it soon meets a reset (a
+    // lingering server would read and discard these bytes for a minute).
+    wait_until("the server to close its socket", || {
+        c.stream.write_all(b"x").is_err()
+    });
+
+    // A close frame with garbage behind it in the same packet.
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    let mut close = Vec::new();
+    let mut frames =
+        sockwave::protocol::Connection::client(common::client_config(), Instant::now(), 7);
+    frames
+        .send(MessageKind::Text, b"last words", &mut close)
+        .unwrap();
+    let sent = close.len();
+    frames.close(1000, "", Instant::now(), &mut close).unwrap();
+    assert!(close.len() > sent);
+    close.extend(std::iter::repeat_n(0x81u8, 64 * 1024));
+    c.stream.write_all(&close).unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Text("last words".into()));
+    assert_eq!(c.recv().unwrap(), Ev::Close(1000, String::new()));
+    assert_eq!(c.recv().unwrap(), Ev::Eof);
+    server.shutdown_and_join();
+}

@@ -408,6 +408,12 @@ impl Connection {
         self.phase == Phase::Closed
     }
 
+    /// When the connection reached [`State::Closed`], if it has: the start of
+    /// the wait for the peer to read our last bytes and hang up.
+    pub fn closed_since(&self) -> Option<Instant> {
+        (self.phase == Phase::Closed).then_some(self.phase_since)
+    }
+
     /// Bytes of an unfinished incoming message held by this connection.
     pub fn buffered_incoming(&self) -> usize {
         self.assembled.len()

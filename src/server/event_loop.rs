@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -162,32 +162,31 @@ struct ConnState {
     stream: TcpStream,
     proto: Connection,
     /// Unconsumed input (a partial header or control frame, a partial request head).
-    tail: Vec<u8>,
+    tail: Box<[u8]>,
     out: OutQueue,
     /// Present once the connection is open.
     shared: Option<Arc<ConnShared>>,
-    peer: Option<SocketAddr>,
     /// Accepted beyond max_connections: the request gets a 503.
     over_capacity: bool,
     /// on_open was dispatched, so on_close is owed exactly once.
     close_owed: bool,
     in_dirty: bool,
     write_failed: bool,
-    /// When the protocol reached Closed (the socket is then flushed and shut down).
-    closed_at: Option<Instant>,
     /// We shut down our sending side and wait for the peer's EOF.
     lingering: bool,
+    /// Both close frames were exchanged and nothing followed the peer's.
+    handshake_closed: bool,
     /// Our last close frame, waiting for the worker's [`Command::CloseAck`].
-    held_close: Option<Vec<u8>>,
+    held_close: Option<Box<[u8]>>,
     /// `on_open` has returned ([`Command::Opened`]). Until then broadcast and
-    /// published frames wait in `deferred`, so they follow what `on_open` sends.
+    /// published frames wait in the loop's `deferred`, so they follow what
+    /// `on_open` sends.
     opened: bool,
-    deferred: Vec<Arc<SharedMessage>>,
 }
 
 struct Slot {
     generation: u32,
-    conn: Option<Box<ConnState>>,
+    conn: Option<ConnState>,
 }
 
 /// Counters kept per loop and folded into the shared ones once per turn, so
@@ -233,6 +232,9 @@ pub(crate) struct EventLoop {
     /// Topic → subscribed slots on this loop, and the reverse for cleanup.
     topics: HashMap<Arc<str>, Vec<usize>>,
     subscriptions: HashMap<usize, Vec<Arc<str>>>,
+    /// Shared frames for connections whose `on_open` has not returned yet
+    /// (rare and short-lived, so kept here rather than in every connection).
+    deferred: HashMap<usize, Vec<Arc<SharedMessage>>>,
 }
 
 impl EventLoop {
@@ -256,8 +258,8 @@ impl EventLoop {
             index,
             poll,
             listener: Some(listener),
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: Vec::with_capacity(cfg.reserved_slots()),
+            free: Vec::with_capacity(cfg.reserved_slots()),
             live: 0,
             rbuf,
             tail_room,
@@ -274,6 +276,7 @@ impl EventLoop {
             stats: LocalStats::default(),
             topics: HashMap::new(),
             subscriptions: HashMap::new(),
+            deferred: HashMap::new(),
         })
     }
 
@@ -350,7 +353,7 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.add_conn(stream, peer, now),
+                Ok((stream, _)) => self.add_conn(stream, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -362,10 +365,10 @@ impl EventLoop {
         }
     }
 
-    fn add_conn(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+    fn add_conn(&mut self, mut stream: TcpStream, now: Instant) {
         let max = self.shared.config.max_connections;
         let count = self.shared.sockets.fetch_add(1, Ordering::AcqRel) + 1;
-        if count > max + max / 8 + 64 {
+        if count > self.shared.config.max_sockets() {
             // Far past the limit: not even a 503, the descriptor is what we must save.
             self.shared.sockets.fetch_sub(1, Ordering::AcqRel);
             self.shared
@@ -375,7 +378,10 @@ impl EventLoop {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let _ = stream.set_nodelay(true);
+        if !cfg!(target_os = "linux") {
+            // Linux copies it from the listener (see `bind_listeners`).
+            let _ = stream.set_nodelay(true);
+        }
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -400,30 +406,28 @@ impl EventLoop {
             self.shared.sockets.fetch_sub(1, Ordering::AcqRel);
             return;
         }
-        self.slots[slot].conn = Some(Box::new(ConnState {
+        self.slots[slot].conn = Some(ConnState {
             stream,
             proto: Connection::server(Arc::clone(&self.proto_config), now),
-            tail: Vec::new(),
+            tail: Box::default(),
             out: OutQueue::default(),
             shared: None,
-            peer: Some(peer),
             over_capacity: count > max,
             close_owed: false,
             in_dirty: false,
             write_failed: false,
-            closed_at: None,
             lingering: false,
+            handshake_closed: false,
             held_close: None,
             opened: false,
-            deferred: Vec::new(),
-        }));
+        });
         self.live += 1;
         // The request may already be waiting: edge-triggered readiness was
         // armed at registration, so the first event will come; nothing to do.
     }
 
     fn conn_mut(&mut self, slot: usize) -> Option<&mut ConnState> {
-        self.slots.get_mut(slot)?.conn.as_deref_mut()
+        self.slots.get_mut(slot)?.conn.as_mut()
     }
 
     fn live_slot(&mut self, id: ConnId) -> Option<usize> {
@@ -492,7 +496,7 @@ impl EventLoop {
         let read_len = self.rbuf.len() - self.tail_room;
         for _ in 0..READ_BUDGET {
             let tail_room = self.tail_room;
-            let Some(c) = self.slots.get_mut(slot).and_then(|s| s.conn.as_deref_mut()) else {
+            let Some(c) = self.slots.get_mut(slot).and_then(|s| s.conn.as_mut()) else {
                 return;
             };
             if c.write_failed {
@@ -517,7 +521,7 @@ impl EventLoop {
             let tail = std::mem::take(&mut c.tail);
             let start = tail_room - tail.len();
             self.rbuf[start..tail_room].copy_from_slice(&tail);
-            self.process_input(slot, start, tail_room + n, now);
+            self.process_input(slot, start, tail_room + n, drained, now);
             if drained {
                 return;
             }
@@ -525,11 +529,19 @@ impl EventLoop {
         self.pending_reads.push(slot);
     }
 
-    /// Runs the protocol over `rbuf[start..end]` and acts on each event.
-    fn process_input(&mut self, slot: usize, start: usize, end: usize, now: Instant) {
+    /// Runs the protocol over `rbuf[start..end]` and acts on each event;
+    /// `drained`: the socket had nothing more to give after these bytes.
+    fn process_input(
+        &mut self,
+        slot: usize,
+        start: usize,
+        end: usize,
+        drained: bool,
+        now: Instant,
+    ) {
         let mut pos = start;
         loop {
-            let Some(c) = self.slots[slot].conn.as_deref_mut() else {
+            let Some(c) = self.slots[slot].conn.as_mut() else {
                 return;
             };
             // What the protocol writes lands here first: a final close frame may
@@ -544,11 +556,16 @@ impl EventLoop {
                 && c.close_owed
                 && matches!(r.event, Some(Event::Close(_)) | Some(Event::Failed(_)));
             if hold {
-                c.held_close = Some(written);
+                c.held_close = Some(written.into_boxed_slice());
             } else if wrote {
                 c.out.push(Outgoing::Bytes(written), 0);
             }
             pos += r.consumed;
+            if matches!(r.event, Some(Event::Close(_))) {
+                // The peer's close frame was the last thing it sent: once ours
+                // is out, the socket can simply be closed (see `flush`).
+                c.handshake_closed = drained && pos == end;
+            }
             let action = match r.event {
                 None | Some(Event::Ping(_)) | Some(Event::Pong(_)) => Action::None,
                 Some(Event::Request(req)) => Action::Request(req),
@@ -585,14 +602,13 @@ impl EventLoop {
                 break;
             }
         }
-        let Some(c) = self.slots[slot].conn.as_deref_mut() else {
+        let Some(c) = self.slots[slot].conn.as_mut() else {
             return;
         };
         if c.proto.is_closed() {
-            c.closed_at.get_or_insert(now);
             self.mark_dirty(slot);
         } else if pos < end {
-            c.tail = self.rbuf[pos..end].to_vec();
+            c.tail = self.rbuf[pos..end].into();
         }
     }
 
@@ -692,14 +708,16 @@ impl EventLoop {
                     return self.mark_dirty(slot);
                 }
                 let generation = self.slots[slot].generation;
-                let c = self.slots[slot].conn.as_deref_mut().expect("present");
+                let c = self.slots[slot].conn.as_mut().expect("present");
                 let inner = Arc::new(ConnShared {
                     id: ConnId::new(self.index, slot, generation),
                     buffered: Default::default(),
                     open: true.into(),
                     want_drain: false.into(),
                     protocol: protocol.map(String::into_boxed_str),
-                    peer: c.peer,
+                    // Asked now rather than kept from accept: idle
+                    // connections are smaller without it.
+                    peer: c.stream.peer_addr().ok(),
                     deflate: c.proto.deflate().map(|a| SendDeflate {
                         shared: a.server_no_context_takeover,
                         window: a.server_max_window_bits,
@@ -775,10 +793,14 @@ impl EventLoop {
         };
         let Some(mut c) = s.conn.take() else { return };
         s.generation = s.generation.wrapping_add(1);
-        let _ = self.poll.registry().deregister(&mut c.stream);
+        // No epoll_ctl(DEL): closing the descriptor (dropping `c`, below)
+        // removes it from the poll set, as it is never duplicated.
         if let Some(inner) = &c.shared {
             inner.open.store(false, Ordering::Release);
-            let deferred: usize = c.deferred.iter().map(|m| m.data.len()).sum();
+            let deferred: usize = self
+                .deferred
+                .remove(&slot)
+                .map_or(0, |list| list.iter().map(|m| m.data.len()).sum());
             inner.release(c.out.clear() + deferred);
             let mut reg = self.shared.loops[self.index]
                 .registry
@@ -891,7 +913,7 @@ impl EventLoop {
                         continue;
                     };
                     c.opened = true;
-                    for message in std::mem::take(&mut c.deferred) {
+                    for message in self.deferred.remove(&slot).unwrap_or_default() {
                         queue_shared(c, &message, &self.shared.config.protocol.deflate);
                     }
                     self.mark_dirty(slot);
@@ -901,7 +923,7 @@ impl EventLoop {
                         continue;
                     };
                     if let Some(bytes) = c.held_close.take() {
-                        c.out.push(Outgoing::Bytes(bytes), 0);
+                        c.out.push(Outgoing::Bytes(bytes.into_vec()), 0);
                     }
                     self.mark_dirty(slot);
                 }
@@ -941,7 +963,7 @@ impl EventLoop {
     ) {
         let cap = self.shared.config.max_buffered;
         let policy = self.shared.config.backpressure;
-        let Some(c) = self.slots[slot].conn.as_deref_mut() else {
+        let Some(c) = self.slots[slot].conn.as_mut() else {
             return;
         };
         let Some(inner) = &c.shared else { return };
@@ -954,7 +976,10 @@ impl EventLoop {
                 self.stats.messages_out += 1;
                 self.stats.bytes_out += len as u64;
                 if !c.opened {
-                    c.deferred.push(Arc::clone(message));
+                    self.deferred
+                        .entry(slot)
+                        .or_default()
+                        .push(Arc::clone(message));
                     return;
                 }
                 queue_shared(c, message, &self.shared.config.protocol.deflate);
@@ -1010,7 +1035,7 @@ impl EventLoop {
             let _ = self.poll.registry().deregister(&mut l);
         }
         for slot in 0..self.slots.len() {
-            let Some(c) = self.slots[slot].conn.as_deref_mut() else {
+            let Some(c) = self.slots[slot].conn.as_mut() else {
                 continue;
             };
             if c.shared.is_none() {
@@ -1034,10 +1059,10 @@ impl EventLoop {
     fn sweep(&mut self, now: Instant) {
         let close_timeout = self.proto_config.close_timeout;
         for slot in 0..self.slots.len() {
-            let Some(c) = self.slots[slot].conn.as_deref_mut() else {
+            let Some(c) = self.slots[slot].conn.as_mut() else {
                 continue;
             };
-            if let Some(at) = c.closed_at {
+            if let Some(at) = c.proto.closed_since() {
                 // Closed, but the peer neither read our last bytes nor hung up.
                 if now >= at + close_timeout {
                     self.release(slot);
@@ -1050,9 +1075,6 @@ impl EventLoop {
             let before = c.out.chunks.len();
             let fired = c.proto.handle_timeout(now, &mut QueueSink::new(&mut c.out));
             let wrote = c.out.chunks.len() != before;
-            if c.proto.is_closed() {
-                c.closed_at = Some(now);
-            }
             match fired {
                 Some(Timeout::Handshake) => {
                     self.shared
@@ -1096,13 +1118,20 @@ impl EventLoop {
     }
 
     fn flush(&mut self, slot: usize, now: Instant) {
-        let Some(c) = self.slots.get_mut(slot).and_then(|s| s.conn.as_deref_mut()) else {
+        let Some(c) = self.slots.get_mut(slot).and_then(|s| s.conn.as_mut()) else {
             return;
         };
         while !c.out.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = c.out.slices(&mut slices);
-            match c.stream.write_vectored(&slices[..n]) {
+            // One slice (the common echo reply) takes the plain send path,
+            // cheaper in the kernel than writev's iovec import.
+            let wrote = if n == 1 {
+                c.stream.write(&slices[0])
+            } else {
+                c.stream.write_vectored(&slices[..n])
+            };
+            match wrote {
                 Ok(0) => {
                     c.write_failed = true;
                     break;
@@ -1147,7 +1176,12 @@ impl EventLoop {
         }
         let Some(c) = self.conn_mut(slot) else { return };
         if c.proto.is_closed() {
-            c.closed_at.get_or_insert(now);
+            if drained && c.held_close.is_none() && c.handshake_closed {
+                // The close handshake is complete and the socket holds no
+                // unread input, so close(2) ends it with a FIN, not a reset:
+                // no half-close, no waiting for the peer's EOF.
+                return self.release(slot);
+            }
             if drained && !c.lingering && c.held_close.is_none() {
                 // Everything said: half-close and wait (bounded by the close
                 // timeout) for the peer's EOF, so unread input cannot turn our
@@ -1202,7 +1236,7 @@ fn live_conn(slots: &mut [Slot], index: usize, id: ConnId) -> Option<(usize, &mu
     if id.loop_index() != index || s.generation != id.generation() {
         return None;
     }
-    Some((slot, s.conn.as_deref_mut()?))
+    Some((slot, s.conn.as_mut()?))
 }
 
 fn str_pairs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
