@@ -108,9 +108,10 @@ impl Config {
     /// Connection slots each loop reserves address space for up front, so
     /// its tables never grow by copying: a copy leaves the old table's pages
     /// resident, which showed as up to ~100 bytes per idle connection. The
-    /// pages are only touched (and resident) as slots are used.
+    /// pages are only touched (and resident) as slots are used. Capped at
+    /// 262,144 slots (~60 MB of address space per loop); past that, tables grow.
     pub(crate) fn reserved_slots(&self) -> usize {
-        self.max_sockets().min(1 << 20)
+        self.max_sockets().min(1 << 18)
     }
 
     /// How often each loop sweeps its connections for due timers: a quarter of
