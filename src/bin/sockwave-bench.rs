@@ -90,6 +90,19 @@ fn proc_usage(pid: u32) -> Option<(f64, u64)> {
     Some((ticks / hz, rss_kib * 1024))
 }
 
+/// The server's CPU seconds while `measure` ran (None without a pid or /proc).
+fn server_cpu_during(pid: Option<u32>, measure: impl FnOnce()) -> Option<f64> {
+    let before = pid.and_then(proc_usage);
+    measure();
+    let after = pid.and_then(proc_usage);
+    Some(after?.0 - before?.0)
+}
+
+/// `count` per second of server CPU time, when that time is known.
+fn per_server_cpu_second(count: u64, cpu: Option<f64>) -> Option<f64> {
+    cpu.filter(|c| *c > 0.0).map(|c| count as f64 / c)
+}
+
 /// A connection's payload: 8 bytes of sequence number, then pseudo-random
 /// bytes that differ per connection, so a byte from another connection or
 /// another position is noticed. Made once; each message only changes the number.
@@ -329,41 +342,28 @@ fn run_echo(args: &Args) -> io::Result<String> {
     while Instant::now() < measure_from {
         std::thread::sleep(Duration::from_millis(1));
     }
-    let cpu_before = args.server_pid.and_then(proc_usage);
-    let wall = Instant::now();
     let mut total = Tally::default();
     let mut failure = None;
-    for h in handles {
-        match h.join().expect("client thread panicked") {
-            Ok(t) => {
-                total.messages += t.messages;
-                total.bytes += t.bytes;
-                total.errors += t.errors;
-                total.latencies_us.extend(t.latencies_us);
+    let server_cpu = server_cpu_during(args.server_pid, || {
+        for h in handles {
+            match h.join().expect("client thread panicked") {
+                Ok(t) => {
+                    total.messages += t.messages;
+                    total.bytes += t.bytes;
+                    total.errors += t.errors;
+                    total.latencies_us.extend(t.latencies_us);
+                }
+                Err(e) => failure = Some(e),
             }
-            Err(e) => failure = Some(e),
         }
-    }
-    let cpu_after = args.server_pid.and_then(proc_usage);
+    });
     if let Some(e) = failure {
         return Err(e);
     }
-    let secs = wall
-        .elapsed()
-        .as_secs_f64()
-        .max(args.duration)
-        .min(args.duration + 0.5);
     total.latencies_us.sort_unstable();
     let l = &total.latencies_us;
     let msgs = total.messages as f64 / args.duration;
-    let server_cpu = match (cpu_before, cpu_after) {
-        (Some((a, _)), Some((b, _))) => Some(b - a),
-        _ => None,
-    };
-    let per_cpu = server_cpu
-        .filter(|c| *c > 0.0)
-        .map(|c| total.messages as f64 / c);
-    let _ = secs;
+    let per_cpu = per_server_cpu_second(total.messages, server_cpu);
     Ok(if args.json {
         format!(
             "{{\"mode\":\"echo\",\"connections\":{},\"payload\":{},\"depth\":{},\"messages_per_sec\":{:.0},\"bytes_per_sec\":{:.0},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"server_cpu_sec\":{},\"messages_per_server_cpu_sec\":{},\"errors\":{}}}",
@@ -545,22 +545,27 @@ fn run_connect(args: &Args) -> io::Result<String> {
     while Instant::now() < measure_from {
         std::thread::sleep(Duration::from_millis(1));
     }
-    let cpu_before = args.server_pid.and_then(proc_usage);
     let mut total = ConnectTally::default();
-    for h in handles {
-        let t = h.join().expect("connect thread panicked")?;
-        total.done += t.done;
-        total.errors += t.errors;
-        total.latencies_us.extend(t.latencies_us);
+    let mut failure = None;
+    let cpu = server_cpu_during(args.server_pid, || {
+        for h in handles {
+            match h.join().expect("connect thread panicked") {
+                Ok(t) => {
+                    total.done += t.done;
+                    total.errors += t.errors;
+                    total.latencies_us.extend(t.latencies_us);
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
     }
-    let cpu = match (cpu_before, args.server_pid.and_then(proc_usage)) {
-        (Some((a, _)), Some((b, _))) => Some(b - a),
-        _ => None,
-    };
     total.latencies_us.sort_unstable();
     let l = &total.latencies_us;
     let rate = total.done as f64 / args.duration;
-    let per_cpu = cpu.filter(|c| *c > 0.0).map(|c| total.done as f64 / c);
+    let per_cpu = per_server_cpu_second(total.done, cpu);
     Ok(if args.json {
         format!(
             "{{\"mode\":\"connect\",\"in_flight\":{},\"connections_per_sec\":{rate:.0},\"p50_us\":{},\"p99_us\":{},\"server_cpu_sec\":{},\"connections_per_server_cpu_sec\":{},\"errors\":{}}}",
