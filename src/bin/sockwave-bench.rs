@@ -131,12 +131,61 @@ struct Conn {
     mask: [u8; 4],
 }
 
+/// What a client thread counted inside the measured window.
 #[derive(Default)]
 struct Tally {
+    /// Echoes verified (echo mode) or handshake + close cycles completed (connect mode).
     messages: u64,
     bytes: u64,
+    /// Send to echo, or connect to the server's FIN.
     latencies_us: Vec<u32>,
     errors: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.messages += other.messages;
+        self.bytes += other.bytes;
+        self.errors += other.errors;
+        self.latencies_us.extend(other.latencies_us);
+    }
+}
+
+/// Runs `thread(index, share)` on `args.threads` client threads, `share`
+/// being each one's part of `args.connections`; once the measured window
+/// begins, joins them all while reading the server's CPU time. Returns the
+/// summed tally (latencies sorted) and the server's CPU seconds, if known.
+fn run_client_threads(
+    args: &Args,
+    measure_from: Instant,
+    thread: impl Fn(usize, usize) -> io::Result<Tally> + Clone + Send + 'static,
+) -> io::Result<(Tally, Option<f64>)> {
+    let threads = args.threads.max(1).min(args.connections.max(1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let share = args.connections / threads + usize::from(t < args.connections % threads);
+            let thread = thread.clone();
+            std::thread::spawn(move || thread(t, share))
+        })
+        .collect();
+    while Instant::now() < measure_from {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut total = Tally::default();
+    let mut failure = None;
+    let server_cpu = server_cpu_during(args.server_pid, || {
+        for h in handles {
+            match h.join().expect("client thread panicked") {
+                Ok(t) => total.add(t),
+                Err(e) => failure = Some(e),
+            }
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    total.latencies_us.sort_unstable();
+    Ok((total, server_cpu))
 }
 
 fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
@@ -327,40 +376,16 @@ fn run_echo(args: &Args) -> io::Result<String> {
     if args.payload < 8 {
         return Err(io::Error::other("--payload must be at least 8"));
     }
-    let threads = args.threads.max(1).min(args.connections.max(1));
     let start_at = Instant::now() + Duration::from_millis(300 + args.connections as u64 / 10);
     let measure_from = start_at + Duration::from_secs_f64(args.warmup);
     let end_at = measure_from + Duration::from_secs_f64(args.duration);
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let share = args.connections / threads + usize::from(t < args.connections % threads);
-            let first = (t * (args.connections / threads + 1)) as u64;
-            let a = args.clone();
-            std::thread::spawn(move || echo_thread(a, first, share, start_at, measure_from, end_at))
-        })
-        .collect();
-    while Instant::now() < measure_from {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let mut total = Tally::default();
-    let mut failure = None;
-    let server_cpu = server_cpu_during(args.server_pid, || {
-        for h in handles {
-            match h.join().expect("client thread panicked") {
-                Ok(t) => {
-                    total.messages += t.messages;
-                    total.bytes += t.bytes;
-                    total.errors += t.errors;
-                    total.latencies_us.extend(t.latencies_us);
-                }
-                Err(e) => failure = Some(e),
-            }
-        }
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    total.latencies_us.sort_unstable();
+    let a = args.clone();
+    let (total, server_cpu) = run_client_threads(args, measure_from, move |t, share| {
+        // Each thread's connection ids (and so payload patterns) are its own.
+        let threads = a.threads.max(1).min(a.connections.max(1));
+        let first = (t * (a.connections / threads + 1)) as u64;
+        echo_thread(a.clone(), first, share, start_at, measure_from, end_at)
+    })?;
     let l = &total.latencies_us;
     let msgs = total.messages as f64 / args.duration;
     let per_cpu = per_server_cpu_second(total.messages, server_cpu);
@@ -415,14 +440,6 @@ struct Attempt {
     started: Instant,
 }
 
-#[derive(Default)]
-struct ConnectTally {
-    done: u64,
-    errors: u64,
-    /// Connect to the server's FIN, per completed cycle.
-    latencies_us: Vec<u32>,
-}
-
 /// A masked close frame (1000) from the client.
 fn client_close_frame() -> Vec<u8> {
     let mask = [1, 2, 3, 4];
@@ -442,12 +459,12 @@ fn connect_thread(
     inflight: usize,
     measure_from: Instant,
     end_at: Instant,
-) -> io::Result<ConnectTally> {
+) -> io::Result<Tally> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let (req, key) = upgrade_request(args.addr);
     let close = client_close_frame();
-    let mut tally = ConnectTally::default();
+    let mut tally = Tally::default();
     let mut buf = vec![0u8; 4096];
     let start = |poll: &Poll, i: usize| -> io::Result<Attempt> {
         let mut stream = connect(args.addr)?;
@@ -514,7 +531,7 @@ fn connect_thread(
                 Ok(true) => {
                     let t = Instant::now();
                     if t >= measure_from {
-                        tally.done += 1;
+                        tally.messages += 1;
                         tally
                             .latencies_us
                             .push(t.duration_since(a.started).as_micros() as u32);
@@ -532,40 +549,15 @@ fn connect_thread(
 /// Handshake + close cycles per second: `connections` attempts in flight,
 /// spread over `threads` mio loops.
 fn run_connect(args: &Args) -> io::Result<String> {
-    let threads = args.threads.max(1).min(args.connections.max(1));
     let measure_from = Instant::now() + Duration::from_secs_f64(args.warmup);
     let end_at = measure_from + Duration::from_secs_f64(args.duration);
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let share = args.connections / threads + usize::from(t < args.connections % threads);
-            let a = args.clone();
-            std::thread::spawn(move || connect_thread(a, share, measure_from, end_at))
-        })
-        .collect();
-    while Instant::now() < measure_from {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let mut total = ConnectTally::default();
-    let mut failure = None;
-    let cpu = server_cpu_during(args.server_pid, || {
-        for h in handles {
-            match h.join().expect("connect thread panicked") {
-                Ok(t) => {
-                    total.done += t.done;
-                    total.errors += t.errors;
-                    total.latencies_us.extend(t.latencies_us);
-                }
-                Err(e) => failure = Some(e),
-            }
-        }
-    });
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    total.latencies_us.sort_unstable();
+    let a = args.clone();
+    let (total, cpu) = run_client_threads(args, measure_from, move |_, share| {
+        connect_thread(a.clone(), share, measure_from, end_at)
+    })?;
     let l = &total.latencies_us;
-    let rate = total.done as f64 / args.duration;
-    let per_cpu = per_server_cpu_second(total.done, cpu);
+    let rate = total.messages as f64 / args.duration;
+    let per_cpu = per_server_cpu_second(total.messages, cpu);
     Ok(if args.json {
         format!(
             "{{\"mode\":\"connect\",\"in_flight\":{},\"connections_per_sec\":{rate:.0},\"p50_us\":{},\"p99_us\":{},\"server_cpu_sec\":{},\"connections_per_server_cpu_sec\":{},\"errors\":{}}}",
