@@ -273,8 +273,9 @@ fn raise_fd_limit() {
 ///
 /// A message of 64 KiB or more is allocated, echoed and freed; when it sat at
 /// the top of the heap, glibc gives the pages back (the default trim threshold
-/// is 128 KiB) and the next message faults them in again: a third of the
-/// server's CPU at 100 connections x 64 KiB when it happens. Messages up to
+/// is 128 KiB) and the next message faults them in again: 5.9 faults per
+/// message at 1,000 connections x 64 KiB, which cost 43% of the server's CPU
+/// (benches/README.md). Messages up to
 /// 32 MiB (the largest threshold glibc takes) come from the arenas, and each
 /// arena keeps up to 4 MiB of free memory at its top. A user's own
 /// `GLIBC_TUNABLES` malloc settings win.
