@@ -158,7 +158,9 @@ fn handshake(c: &mut Criterion) {
 /// permessage-deflate on 1 KiB JSON-like messages: compress and inflate, in
 /// shared mode (no context) and dedicated mode (context kept between messages).
 fn deflate(c: &mut Criterion) {
-    use sockwave::protocol::deflate::{compress_shared, inflate_shared, Compressor, Decompressor};
+    use sockwave::protocol::deflate::{
+        compress_stateless, inflate_stateless, Compressor, Decompressor,
+    };
     let msgs: Vec<Vec<u8>> = (0..64)
         .map(|i| {
             let mut m = format!(
@@ -175,12 +177,12 @@ fn deflate(c: &mut Criterion) {
     let total: usize = msgs.iter().map(Vec::len).sum();
     let mut g = c.benchmark_group("deflate_1k_json");
     g.throughput(Throughput::Bytes(total as u64));
-    g.bench_function("compress_shared_level1", |b| {
+    g.bench_function("compress_stateless_level1", |b| {
         let mut out = Vec::with_capacity(4096);
         b.iter(|| {
             for m in &msgs {
                 out.clear();
-                compress_shared(black_box(m), 1, 15, 8, &mut out);
+                compress_stateless(black_box(m), 1, 15, 8, &mut out);
             }
         })
     });
@@ -198,7 +200,7 @@ fn deflate(c: &mut Criterion) {
         .iter()
         .map(|m| {
             let mut z = Vec::new();
-            compress_shared(m, 1, 15, 8, &mut z);
+            compress_stateless(m, 1, 15, 8, &mut z);
             z
         })
         .collect();
@@ -207,12 +209,12 @@ fn deflate(c: &mut Criterion) {
         "deflate_1k_json: {} messages, {total} bytes, shared-mode ratio {ratio:.2}",
         msgs.len()
     );
-    g.bench_function("inflate_shared", |b| {
+    g.bench_function("inflate_stateless", |b| {
         let mut out = Vec::with_capacity(4096);
         b.iter(|| {
             for z in &shared {
                 out.clear();
-                inflate_shared(black_box(z), 1 << 20, &mut out).unwrap();
+                inflate_stateless(black_box(z), 1 << 20, &mut out).unwrap();
             }
         })
     });

@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 use common::{raise_fd_limit, raw_exchange, Client, Ev, UPGRADE};
 use sockwave::protocol::{MessageKind, ProtocolConfig};
 use sockwave::server::{
-    BackpressurePolicy, Config, Conn, Decision, DropReason, Echo, Handler, Message, SendStatus,
-    Server, ServerHandle,
+    BackpressurePolicy, Config, Conn, Decision, Dispatch, DropReason, Echo, Handler, Message,
+    SendStatus, Server, ServerHandle, Upgrade,
 };
 
 fn config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         threads: 2,
-        workers: 2,
+        dispatch: Dispatch::Workers(2),
         shutdown_timeout: Duration::from_millis(500),
         ..Config::default()
     }
@@ -477,11 +477,8 @@ fn stale_ids_never_reach_a_newer_connection() {
 fn upgrade_hook_picks_subprotocol_adds_headers_or_rejects() {
     struct Gate;
     impl Handler for Gate {
-        fn on_upgrade(
-            &self,
-            req: &sockwave::protocol::Request,
-            protocol: Option<&str>,
-        ) -> Decision {
+        fn on_upgrade(&self, upgrade: &Upgrade<'_>) -> Decision {
+            let (req, protocol) = (upgrade.request(), upgrade.protocol());
             if req.query() == Some("token=bad") {
                 return Decision::Reject {
                     status: 401,
@@ -588,7 +585,7 @@ mod deflate {
     fn negotiated_in_each_mode_and_every_message_round_trips() {
         for (opts, expect) in [
             (
-                DeflateOptions::shared(),
+                DeflateOptions::stateless(),
                 "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
             ),
             (DeflateOptions::dedicated(15, 8), "permessage-deflate"),
@@ -620,7 +617,7 @@ mod deflate {
         let c = Client::connect_with(server.local_addr(), "/", &[], &[BROWSER_DEFLATE]).unwrap();
         assert_eq!(c.extensions, None);
         server.shutdown_and_join();
-        let server = server_with(DeflateOptions::shared());
+        let server = server_with(DeflateOptions::stateless());
         let mut c = Client::connect(server.local_addr()).unwrap();
         assert_eq!(c.extensions, None);
         c.send_text("plain").unwrap();
@@ -630,7 +627,7 @@ mod deflate {
 
     #[test]
     fn broadcast_compresses_once_for_all_shared_mode_recipients() {
-        let server = server_with(DeflateOptions::shared());
+        let server = server_with(DeflateOptions::stateless());
         let mut compressed: Vec<Client> = (0..6)
             .map(|_| {
                 Client::connect_with(server.local_addr(), "/", &[], &[BROWSER_DEFLATE]).unwrap()
@@ -654,7 +651,7 @@ mod deflate {
 #[test]
 fn inline_dispatch_keeps_every_guarantee() {
     let mut cfg = config();
-    cfg.dispatch = sockwave::server::Dispatch::Inline;
+    cfg.dispatch = Dispatch::Inline;
     let registry = Arc::new(Registry::default());
     let server = Server::start_arc(cfg, registry.clone()).unwrap();
     let mut a = Client::connect(server.local_addr()).unwrap();

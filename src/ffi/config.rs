@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::boundary::{boundary, c_str, sw_result};
 use crate::protocol::deflate::DeflateOptions;
-use crate::server::{BackpressurePolicy, Config};
+use crate::server::{BackpressurePolicy, Config, Dispatch};
 
 /// Server configuration. Create with `sw_config_new`, adjust with the
 /// setters, pass to `sw_server_start` (which copies it), free with `sw_config_free`.
@@ -93,7 +93,7 @@ pub unsafe extern "C" fn sw_config_set_threads(config: *mut sw_config, threads: 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_config_set_workers(config: *mut sw_config, workers: u32) -> sw_result {
     with_config(config, |c| {
-        c.workers = workers as usize;
+        c.dispatch = Dispatch::Workers(workers as usize);
         Ok(())
     })
 }
@@ -220,7 +220,7 @@ pub unsafe extern "C" fn sw_config_set_deflate(
     with_config(config, |c| {
         let base = match mode {
             0 => DeflateOptions::disabled(),
-            1 => DeflateOptions::shared(),
+            1 => DeflateOptions::stateless(),
             2 => DeflateOptions::dedicated(window_bits, mem_level),
             _ => return Err(sw_result::InvalidArgument),
         };

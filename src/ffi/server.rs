@@ -8,7 +8,7 @@ use super::config::sw_config;
 use super::request::{sw_request, sw_upgrade};
 use crate::protocol::{MessageKind, Request};
 use crate::server::{
-    Conn, ConnId, Decision, DropReason, Handler, Message, SendStatus, Server, ServerHandle,
+    Conn, ConnId, Decision, DropReason, Handler, Message, SendStatus, Server, ServerHandle, Upgrade,
 };
 
 /// A connection id. Ids carry a generation: an id whose connection closed
@@ -136,7 +136,8 @@ impl CHandler {
 }
 
 impl Handler for CHandler {
-    fn on_upgrade(&self, request: &Request, protocol: Option<&str>) -> Decision {
+    fn on_upgrade(&self, upgrade: &Upgrade<'_>) -> Decision {
+        let (request, protocol) = (upgrade.request(), upgrade.protocol());
         let Some(cb) = self.cbs.on_handshake else {
             return Decision::Accept {
                 protocol: protocol.map(str::to_string),

@@ -63,7 +63,7 @@ impl Default for ProtocolConfig {
             ping_interval: Some(Duration::from_secs(30)),
             pong_timeout: Duration::from_secs(20),
             close_timeout: Duration::from_secs(5),
-            deflate: DeflateOptions::shared(),
+            deflate: DeflateOptions::stateless(),
         }
     }
 }
@@ -274,6 +274,10 @@ pub struct Connection {
     deflate: Option<Box<DeflateSession>>,
     /// The message in progress arrived with RSV1: inflate it when complete.
     compressed: bool,
+    /// Keep back the close frame that answers the peer (see [`Connection::hold_close_reply`]).
+    hold_close: bool,
+    /// That close frame, encoded, until [`Connection::release_close_reply`].
+    held_close: Option<Box<[u8]>>,
 }
 
 /// A negotiated permessage-deflate and the zlib state this connection owns
@@ -320,7 +324,7 @@ impl DeflateSession {
 
     fn compress(&mut self, opts: &DeflateOptions, data: &[u8], out: &mut Vec<u8>) {
         if self.send_reset {
-            deflate::compress_shared(data, opts.level, self.send_window, opts.mem_level, out);
+            deflate::compress_stateless(data, opts.level, self.send_window, opts.mem_level, out);
         } else {
             let window = self.send_window;
             self.compressor
@@ -332,7 +336,7 @@ impl DeflateSession {
     fn inflate(&mut self, data: &[u8], cap: usize) -> Result<Vec<u8>, InflateError> {
         let mut out = Vec::new();
         if self.recv_reset {
-            deflate::inflate_shared(data, cap, &mut out)?;
+            deflate::inflate_stateless(data, cap, &mut out)?;
         } else {
             let window = self.recv_window;
             self.decompressor
@@ -380,6 +384,8 @@ impl Connection {
             mask_rng: seed,
             deflate: None,
             compressed: false,
+            hold_close: false,
+            held_close: None,
         }
     }
 
@@ -836,11 +842,48 @@ impl Connection {
                     // Echo the code and reason (RFC 6455 section 5.5.1, as Node's ws
                     // does): a browser that closed with a reason sees it in onclose.
                     // An empty close gets an empty answer.
-                    self.write_close(frame.code, frame.reason, sink);
+                    self.write_reply_close(frame.code, frame.reason, sink);
                 }
                 self.enter(Phase::Closed, now);
                 Some(Event::Close(frame))
             }
+        }
+    }
+
+    /// The close frame that ends the connection from [`Connection::read`]:
+    /// written now, or kept back while [`Connection::hold_close_reply`] is set.
+    fn write_reply_close<S: Sink + ?Sized>(&mut self, code: u16, reason: &str, sink: &mut S) {
+        if self.hold_close {
+            let mut frame = Vec::with_capacity(2 + MAX_CONTROL_PAYLOAD);
+            self.write_close(code, reason, &mut frame);
+            self.held_close = Some(frame.into_boxed_slice());
+        } else {
+            self.write_close(code, reason, sink);
+        }
+    }
+
+    /// While `hold` is set, the close frame that [`Connection::read`] writes
+    /// when the peer closes or breaks the protocol is kept back rather than
+    /// written, until [`Connection::release_close_reply`]. A runtime that
+    /// hands messages to another thread sets it, so the replies to messages
+    /// that arrived before the close can still go out before our close frame.
+    pub fn hold_close_reply(&mut self, hold: bool) {
+        self.hold_close = hold;
+    }
+
+    /// A close frame is being kept back (see [`Connection::hold_close_reply`]).
+    pub fn holds_close_reply(&self) -> bool {
+        self.held_close.is_some()
+    }
+
+    /// Writes the close frame kept back, if any; says whether there was one.
+    pub fn release_close_reply<S: Sink + ?Sized>(&mut self, sink: &mut S) -> bool {
+        match self.held_close.take() {
+            Some(frame) => {
+                sink.write(&frame);
+                true
+            }
+            None => false,
         }
     }
 
@@ -871,7 +914,7 @@ impl Connection {
         sink: &mut S,
     ) -> Read<'a> {
         if self.phase == Phase::Open {
-            self.write_close(err.close_code(), err.reason(), sink);
+            self.write_reply_close(err.close_code(), err.reason(), sink);
         }
         self.enter(Phase::Closed, now);
         Read {

@@ -6,7 +6,7 @@
 //! compressor costs per connection (about 2^(wb+2) + 2^(ml+9) bytes).
 //!
 //! Two ways to run it:
-//! - **shared** (the default): both sides agree to no context takeover, so no
+//! - **stateless** (the default): both sides agree to no context takeover, so no
 //!   connection keeps zlib state between messages; each thread reuses one
 //!   compressor and one inflater for every connection it serves;
 //! - **dedicated**: context takeover in one or both directions, with a
@@ -44,7 +44,7 @@ pub struct DeflateOptions {
 
 impl DeflateOptions {
     /// No context takeover either way: no per-connection zlib state at all.
-    pub const fn shared() -> DeflateOptions {
+    pub const fn stateless() -> DeflateOptions {
         DeflateOptions {
             enabled: true,
             server_context_takeover: false,
@@ -74,7 +74,7 @@ impl DeflateOptions {
     pub const fn disabled() -> DeflateOptions {
         DeflateOptions {
             enabled: false,
-            ..DeflateOptions::shared()
+            ..DeflateOptions::stateless()
         }
     }
 
@@ -92,7 +92,7 @@ impl DeflateOptions {
 
 impl Default for DeflateOptions {
     fn default() -> Self {
-        DeflateOptions::shared()
+        DeflateOptions::stateless()
     }
 }
 
@@ -446,7 +446,13 @@ thread_local! {
 
 /// Compresses one message with this thread's shared compressor for these
 /// parameters (no context is kept).
-pub fn compress_shared(data: &[u8], level: u8, window_bits: u8, mem_level: u8, out: &mut Vec<u8>) {
+pub fn compress_stateless(
+    data: &[u8],
+    level: u8,
+    window_bits: u8,
+    mem_level: u8,
+    out: &mut Vec<u8>,
+) {
     SHARED.with(|s| {
         let mut s = s.borrow_mut();
         let key = (level, window_bits, mem_level);
@@ -464,7 +470,7 @@ pub fn compress_shared(data: &[u8], level: u8, window_bits: u8, mem_level: u8, o
 
 /// Inflates one message with this thread's shared inflater (window 15 decodes
 /// any client window), resetting it afterwards.
-pub fn inflate_shared(data: &[u8], cap: usize, out: &mut Vec<u8>) -> Result<(), InflateError> {
+pub fn inflate_stateless(data: &[u8], cap: usize, out: &mut Vec<u8>) -> Result<(), InflateError> {
     SHARED.with(|s| {
         let mut s = s.borrow_mut();
         s.inflater
@@ -485,7 +491,7 @@ mod tests {
     fn browser_offer_in_shared_mode() {
         let (a, r) = neg(
             &["permessage-deflate; client_max_window_bits"],
-            DeflateOptions::shared(),
+            DeflateOptions::stateless(),
         )
         .unwrap();
         assert_eq!(
@@ -561,7 +567,7 @@ mod tests {
         assert_eq!(a.server_max_window_bits, 11);
         let (a, r) = neg(
             &["permessage-deflate; server_max_window_bits=10"],
-            DeflateOptions::shared(),
+            DeflateOptions::stateless(),
         )
         .unwrap();
         assert_eq!(parse_response(&r), Some(a));
@@ -570,7 +576,7 @@ mod tests {
 
     #[test]
     fn bad_offers_are_declined_and_the_next_is_tried() {
-        let opts = DeflateOptions::shared();
+        let opts = DeflateOptions::stateless();
         for bad in [
             "permessage-deflate; server_max_window_bits",
             "permessage-deflate; server_max_window_bits=16",
@@ -619,10 +625,10 @@ mod tests {
             }
         }
         let mut z = Vec::new();
-        compress_shared(&msgs[3], 1, 15, 8, &mut z);
+        compress_stateless(&msgs[3], 1, 15, 8, &mut z);
         assert!(z.len() < msgs[3].len() / 5);
         let mut back = Vec::new();
-        inflate_shared(&z, 1 << 20, &mut back).unwrap();
+        inflate_stateless(&z, 1 << 20, &mut back).unwrap();
         assert_eq!(back, msgs[3]);
     }
 
@@ -634,7 +640,7 @@ mod tests {
         assert!(z.len() < 100 * 1024, "{} bytes", z.len());
         let mut out = Vec::new();
         assert_eq!(
-            inflate_shared(&z, 1 << 20, &mut out),
+            inflate_stateless(&z, 1 << 20, &mut out),
             Err(InflateError::TooBig)
         );
         assert!(
@@ -645,13 +651,13 @@ mod tests {
         // Exactly at the cap is fine.
         let exact = vec![7u8; 4096];
         let mut z = Vec::new();
-        compress_shared(&exact, 1, 15, 8, &mut z);
+        compress_stateless(&exact, 1, 15, 8, &mut z);
         let mut out = Vec::new();
-        assert_eq!(inflate_shared(&z, 4096, &mut out), Ok(()));
+        assert_eq!(inflate_stateless(&z, 4096, &mut out), Ok(()));
         assert_eq!(out, exact);
         let mut out = Vec::new();
         assert_eq!(
-            inflate_shared(&z, 4095, &mut out),
+            inflate_stateless(&z, 4095, &mut out),
             Err(InflateError::TooBig)
         );
     }
@@ -660,14 +666,14 @@ mod tests {
     fn garbage_is_corrupt_not_a_panic() {
         let mut out = Vec::new();
         assert_eq!(
-            inflate_shared(&[0xff, 0xfe, 0xfd, 0x00, 0x13], 1 << 20, &mut out),
+            inflate_stateless(&[0xff, 0xfe, 0xfd, 0x00, 0x13], 1 << 20, &mut out),
             Err(InflateError::Corrupt)
         );
         // The shared inflater still works afterwards.
         let mut z = Vec::new();
-        compress_shared(b"after garbage", 1, 15, 8, &mut z);
+        compress_stateless(b"after garbage", 1, 15, 8, &mut z);
         let mut out = Vec::new();
-        inflate_shared(&z, 1 << 20, &mut out).unwrap();
+        inflate_stateless(&z, 1 << 20, &mut out).unwrap();
         assert_eq!(out, b"after garbage");
     }
 }

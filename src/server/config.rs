@@ -19,11 +19,12 @@ pub enum BackpressurePolicy {
 /// Where the handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dispatch {
-    /// On a pool of worker threads (the default): handlers may block without
-    /// stalling other connections' I/O.
-    Workers,
+    /// On this many worker threads (0: one per core), the default: handlers
+    /// may block without stalling other connections' I/O. A connection's
+    /// events always go to the same worker, in order.
+    Workers(usize),
     /// On the event loop thread itself: no hand-off between threads, for
-    /// handlers that never block. `workers` is then ignored.
+    /// handlers that never block.
     Inline,
 }
 
@@ -31,11 +32,11 @@ pub enum Dispatch {
 /// 127.0.0.1:9001 with one event loop and one worker per core.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The address to listen on (port 0: the kernel picks one; see
+    /// [`super::ServerHandle::local_addr`]).
     pub listen: SocketAddr,
     /// Event loops (each a thread with its own SO_REUSEPORT listener); 0 = one per core.
     pub threads: usize,
-    /// Worker threads running the handler; 0 = one per core.
-    pub workers: usize,
     /// Where the handler runs.
     pub dispatch: Dispatch,
     /// Open sockets beyond this get `503 Service Unavailable` before the upgrade.
@@ -45,6 +46,7 @@ pub struct Config {
     /// Per-connection cap on bytes accepted for sending but not yet taken by the kernel.
     /// One message is always accepted into an empty buffer, so the bound is this plus one message.
     pub max_buffered: usize,
+    /// What happens to a message that would pass `max_buffered`.
     pub backpressure: BackpressurePolicy,
     /// Subprotocols the server speaks; the first one in the client's order of preference wins.
     pub subprotocols: Vec<String>,
@@ -63,8 +65,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
             threads: 0,
-            workers: 0,
-            dispatch: Dispatch::Workers,
+            dispatch: Dispatch::Workers(0),
             max_connections: 100_000,
             protocol: ProtocolConfig::default(),
             max_buffered: 4 << 20,
@@ -87,17 +88,7 @@ impl Config {
         }
     }
 
-    pub(crate) fn worker_count(&self) -> usize {
-        if self.dispatch == Dispatch::Inline {
-            0
-        } else if self.workers == 0 {
-            cores()
-        } else {
-            self.workers
-        }
-    }
-
-    /// Sockets a loop may hold at most: max_connections, plus the ones
+    /// Sockets the server may hold at most: max_connections, plus the ones
     /// accepted past it only to be answered 503 (see `EventLoop::add_conn`).
     pub(crate) fn max_sockets(&self) -> usize {
         self.max_connections
@@ -112,25 +103,6 @@ impl Config {
     /// 262,144 slots (~60 MB of address space per loop); past that, tables grow.
     pub(crate) fn reserved_slots(&self) -> usize {
         self.max_sockets().min(1 << 18)
-    }
-
-    /// How often each loop sweeps its connections for due timers: a quarter of
-    /// the shortest timeout, between 5 ms and 1 s.
-    pub(crate) fn sweep_interval(&self) -> Duration {
-        let p = &self.protocol;
-        [
-            p.handshake_timeout,
-            p.idle_timeout,
-            p.ping_interval,
-            Some(p.pong_timeout),
-            Some(p.close_timeout),
-            Some(self.shutdown_timeout),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map_or(Duration::from_secs(1), |d| d / 4)
-        .clamp(Duration::from_millis(5), Duration::from_secs(1))
     }
 }
 

@@ -44,7 +44,7 @@ pub fn client_config() -> Arc<ProtocolConfig> {
         deflate: deflate::DeflateOptions {
             threshold: 1,
             level: 9,
-            ..deflate::DeflateOptions::shared()
+            ..deflate::DeflateOptions::stateless()
         },
         ..ProtocolConfig::default()
     })

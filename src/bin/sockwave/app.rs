@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
-use sockwave::protocol::Request;
-use sockwave::server::{Conn, Decision, Handler, HttpResponse, Message, ServerHandle};
+use sockwave::server::{
+    Conn, Decision, Handler, HttpResponse, Message, Request, ServerHandle, Upgrade,
+};
 
 use crate::Mode;
 
@@ -17,7 +18,6 @@ const SHARDS: usize = 16;
 
 pub struct App {
     mode: Mode,
-    server: OnceLock<ServerHandle>,
     channels: [Mutex<HashMap<u64, Arc<str>>>; SHARDS],
 }
 
@@ -25,26 +25,16 @@ impl App {
     pub fn new(mode: Mode) -> App {
         App {
             mode,
-            server: OnceLock::new(),
             channels: std::array::from_fn(|_| Mutex::new(HashMap::new())),
         }
-    }
-
-    /// Hands the app its server once started; handlers wait for it.
-    pub fn attach(&self, server: ServerHandle) {
-        let _ = self.server.set(server);
-    }
-
-    fn server(&self) -> &ServerHandle {
-        self.server.wait()
     }
 
     fn shard(&self, conn: &Conn) -> &Mutex<HashMap<u64, Arc<str>>> {
         &self.channels[(conn.id().as_u64() as usize) % SHARDS]
     }
 
-    fn metrics(&self) -> String {
-        let s = self.server().stats();
+    fn metrics(server: &ServerHandle) -> String {
+        let s = server.stats();
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
             let _ = writeln!(
@@ -131,7 +121,7 @@ fn page(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Option<Htt
 }
 
 impl Handler for App {
-    fn on_http(&self, request: &Request) -> Option<HttpResponse> {
+    fn on_http(&self, request: &Request, server: &ServerHandle) -> Option<HttpResponse> {
         if request.method() != "GET" {
             let mut r = page(405, "text/plain; charset=utf-8", "method not allowed\n")?;
             r.headers.push(("Allow".into(), "GET".into()));
@@ -143,7 +133,7 @@ impl Handler for App {
             "/metrics" => page(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics(),
+                Self::metrics(server),
             ),
             // Every other path is a WebSocket endpoint (426 says "upgrade"),
             // except what is obviously a file a browser went looking for.
@@ -154,14 +144,14 @@ impl Handler for App {
         }
     }
 
-    fn on_upgrade(&self, request: &Request, protocol: Option<&str>) -> Decision {
+    fn on_upgrade(&self, upgrade: &Upgrade<'_>) -> Decision {
         Decision::Accept {
-            protocol: protocol.map(str::to_string),
+            protocol: upgrade.protocol().map(str::to_string),
             headers: Vec::new(),
             // Subscribed before the 101 leaves: a publish the client could
             // have caused after seeing the connection open never misses it.
             subscribe: match self.mode {
-                Mode::Pubsub => vec![request.path().to_string()],
+                Mode::Pubsub => vec![upgrade.request().path().to_string()],
                 _ => Vec::new(),
             },
         }
@@ -189,7 +179,7 @@ impl Handler for App {
                 conn.send_owned(kind, message.into_bytes());
             }
             Mode::Broadcast => {
-                self.server()
+                conn.server()
                     .broadcast_except(message.kind(), message.as_bytes(), Some(conn.id()));
             }
             Mode::Pubsub => {
@@ -200,7 +190,7 @@ impl Handler for App {
                     .get(&conn.id().as_u64())
                     .cloned();
                 if let Some(channel) = channel {
-                    self.server().publish(
+                    conn.server().publish(
                         &channel,
                         message.kind(),
                         message.as_bytes(),

@@ -35,7 +35,9 @@ enum Compression {
     /// No permessage-deflate.
     Off,
     /// No context takeover either way: no zlib state per connection (default).
-    Shared,
+    /// `shared`, its name before 0.2, is still accepted.
+    #[value(alias = "shared")]
+    Stateless,
     /// Context takeover: a compressor and inflater per connection, sized by
     /// --deflate-window-bits and --deflate-mem-level.
     Dedicated,
@@ -126,7 +128,7 @@ struct Args {
     on_overflow: Overflow,
 
     /// permessage-deflate (RFC 7692) when clients offer it (browsers do).
-    #[arg(long, env = "SOCKWAVE_DEFLATE", value_enum, default_value_t = Compression::Shared)]
+    #[arg(long, env = "SOCKWAVE_DEFLATE", value_enum, default_value_t = Compression::Stateless)]
     deflate: Compression,
 
     /// LZ77 window for permessage-deflate, 9..=15 (ours, and asked of clients that allow it).
@@ -195,9 +197,8 @@ impl Args {
         let mut c = Config {
             listen: self.listen,
             threads: self.threads,
-            workers: self.workers,
             dispatch: match self.dispatch {
-                DispatchArg::Workers => Dispatch::Workers,
+                DispatchArg::Workers => Dispatch::Workers(self.workers),
                 DispatchArg::Inline => Dispatch::Inline,
             },
             max_connections: self.max_connections,
@@ -217,7 +218,7 @@ impl Args {
         c.protocol.ping_interval = off_if_zero(self.ping_interval);
         let base = match self.deflate {
             Compression::Off => DeflateOptions::disabled(),
-            Compression::Shared => DeflateOptions::shared(),
+            Compression::Stateless => DeflateOptions::stateless(),
             Compression::Dedicated => {
                 DeflateOptions::dedicated(self.deflate_window_bits, self.deflate_mem_level)
             }
@@ -309,7 +310,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    app.attach(server.clone());
     log::info!(
         "{:?} server listening on ws://{} (demo page: http://{}/)",
         args.mode,

@@ -1,0 +1,204 @@
+//! [`Conn`]: a handle to one connection, usable from any thread, and
+//! [`ConnInner`], the part of a connection its loop shares with other threads.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::command::Command;
+use super::prepared::{prepare, Encoding};
+use super::send_status::{reserve, Refused};
+use super::server_state::ServerState;
+use super::{ConnId, SendStatus, ServerHandle};
+use crate::protocol::close::code;
+use crate::protocol::MessageKind;
+
+/// The part of a connection that other threads share with its loop.
+#[derive(Debug)]
+pub(crate) struct ConnInner {
+    pub(crate) id: ConnId,
+    /// Payload bytes accepted for sending and not yet written to the kernel.
+    pub(crate) buffered: AtomicUsize,
+    /// Sends are accepted (cleared when the closing handshake starts).
+    pub(crate) open: AtomicBool,
+    /// A producer hit backpressure (or the kernel pushed back): tell the
+    /// handler when the buffer empties.
+    pub(crate) want_drain: AtomicBool,
+    pub(crate) protocol: Option<Box<str>>,
+    pub(crate) peer: Option<SocketAddr>,
+    /// How messages to this connection are encoded, fixed at the upgrade.
+    pub(crate) encoding: Encoding,
+}
+
+impl ConnInner {
+    pub(crate) fn new(
+        id: ConnId,
+        protocol: Option<Box<str>>,
+        peer: Option<SocketAddr>,
+        encoding: Encoding,
+    ) -> ConnInner {
+        ConnInner {
+            id,
+            buffered: AtomicUsize::new(0),
+            open: AtomicBool::new(true),
+            want_drain: AtomicBool::new(false),
+            protocol,
+            peer,
+            encoding,
+        }
+    }
+
+    /// Gives back `len` reserved bytes; returns what is still buffered.
+    pub(crate) fn release(&self, len: usize) -> usize {
+        self.buffered.fetch_sub(len, Ordering::AcqRel) - len
+    }
+}
+
+/// A handle to one connection: cheap to clone, usable from any thread, valid
+/// after the connection closes (sends then report `Dropped(Closed)`).
+///
+/// Every send is ordered after the earlier sends of the same thread to the
+/// same connection, and reports [`SendStatus`] at once: the bytes go out
+/// from the connection's event loop.
+#[derive(Clone)]
+pub struct Conn {
+    pub(crate) inner: Arc<ConnInner>,
+    pub(crate) server: Arc<ServerState>,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn").field("id", &self.inner.id).finish()
+    }
+}
+
+impl Conn {
+    /// The connection's id: stable for its life, never reused for another.
+    pub fn id(&self) -> ConnId {
+        self.inner.id
+    }
+
+    /// The subprotocol chosen during the handshake.
+    pub fn protocol(&self) -> Option<&str> {
+        self.inner.protocol.as_deref()
+    }
+
+    /// The peer's address as the socket reported it at the upgrade.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.inner.peer
+    }
+
+    /// True until the closing handshake starts.
+    pub fn is_open(&self) -> bool {
+        self.inner.open.load(Ordering::Acquire)
+    }
+
+    /// Bytes accepted for sending that the kernel has not taken yet (the
+    /// browser API's `bufferedAmount`, seen from the server).
+    pub fn buffered_amount(&self) -> usize {
+        self.inner.buffered.load(Ordering::Acquire)
+    }
+
+    /// The server this connection belongs to (a full handle: it can broadcast,
+    /// publish, shut down; `join` it only from outside the server's threads).
+    pub fn server(&self) -> ServerHandle {
+        ServerHandle::new(Arc::clone(&self.server))
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&self, text: &str) -> SendStatus {
+        self.send(MessageKind::Text, text.as_bytes())
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&self, data: &[u8]) -> SendStatus {
+        self.send(MessageKind::Binary, data)
+    }
+
+    /// Sends a message, copying `data` once into the frame (or compressing it).
+    pub fn send(&self, kind: MessageKind, data: &[u8]) -> SendStatus {
+        self.send_prepared(kind, Cow::Borrowed(data))
+    }
+
+    /// Sends a message whose bytes the caller gives up: no copy when it goes
+    /// out uncompressed.
+    pub fn send_owned(&self, kind: MessageKind, data: Vec<u8>) -> SendStatus {
+        self.send_prepared(kind, Cow::Owned(data))
+    }
+
+    fn send_prepared(&self, kind: MessageKind, data: Cow<'_, [u8]>) -> SendStatus {
+        let server = &*self.server;
+        let len = data.len();
+        match reserve(&self.inner, len, &server.config, &server.stats) {
+            Ok(buffered) => {
+                let opts = &server.config.protocol.deflate;
+                let message = prepare(kind, data, self.inner.encoding, opts).into_owned();
+                self.command(Command::Send {
+                    id: self.inner.id,
+                    message,
+                    accounted: len,
+                });
+                SendStatus::Buffered(buffered)
+            }
+            Err(refused) => {
+                if refused == Refused::MustClose {
+                    self.command(Command::Close {
+                        id: self.inner.id,
+                        code: code::POLICY_VIOLATION,
+                        reason: "send buffer full".into(),
+                    });
+                }
+                refused.status()
+            }
+        }
+    }
+
+    /// Sends a ping (at most 125 bytes of payload; longer is cut).
+    pub fn ping(&self, payload: &[u8]) -> SendStatus {
+        if !self.is_open() {
+            return Refused::Closed.status();
+        }
+        let payload = payload[..payload.len().min(125)].to_vec();
+        self.command(Command::Ping {
+            id: self.inner.id,
+            payload,
+        });
+        SendStatus::Buffered(self.buffered_amount())
+    }
+
+    /// Subscribes the connection to `topic` (see [`ServerHandle::publish`]).
+    /// Ordered with this connection's sends: a publish after this call reaches it.
+    pub fn subscribe(&self, topic: &str) {
+        self.command(Command::Subscribe {
+            id: self.inner.id,
+            topic: topic.into(),
+        });
+    }
+
+    /// Undoes [`Conn::subscribe`]; a publish after this call does not reach it.
+    pub fn unsubscribe(&self, topic: &str) {
+        self.command(Command::Unsubscribe {
+            id: self.inner.id,
+            topic: topic.into(),
+        });
+    }
+
+    /// Starts the closing handshake with `code` and `reason` (cut to 123
+    /// bytes). A code that may not be sent on the wire goes out as 1000.
+    /// Only the first close of a connection counts; later ones do nothing.
+    pub fn close(&self, code: u16, reason: &str) {
+        if self.inner.open.swap(false, Ordering::AcqRel) {
+            self.command(Command::Close {
+                id: self.inner.id,
+                code,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    fn command(&self, command: Command) {
+        self.server.command(self.inner.id, command);
+    }
+}

@@ -1,0 +1,180 @@
+//! Dispatch: where the handler runs. A loop's [`Dispatcher`] either runs it
+//! on the loop thread ([`Dispatch::Inline`]) or batches [`WorkerEvent`]s per
+//! turn for a pool of worker threads ([`Dispatch::Workers`]), one batch per
+//! worker per turn, each connection always on the same worker so its events
+//! keep their order.
+
+use std::io;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::command::Command;
+use super::{Conn, Dispatch, Handler, Message};
+use crate::protocol::Request;
+
+/// Batches a worker may have waiting before its loops block on it.
+const WORKER_QUEUE_BATCHES: usize = 1024;
+
+/// What a loop hands the handler.
+pub(crate) enum WorkerEvent {
+    Open(Conn, Box<Request>),
+    Message(Conn, Message),
+    /// The last event of a connection. With `ack`, the protocol holds the
+    /// connection's final close frame until the worker has handled every
+    /// earlier event and answers with [`Command::CloseAck`], so replies to
+    /// messages that arrived before the close still go out before it.
+    Close {
+        conn: Conn,
+        code: u16,
+        reason: String,
+        ack: bool,
+    },
+    Drain(Conn),
+}
+
+/// The worker threads' inboxes, shared by every loop.
+pub(crate) type WorkerInboxes = Arc<[Sender<Vec<WorkerEvent>>]>;
+
+/// Starts the worker threads `dispatch` asks for (none for inline).
+pub(crate) fn spawn_workers(
+    dispatch: Dispatch,
+    handler: &Arc<dyn Handler>,
+) -> io::Result<(WorkerInboxes, Vec<JoinHandle<()>>)> {
+    let count = match dispatch {
+        Dispatch::Inline => 0,
+        Dispatch::Workers(0) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Dispatch::Workers(n) => n,
+    };
+    let mut inboxes = Vec::with_capacity(count);
+    let mut threads = Vec::with_capacity(count);
+    for w in 0..count {
+        let (tx, rx) = bounded(WORKER_QUEUE_BATCHES);
+        let handler = Arc::clone(handler);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("sockwave-worker-{w}"))
+                .spawn(move || run_worker(rx, handler))?,
+        );
+        inboxes.push(tx);
+    }
+    Ok((inboxes.into(), threads))
+}
+
+/// Runs the handler for each batch of events, until every loop has gone.
+fn run_worker(rx: Receiver<Vec<WorkerEvent>>, handler: Arc<dyn Handler>) {
+    for batch in rx.iter() {
+        for event in batch {
+            handle_event(&*handler, event);
+        }
+    }
+}
+
+/// One loop's side of dispatch.
+pub(crate) enum Dispatcher {
+    /// The handler runs here, on the loop thread.
+    Inline(Arc<dyn Handler>),
+    /// Events wait in `batches` (one per worker) until [`Dispatcher::flush`].
+    Workers {
+        inboxes: WorkerInboxes,
+        batches: Vec<Vec<WorkerEvent>>,
+        /// This loop's index and the number of loops, to spread slots over workers.
+        loop_index: usize,
+        loops: usize,
+    },
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        handler: Arc<dyn Handler>,
+        inboxes: WorkerInboxes,
+        loop_index: usize,
+        loops: usize,
+    ) -> Dispatcher {
+        if inboxes.is_empty() {
+            return Dispatcher::Inline(handler);
+        }
+        Dispatcher::Workers {
+            batches: (0..inboxes.len()).map(|_| Vec::new()).collect(),
+            inboxes,
+            loop_index,
+            loops,
+        }
+    }
+
+    /// Hands `event` of the connection in `slot` to the handler: at once
+    /// (inline), or in this turn's batch for the connection's worker.
+    pub(crate) fn dispatch(&mut self, slot: usize, event: WorkerEvent) {
+        match self {
+            // What an inline handler sends comes back through this loop's
+            // channel and goes out this same turn.
+            Dispatcher::Inline(handler) => handle_event(&**handler, event),
+            Dispatcher::Workers {
+                batches,
+                loop_index,
+                loops,
+                ..
+            } => {
+                let worker = (slot * *loops + *loop_index) % batches.len();
+                batches[worker].push(event);
+            }
+        }
+    }
+
+    /// Sends this turn's batches.
+    pub(crate) fn flush(&mut self) {
+        if let Dispatcher::Workers {
+            inboxes, batches, ..
+        } = self
+        {
+            for (inbox, batch) in inboxes.iter().zip(batches.iter_mut()) {
+                if !batch.is_empty() {
+                    // Blocks when the worker is far behind: this loop then stops
+                    // reading, which pushes back on its clients through TCP.
+                    let _ = inbox.send(std::mem::take(batch));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the handler for one event (on a worker, or inline on the loop),
+/// catching panics so one bad event cannot take the thread down.
+fn handle_event(handler: &dyn Handler, event: WorkerEvent) {
+    let result = catch_unwind(AssertUnwindSafe(|| match event {
+        WorkerEvent::Open(conn, req) => {
+            let opened = catch_unwind(AssertUnwindSafe(|| handler.on_open(&conn, &req)));
+            // Even when on_open panicked: the loop waits for this to let
+            // broadcasts through.
+            conn.server
+                .command(conn.inner.id, Command::Opened { id: conn.inner.id });
+            if let Err(panic) = opened {
+                resume_unwind(panic);
+            }
+        }
+        WorkerEvent::Message(conn, msg) => handler.on_message(&conn, msg),
+        WorkerEvent::Close {
+            conn,
+            code,
+            reason,
+            ack,
+        } => {
+            conn.inner.open.store(false, Ordering::Release);
+            let closed = catch_unwind(AssertUnwindSafe(|| handler.on_close(&conn, code, &reason)));
+            if ack {
+                conn.server
+                    .command(conn.inner.id, Command::CloseAck { id: conn.inner.id });
+            }
+            if let Err(panic) = closed {
+                resume_unwind(panic);
+            }
+        }
+        WorkerEvent::Drain(conn) => handler.on_drain(&conn),
+    }));
+    if result.is_err() {
+        log::error!("handler panicked; the event was dropped");
+    }
+}

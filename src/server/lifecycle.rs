@@ -1,0 +1,97 @@
+//! [`Lifecycle`]: the runtime's view of one connection, beside the
+//! protocol's own state machine (which decides what goes on the wire).
+//!
+//! ```text
+//! Handshaking ──upgrade──► Opening ──on_open returned──► Open
+//!      │                      │                            │
+//!      │ refused / timeout    └────────── end ─────────────┤  (on_close dispatched, once)
+//!      ▼                                                   ▼
+//!  (answer written) ─────────────────────────────────► Closing ──all written──► Lingering
+//!                                                          │                        │
+//!                                                          └──── released ◄─────────┘
+//! ```
+//!
+//! A connection is released (its socket closed, its slot freed) from any
+//! state: at EOF, on a write error, when a timer gives up on it, or once
+//! everything is said. Every path that ends a connection goes through the
+//! event loop's `end`, which alone reports the close to the handler.
+
+use std::sync::Arc;
+
+use super::prepared::PreparedMessage;
+
+/// Where a connection stands, as the runtime sees it.
+#[derive(Debug)]
+pub(crate) enum Lifecycle {
+    /// Reading the request head; the upgrade is not decided.
+    /// `over_capacity`: accepted past the connection limit, the request gets a 503.
+    Handshaking { over_capacity: bool },
+    /// Upgraded; `on_open` is running and has not returned. Broadcast and
+    /// published messages for the connection wait here, so they follow what
+    /// `on_open` sends. `on_close` is owed.
+    Opening { deferred: Vec<Arc<PreparedMessage>> },
+    /// Open: `on_close` is owed.
+    Open,
+    /// `on_close` was dispatched; what is queued still goes out (with the
+    /// close frame the protocol may hold back until the worker is through).
+    /// `clean`: the peer's close frame was the last thing it sent, so once
+    /// everything is written the socket can simply be closed.
+    Closing { clean: bool },
+    /// Our sending side is shut; waiting, bounded by the close timeout, for
+    /// the peer's EOF, so unread input cannot turn our last bytes into a reset.
+    Lingering,
+}
+
+impl Lifecycle {
+    /// `on_close` is owed: `on_open` was dispatched and the close not yet reported.
+    pub(crate) fn close_owed(&self) -> bool {
+        matches!(self, Lifecycle::Opening { .. } | Lifecycle::Open)
+    }
+
+    /// Leaves `Opening` or `Open` for `Closing`; returns the messages that
+    /// were waiting for `on_open`, if any.
+    pub(crate) fn end(&mut self) -> Vec<Arc<PreparedMessage>> {
+        let was = std::mem::replace(self, Lifecycle::Closing { clean: false });
+        match was {
+            Lifecycle::Opening { deferred } => deferred,
+            Lifecycle::Open => Vec::new(),
+            other => {
+                *self = other;
+                Vec::new()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::MessageKind;
+
+    #[test]
+    fn only_an_opened_connection_is_owed_a_close_and_ends_once() {
+        let m = PreparedMessage::new(MessageKind::Text, b"x");
+        let mut l = Lifecycle::Opening { deferred: vec![m] };
+        assert!(l.close_owed());
+        assert_eq!(l.end().len(), 1, "the deferred messages come back");
+        assert!(matches!(l, Lifecycle::Closing { clean: false }));
+        assert!(!l.close_owed());
+        assert!(l.end().is_empty());
+
+        let mut h = Lifecycle::Handshaking {
+            over_capacity: false,
+        };
+        assert!(!h.close_owed());
+        h.end();
+        assert!(
+            matches!(h, Lifecycle::Handshaking { .. }),
+            "a handshake that never opened is not closed by end()"
+        );
+        let mut o = Lifecycle::Open;
+        o.end();
+        assert!(matches!(o, Lifecycle::Closing { .. }));
+        let mut g = Lifecycle::Lingering;
+        g.end();
+        assert!(matches!(g, Lifecycle::Lingering));
+    }
+}

@@ -1,0 +1,73 @@
+//! [`Mailbox`]: a loop as other threads see it: its command channel, its
+//! waker, and the registry that turns a [`ConnId`] into a live handle.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crossbeam_channel::{Receiver, Sender};
+use mio::Waker;
+
+use super::command::Command;
+use super::conn::ConnInner;
+use super::ConnId;
+
+/// A loop's mailbox.
+pub(crate) struct Mailbox {
+    tx: Sender<Command>,
+    waker: Waker,
+    /// The loop is (about to be) blocked in poll: the next sender wakes it.
+    asleep: AtomicBool,
+    /// Slot → open connection, for handles that only know an id.
+    registry: RwLock<Vec<Option<Arc<ConnInner>>>>,
+}
+
+impl Mailbox {
+    /// A mailbox whose loop reads `Receiver` and is woken through `waker`.
+    pub(crate) fn new(waker: Waker, reserved_slots: usize) -> (Mailbox, Receiver<Command>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mailbox = Mailbox {
+            tx,
+            waker,
+            asleep: AtomicBool::new(false),
+            registry: RwLock::new(Vec::with_capacity(reserved_slots)),
+        };
+        (mailbox, rx)
+    }
+
+    /// Queues `cmd` and wakes the loop if it sleeps.
+    pub(crate) fn push(&self, cmd: Command) {
+        if self.tx.send(cmd).is_ok()
+            && self.asleep.load(Ordering::SeqCst)
+            && self.asleep.swap(false, Ordering::SeqCst)
+        {
+            // One wake-up per batch: the loop clears `asleep` when it wakes, so
+            // later senders of the same batch skip the syscall.
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// The loop is about to sleep (`true`) or is awake (`false`). Announce
+    /// the sleep, then look at the channel once more before blocking, so a
+    /// command pushed in between is either seen or wakes the poll.
+    pub(crate) fn set_asleep(&self, asleep: bool) {
+        self.asleep.store(asleep, Ordering::SeqCst);
+    }
+
+    /// Makes the open connection in `slot` reachable by id (or, with `None`, no longer).
+    pub(crate) fn register(&self, slot: usize, conn: Option<Arc<ConnInner>>) {
+        let mut reg = self.registry.write().unwrap_or_else(|e| e.into_inner());
+        if reg.len() <= slot {
+            if conn.is_none() {
+                return;
+            }
+            reg.resize(slot + 1, None);
+        }
+        reg[slot] = conn;
+    }
+
+    /// The open connection `id`, if it is still that connection.
+    pub(crate) fn lookup(&self, id: ConnId) -> Option<Arc<ConnInner>> {
+        let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
+        reg.get(id.slot())?.as_ref().filter(|c| c.id == id).cloned()
+    }
+}

@@ -1,0 +1,289 @@
+//! [`OutQueue`]: the bytes one connection owes its socket, in order.
+//!
+//! Small frames are coalesced into one buffer; large payloads stay where the
+//! sender put them and a broadcast's frame stays shared, and all of it goes
+//! out through one vectored write ([`OutQueue::slices`]). Each chunk carries
+//! the payload bytes it reserved in the connection's buffered amount, which
+//! [`OutQueue::advance`] and [`OutQueue::clear`] hand back as frames leave.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Arc;
+
+use crate::protocol::{EncodedHeader, MessageKind, Sink};
+
+/// Iovecs per vectored write.
+pub(crate) const MAX_IOVECS: usize = 64;
+/// Frames up to this size are copied into the previous buffer instead of queued apart.
+const COALESCE_MAX: usize = 4096;
+/// A coalesced buffer grows to at most this size.
+const COALESCED_BUFFER_MAX: usize = 64 * 1024;
+/// Payloads up to this size are copied next to their header (one iovec)
+/// rather than sent from the sender's own buffer.
+const COPY_MAX: usize = 1024;
+
+/// An encoded frame (or raw bytes) on its way out.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Header and payload in one buffer.
+    Bytes(Vec<u8>),
+    /// A header and a payload the sender gave up (no copy).
+    Split(EncodedHeader, Vec<u8>),
+    /// One frame shared by every recipient of a broadcast or publish.
+    Shared(Arc<[u8]>),
+}
+
+impl Outgoing {
+    /// A frame with `data` copied after its header.
+    pub(crate) fn copy_frame(kind: MessageKind, data: &[u8]) -> Outgoing {
+        let head = EncodedHeader::new(kind.opcode(), true, false, data.len() as u64, None);
+        let mut v = Vec::with_capacity(head.as_bytes().len() + data.len());
+        v.extend_from_slice(head.as_bytes());
+        v.extend_from_slice(data);
+        Outgoing::Bytes(v)
+    }
+
+    /// A frame that keeps `data` where it is (small payloads are copied).
+    pub(crate) fn owned_frame(kind: MessageKind, data: Vec<u8>) -> Outgoing {
+        if data.len() <= COPY_MAX {
+            return Outgoing::copy_frame(kind, &data);
+        }
+        let head = EncodedHeader::new(kind.opcode(), true, false, data.len() as u64, None);
+        Outgoing::Split(head, data)
+    }
+
+    /// The bytes as (up to) two slices.
+    pub(crate) fn parts(&self) -> [&[u8]; 2] {
+        match self {
+            Outgoing::Bytes(v) => [v, &[]],
+            Outgoing::Split(h, p) => [h.as_bytes(), p],
+            Outgoing::Shared(a) => [a, &[]],
+        }
+    }
+
+    fn len(&self) -> usize {
+        let [a, b] = self.parts();
+        a.len() + b.len()
+    }
+}
+
+/// Bytes waiting for the socket, in order.
+#[derive(Debug, Default)]
+pub(crate) struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    offset: usize,
+}
+
+#[derive(Debug)]
+struct Chunk {
+    data: Outgoing,
+    /// Payload bytes reserved in the connection's buffered count.
+    accounted: usize,
+}
+
+impl OutQueue {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Appends `data`, which reserved `accounted` bytes of the buffered amount.
+    pub(crate) fn push(&mut self, data: Outgoing, accounted: usize) {
+        if let Outgoing::Bytes(new) = &data {
+            if let Some(Chunk {
+                data: Outgoing::Bytes(back),
+                accounted: back_accounted,
+            }) = self.chunks.back_mut()
+            {
+                if new.len() <= COALESCE_MAX && back.len() + new.len() <= COALESCED_BUFFER_MAX {
+                    back.extend_from_slice(new);
+                    *back_accounted += accounted;
+                    return;
+                }
+            }
+        }
+        self.chunks.push_back(Chunk { data, accounted });
+    }
+
+    /// Fills `out` with the unwritten bytes, front first; returns how many
+    /// slices it filled (at most [`MAX_IOVECS`]).
+    pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+        let mut n = 0;
+        let mut skip = self.offset;
+        'chunks: for chunk in &self.chunks {
+            for part in chunk.data.parts() {
+                if part.len() <= skip {
+                    skip -= part.len();
+                    continue;
+                }
+                out[n] = IoSlice::new(&part[skip..]);
+                skip = 0;
+                n += 1;
+                if n == MAX_IOVECS {
+                    break 'chunks;
+                }
+            }
+        }
+        n
+    }
+
+    /// Marks `written` bytes as sent; returns the accounted bytes of the
+    /// chunks that left whole.
+    pub(crate) fn advance(&mut self, mut written: usize) -> usize {
+        let mut released = 0;
+        while let Some(front) = self.chunks.front() {
+            let left = front.data.len() - self.offset;
+            if written < left {
+                self.offset += written;
+                break;
+            }
+            written -= left;
+            self.offset = 0;
+            released += front.accounted;
+            self.chunks.pop_front();
+        }
+        if self.chunks.is_empty() {
+            // Idle connections keep no queue allocation.
+            self.chunks = VecDeque::new();
+        }
+        released
+    }
+
+    /// Drops everything; returns the accounted bytes of all that was queued.
+    pub(crate) fn clear(&mut self) -> usize {
+        let released = self.chunks.iter().map(|c| c.accounted).sum();
+        self.chunks = VecDeque::new();
+        self.offset = 0;
+        released
+    }
+}
+
+/// The protocol core writes its own frames (handshake responses, pongs, close
+/// frames, messages it compressed) into the queue through this.
+pub(crate) struct QueueSink<'a> {
+    out: &'a mut OutQueue,
+    /// Accounted bytes the next frame carries.
+    accounted: usize,
+}
+
+impl<'a> QueueSink<'a> {
+    /// Frames that reserved nothing (the server's own replies).
+    pub(crate) fn new(out: &'a mut OutQueue) -> QueueSink<'a> {
+        QueueSink { out, accounted: 0 }
+    }
+
+    /// The next frame carries a message that reserved `accounted` bytes.
+    pub(crate) fn accounted(out: &'a mut OutQueue, accounted: usize) -> QueueSink<'a> {
+        QueueSink { out, accounted }
+    }
+}
+
+impl Sink for QueueSink<'_> {
+    fn write(&mut self, bytes: &[u8]) {
+        self.out.push(
+            Outgoing::Bytes(bytes.to_vec()),
+            std::mem::take(&mut self.accounted),
+        );
+    }
+
+    fn frame(&mut self, head: &[u8], payload: &[u8], mask: Option<[u8; 4]>) {
+        debug_assert!(mask.is_none(), "servers do not mask");
+        let mut v = Vec::with_capacity(head.len() + payload.len());
+        v.extend_from_slice(head);
+        v.extend_from_slice(payload);
+        self.out
+            .push(Outgoing::Bytes(v), std::mem::take(&mut self.accounted));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(n: usize, fill: u8) -> Outgoing {
+        Outgoing::Bytes(vec![fill; n])
+    }
+
+    /// Everything `slices` offers, joined.
+    fn pending(q: &OutQueue) -> (usize, Vec<u8>) {
+        let mut s = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = q.slices(&mut s);
+        (n, s[..n].iter().flat_map(|s| s.iter().copied()).collect())
+    }
+
+    #[test]
+    fn small_frames_coalesce_up_to_the_limits() {
+        let mut q = OutQueue::default();
+        q.push(bytes(10, 1), 3);
+        q.push(bytes(COALESCE_MAX, 2), 4);
+        assert_eq!(q.chunks.len(), 1, "small bytes join the previous buffer");
+        q.push(bytes(COALESCE_MAX + 1, 3), 5);
+        assert_eq!(q.chunks.len(), 2, "a frame over COALESCE_MAX stays apart");
+        q.push(Outgoing::Shared(vec![4; 8].into()), 6);
+        q.push(bytes(8, 5), 7);
+        assert_eq!(q.chunks.len(), 4, "nothing joins a shared frame");
+        let mut full = OutQueue::default();
+        for _ in 0..COALESCED_BUFFER_MAX / COALESCE_MAX {
+            full.push(bytes(COALESCE_MAX, 0), 1);
+        }
+        assert_eq!(full.chunks.len(), 1);
+        full.push(bytes(1, 0), 1);
+        assert_eq!(full.chunks.len(), 2, "a coalesced buffer stops at its cap");
+        assert_eq!(
+            q.clear(),
+            3 + 4 + 5 + 6 + 7,
+            "clear returns every reservation"
+        );
+        assert!(q.is_empty());
+        assert_eq!(q.clear(), 0);
+    }
+
+    #[test]
+    fn slices_start_at_the_offset_and_advance_crosses_chunks() {
+        let mut q = OutQueue::default();
+        q.push(
+            Outgoing::owned_frame(MessageKind::Binary, vec![7; 2000]),
+            2000,
+        );
+        q.push(Outgoing::Shared(vec![8; 5].into()), 5);
+        let (n, all) = pending(&q);
+        assert_eq!(n, 3, "header, payload, shared frame");
+        assert_eq!(all.len(), 4 + 2000 + 5);
+
+        assert_eq!(q.advance(3), 0, "inside the header");
+        let (_, rest) = pending(&q);
+        assert_eq!(rest, all[3..]);
+        assert_eq!(q.advance(1 + 1999), 0, "one payload byte still owed");
+        assert_eq!(pending(&q).1, all[2003..]);
+        assert_eq!(q.advance(1 + 2), 2000, "the first frame left whole");
+        assert_eq!(pending(&q).1, all[2006..]);
+        assert_eq!(q.advance(3), 5);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn slices_stop_at_max_iovecs() {
+        let mut q = OutQueue::default();
+        for _ in 0..MAX_IOVECS {
+            q.push(
+                Outgoing::owned_frame(MessageKind::Binary, vec![1; 2048]),
+                2048,
+            );
+        }
+        let (n, all) = pending(&q);
+        assert_eq!(n, MAX_IOVECS);
+        assert_eq!(all.len(), (MAX_IOVECS / 2) * (4 + 2048));
+        assert_eq!(q.advance(all.len()), (MAX_IOVECS / 2) * 2048);
+        assert_eq!(pending(&q).0, MAX_IOVECS);
+    }
+
+    #[test]
+    fn the_sink_accounts_only_the_first_frame() {
+        let mut q = OutQueue::default();
+        let mut sink = QueueSink::accounted(&mut q, 9);
+        sink.frame(&[0x82, 1], &[5], None);
+        sink.write(b"xy");
+        assert_eq!(pending(&q).1, vec![0x82, 1, 5, b'x', b'y']);
+        assert_eq!(q.clear(), 9);
+    }
+}

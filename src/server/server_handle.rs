@@ -1,0 +1,151 @@
+//! [`ServerHandle`]: a running server, controlled from any thread.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::command::Command;
+use super::prepared::PreparedMessage;
+use super::server_state::ServerState;
+use super::{Config, Conn, ConnId, DropReason, SendStatus, StatsSnapshot};
+use crate::protocol::MessageKind;
+
+/// Controls a running server from any thread. Cloning is cheap; every clone
+/// controls the same server.
+#[derive(Clone)]
+pub struct ServerHandle {
+    state: Arc<ServerState>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.state.local_addr)
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    pub(crate) fn new(state: Arc<ServerState>) -> ServerHandle {
+        ServerHandle { state }
+    }
+
+    pub(crate) fn state(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+
+    /// A handle to no running server (no loops, no threads), for unit tests
+    /// of the parts that take a handle.
+    #[cfg(test)]
+    pub(crate) fn detached(config: Config) -> ServerHandle {
+        ServerHandle::new(Arc::new(ServerState {
+            local_addr: config.listen,
+            config,
+            mailboxes: Vec::new(),
+            stats: Default::default(),
+            sockets: Default::default(),
+            shutting_down: Default::default(),
+            threads: Default::default(),
+        }))
+    }
+
+    /// The address the listeners are bound to (with the port the kernel
+    /// picked when the configured port was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.local_addr
+    }
+
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.state.stats.snapshot()
+    }
+
+    /// A handle to the open connection `id`, if it still is that connection.
+    pub fn conn(&self, id: ConnId) -> Option<Conn> {
+        self.state.lookup(id).map(|inner| Conn {
+            inner,
+            server: Arc::clone(&self.state),
+        })
+    }
+
+    /// Sends a message to connection `id` (see [`Conn::send`]); a stale id
+    /// reports `Dropped(Closed)`.
+    pub fn send(&self, id: ConnId, kind: MessageKind, data: &[u8]) -> SendStatus {
+        match self.conn(id) {
+            Some(c) => c.send(kind, data),
+            None => SendStatus::Dropped(DropReason::Closed),
+        }
+    }
+
+    /// Starts the closing handshake of connection `id` (see [`Conn::close`]).
+    /// Returns whether `id` named an open connection: `false` for a stale id
+    /// or one already closing, so a caller can tell "closed now" from "nothing
+    /// to close".
+    pub fn close(&self, id: ConnId, code: u16, reason: &str) -> bool {
+        match self.conn(id) {
+            Some(c) if c.is_open() => {
+                c.close(code, reason);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends one message to every open connection. The frame is encoded once
+    /// and shared by every loop and recipient; each recipient's cap and
+    /// backpressure policy apply.
+    pub fn broadcast(&self, kind: MessageKind, data: &[u8]) {
+        self.broadcast_except(kind, data, None)
+    }
+
+    /// [`ServerHandle::broadcast`] to everyone but `exclude` (say, the sender).
+    pub fn broadcast_except(&self, kind: MessageKind, data: &[u8], exclude: Option<ConnId>) {
+        let message = PreparedMessage::new(kind, data);
+        self.state.command_all(|| Command::Broadcast {
+            message: Arc::clone(&message),
+            exclude,
+        });
+    }
+
+    /// Sends one message to every subscriber of `topic` (on every loop) but
+    /// `exclude`. The frame is encoded once and shared by all recipients.
+    pub fn publish(&self, topic: &str, kind: MessageKind, data: &[u8], exclude: Option<ConnId>) {
+        let message = PreparedMessage::new(kind, data);
+        let topic: Arc<str> = topic.into();
+        self.state.command_all(|| Command::Publish {
+            topic: Arc::clone(&topic),
+            message: Arc::clone(&message),
+            exclude,
+        });
+    }
+
+    /// Starts a graceful shutdown: stop accepting, close every connection with
+    /// 1001, wait up to the shutdown timeout. Returns at once; see [`ServerHandle::join`].
+    pub fn shutdown(&self) {
+        if !self.state.shutting_down.swap(true, Ordering::AcqRel) {
+            self.state.command_all(|| Command::Shutdown);
+        }
+    }
+
+    /// Waits until every loop and worker thread has exited (after a shutdown).
+    /// Any handle may join; the others then return at once. Never from a
+    /// handler (its own thread is among those joined).
+    pub fn join(&self) {
+        let threads =
+            std::mem::take(&mut *self.state.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// [`ServerHandle::shutdown`], then [`ServerHandle::join`].
+    pub fn shutdown_and_join(&self) {
+        self.shutdown();
+        self.join();
+    }
+}

@@ -1,0 +1,47 @@
+//! [`ServerState`]: what every thread of one server shares.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use super::command::Command;
+use super::conn::ConnInner;
+use super::mailbox::Mailbox;
+use super::{Config, ConnId, Stats};
+
+/// What every thread of one server shares (the handler is not here: the
+/// loops and workers are given it directly).
+pub(crate) struct ServerState {
+    pub(crate) config: Config,
+    /// One per loop, by loop index.
+    pub(crate) mailboxes: Vec<Mailbox>,
+    pub(crate) stats: Stats,
+    /// Sockets accepted and not yet released (handshaking, open or closing).
+    pub(crate) sockets: AtomicUsize,
+    pub(crate) shutting_down: AtomicBool,
+    pub(crate) local_addr: SocketAddr,
+    /// Every loop and worker thread, joined by whichever handle joins first.
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ServerState {
+    /// Hands `cmd` to the loop that owns connection `id`.
+    pub(crate) fn command(&self, id: ConnId, cmd: Command) {
+        if let Some(mailbox) = self.mailboxes.get(id.loop_index()) {
+            mailbox.push(cmd);
+        }
+    }
+
+    /// Hands a copy of `cmd` to every loop.
+    pub(crate) fn command_all(&self, cmd: impl Fn() -> Command) {
+        for mailbox in &self.mailboxes {
+            mailbox.push(cmd());
+        }
+    }
+
+    /// The open connection `id`, if it is still that connection.
+    pub(crate) fn lookup(&self, id: ConnId) -> Option<Arc<ConnInner>> {
+        self.mailboxes.get(id.loop_index())?.lookup(id)
+    }
+}

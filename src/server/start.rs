@@ -1,0 +1,107 @@
+//! [`Server`]: binds the listeners and starts the loop and worker threads.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::{Arc, Mutex};
+
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::dispatch::{spawn_workers, Dispatcher};
+use super::event_loop::{EventLoop, WAKER};
+use super::mailbox::Mailbox;
+use super::server_state::ServerState;
+use super::{Config, ConnId, Handler, ServerHandle};
+
+/// Starts servers.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// Binds the listeners and starts every thread. Returns once the server
+    /// accepts connections.
+    pub fn start<H: Handler>(config: Config, handler: H) -> io::Result<ServerHandle> {
+        Self::start_arc(config, Arc::new(handler))
+    }
+
+    /// [`Server::start`] with a handler the caller keeps a reference to.
+    pub fn start_arc(config: Config, handler: Arc<dyn Handler>) -> io::Result<ServerHandle> {
+        let loops = config.loop_count().min(ConnId::MAX_LOOPS);
+        let listeners = bind_listeners(config.listen, loops, config.backlog)?;
+        let local_addr = listeners[0].local_addr()?;
+
+        let mut polls = Vec::with_capacity(loops);
+        let mut mailboxes = Vec::with_capacity(loops);
+        let mut receivers = Vec::with_capacity(loops);
+        for _ in 0..loops {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            let (mailbox, rx) = Mailbox::new(waker, config.reserved_slots());
+            polls.push(poll);
+            mailboxes.push(mailbox);
+            receivers.push(rx);
+        }
+        let (inboxes, mut threads) = spawn_workers(config.dispatch, &handler)?;
+        let server = ServerHandle::new(Arc::new(ServerState {
+            config,
+            mailboxes,
+            stats: Default::default(),
+            sockets: 0.into(),
+            shutting_down: false.into(),
+            local_addr,
+            threads: Mutex::new(Vec::new()),
+        }));
+        for (index, ((poll, rx), listener)) in
+            polls.into_iter().zip(receivers).zip(listeners).enumerate()
+        {
+            listener.set_nonblocking(true)?;
+            let listener = mio::net::TcpListener::from_std(listener);
+            let dispatcher =
+                Dispatcher::new(Arc::clone(&handler), Arc::clone(&inboxes), index, loops);
+            let event_loop = EventLoop::new(
+                index,
+                poll,
+                listener,
+                rx,
+                server.clone(),
+                handler.clone(),
+                dispatcher,
+            )?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sockwave-loop-{index}"))
+                    .spawn(move || event_loop.run())?,
+            );
+        }
+        *server
+            .state()
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = threads;
+        Ok(server)
+    }
+}
+
+/// One listener per loop on the same address with SO_REUSEPORT, so the kernel
+/// spreads accepts across loops. Port 0 binds the first and reuses its port.
+fn bind_listeners(addr: SocketAddr, count: usize, backlog: i32) -> io::Result<Vec<StdTcpListener>> {
+    let mut out: Vec<StdTcpListener> = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        // Accepted sockets inherit TCP_NODELAY from the listener on Linux,
+        // which saves a setsockopt per connection (see `TcpTransport::new`).
+        socket.set_tcp_nodelay(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(backlog)?;
+        let listener: StdTcpListener = socket.into();
+        if out.is_empty() {
+            addr = listener.local_addr()?;
+        }
+        out.push(listener);
+    }
+    Ok(out)
+}

@@ -1,0 +1,145 @@
+//! Server-wide counters ([`Stats`]) and the per-loop tallies folded into them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Server-wide counters, readable at any time from any thread.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections upgraded and not yet closed.
+    pub connections_open: AtomicU64,
+    /// Connections upgraded since the start.
+    pub connections_total: AtomicU64,
+    /// Messages received (after reassembly and decompression).
+    pub messages_in: AtomicU64,
+    /// Messages accepted for sending, one per recipient.
+    pub messages_out: AtomicU64,
+    /// Payload bytes received.
+    pub bytes_in: AtomicU64,
+    /// Payload bytes accepted for sending, per recipient.
+    pub bytes_out: AtomicU64,
+    /// Messages dropped because the recipient's buffer was over its cap.
+    pub dropped_backpressure: AtomicU64,
+    /// Connections closed (1008) because their buffer was over its cap.
+    pub closed_backpressure: AtomicU64,
+    /// Handshakes that did not end in an open connection, by reason.
+    pub handshake_failures: HandshakeFailures,
+}
+
+/// Handshake failures by reason.
+#[derive(Debug, Default)]
+pub struct HandshakeFailures {
+    /// Malformed or invalid upgrade requests (400, 405, 426, 431).
+    pub invalid: AtomicU64,
+    /// Origin not allowed (403).
+    pub origin: AtomicU64,
+    /// Over the connection limit (503).
+    pub capacity: AtomicU64,
+    /// Refused by the application's hook.
+    pub rejected: AtomicU64,
+    /// No complete request within the handshake timeout.
+    pub timeout: AtomicU64,
+}
+
+/// Why a handshake failed, for [`HandshakeFailures`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandshakeFailure {
+    Invalid,
+    Origin,
+    Capacity,
+    Rejected,
+    Timeout,
+}
+
+impl HandshakeFailures {
+    pub(crate) fn count(&self, why: HandshakeFailure) {
+        let counter = match why {
+            HandshakeFailure::Invalid => &self.invalid,
+            HandshakeFailure::Origin => &self.origin,
+            HandshakeFailure::Capacity => &self.capacity,
+            HandshakeFailure::Rejected => &self.rejected,
+            HandshakeFailure::Timeout => &self.timeout,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A plain copy of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)] // each field is the counter of the same name in `Stats`
+pub struct StatsSnapshot {
+    pub connections_open: u64,
+    pub connections_total: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub dropped_backpressure: u64,
+    pub closed_backpressure: u64,
+    pub handshake_invalid: u64,
+    pub handshake_origin: u64,
+    pub handshake_capacity: u64,
+    pub handshake_rejected: u64,
+    pub handshake_timeout: u64,
+}
+
+impl Stats {
+    /// Reads every counter (each one atomically; the set is not one instant).
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let h = &self.handshake_failures;
+        StatsSnapshot {
+            connections_open: r(&self.connections_open),
+            connections_total: r(&self.connections_total),
+            messages_in: r(&self.messages_in),
+            messages_out: r(&self.messages_out),
+            bytes_in: r(&self.bytes_in),
+            bytes_out: r(&self.bytes_out),
+            dropped_backpressure: r(&self.dropped_backpressure),
+            closed_backpressure: r(&self.closed_backpressure),
+            handshake_invalid: r(&h.invalid),
+            handshake_origin: r(&h.origin),
+            handshake_capacity: r(&h.capacity),
+            handshake_rejected: r(&h.rejected),
+            handshake_timeout: r(&h.timeout),
+        }
+    }
+}
+
+/// Message counters a loop keeps to itself and folds into [`Stats`] once per
+/// turn, so loops do not contend on shared cache lines per message.
+#[derive(Debug, Default)]
+pub(crate) struct LoopStats {
+    messages_in: u64,
+    bytes_in: u64,
+    messages_out: u64,
+    bytes_out: u64,
+}
+
+impl LoopStats {
+    pub(crate) fn received(&mut self, len: usize) {
+        self.messages_in += 1;
+        self.bytes_in += len as u64;
+    }
+
+    pub(crate) fn sent(&mut self, len: usize) {
+        self.messages_out += 1;
+        self.bytes_out += len as u64;
+    }
+
+    /// Adds the tallies to `stats` and starts again from zero.
+    pub(crate) fn fold_into(&mut self, stats: &Stats) {
+        let l = std::mem::take(self);
+        if l.messages_in > 0 {
+            stats
+                .messages_in
+                .fetch_add(l.messages_in, Ordering::Relaxed);
+            stats.bytes_in.fetch_add(l.bytes_in, Ordering::Relaxed);
+        }
+        if l.messages_out > 0 {
+            stats
+                .messages_out
+                .fetch_add(l.messages_out, Ordering::Relaxed);
+            stats.bytes_out.fetch_add(l.bytes_out, Ordering::Relaxed);
+        }
+    }
+}

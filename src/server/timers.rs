@@ -1,0 +1,151 @@
+//! [`Timers`]: one loop's deadlines, in a min-heap keyed by (deadline, slot,
+//! generation), so a turn does work only for the connections whose deadline
+//! has come, whatever the number of connections.
+//!
+//! A connection's deadline only moves later as it is active (the idle and
+//! ping timers restart on input), so input never touches the heap: an entry
+//! that comes due early is looked at once, and the connection rescheduled at
+//! its real deadline. A deadline that moves earlier (a close started, a
+//! ping sent) is pushed as a new entry; [`Timers::schedule`] keeps only the
+//! earliest entry per connection live, and a popped entry that is not the
+//! connection's live one is ignored.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+/// Which connection an entry is for: a slot in one of its generations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct TimerKey {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+/// The deadlines of one loop's connections.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, TimerKey)>>,
+    /// Entries popped since the count was last taken (work done, for tests
+    /// and for anyone checking that a tick costs what is due, not the table).
+    #[cfg(test)]
+    popped: usize,
+}
+
+impl Timers {
+    /// Schedules `key` at `at`. `live` is the connection's own record of its
+    /// earliest scheduled deadline: nothing is pushed when that is already no
+    /// later than `at`.
+    pub(crate) fn schedule(&mut self, key: TimerKey, at: Instant, live: &mut Option<Instant>) {
+        if live.is_some_and(|l| l <= at) {
+            return;
+        }
+        *live = Some(at);
+        self.heap.push(Reverse((at, key)));
+    }
+
+    /// The next entry due at `now`, with the deadline it was scheduled for.
+    /// The caller checks it against the connection's live deadline.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, Instant)> {
+        let &Reverse((at, key)) = self.heap.peek()?;
+        if at > now {
+            return None;
+        }
+        self.heap.pop();
+        #[cfg(test)]
+        {
+            self.popped += 1;
+        }
+        Some((key, at))
+    }
+
+    /// The earliest deadline, for the poll timeout.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Entries in the heap, stale ones included.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Entries popped since the last call.
+    #[cfg(test)]
+    pub(crate) fn take_popped(&mut self) -> usize {
+        std::mem::take(&mut self.popped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key(slot: u32) -> TimerKey {
+        TimerKey {
+            slot,
+            generation: 0,
+        }
+    }
+
+    #[test]
+    fn a_tick_pops_only_what_is_due() {
+        let t0 = Instant::now();
+        let mut timers = Timers::default();
+        let mut live = vec![None; 100_000];
+        for (slot, l) in live.iter_mut().enumerate() {
+            // Every connection due in a minute but three.
+            let at = if slot % 40_000 == 7 {
+                t0 + Duration::from_secs(1)
+            } else {
+                t0 + Duration::from_secs(60)
+            };
+            timers.schedule(key(slot as u32), at, l);
+        }
+        let now = t0 + Duration::from_secs(2);
+        let mut due = Vec::new();
+        while let Some((k, at)) = timers.pop_due(now) {
+            assert_eq!(live[k.slot as usize], Some(at));
+            due.push(k.slot);
+        }
+        due.sort_unstable();
+        assert_eq!(due, vec![7, 40_007, 80_007]);
+        assert_eq!(
+            timers.take_popped(),
+            3,
+            "a tick looks at the due entries only"
+        );
+        assert_eq!(timers.next_deadline(), Some(t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn only_an_earlier_deadline_pushes_and_order_holds() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut timers = Timers::default();
+        let mut live = None;
+        timers.schedule(key(1), t0 + s(30), &mut live);
+        timers.schedule(key(1), t0 + s(40), &mut live);
+        assert_eq!(
+            timers.len(),
+            1,
+            "a later deadline waits for the earlier entry"
+        );
+        timers.schedule(key(1), t0 + s(5), &mut live);
+        assert_eq!(timers.len(), 2);
+        assert_eq!(live, Some(t0 + s(5)));
+        let mut other = None;
+        timers.schedule(key(2), t0 + s(10), &mut other);
+        assert_eq!(timers.pop_due(t0 + s(4)), None);
+        assert_eq!(timers.pop_due(t0 + s(60)), Some((key(1), t0 + s(5))));
+        assert_eq!(timers.pop_due(t0 + s(60)), Some((key(2), t0 + s(10))));
+        let (k, stale) = timers.pop_due(t0 + s(60)).unwrap();
+        assert_eq!((k, stale), (key(1), t0 + s(30)));
+        assert_ne!(
+            live,
+            Some(stale),
+            "not the live entry: the caller ignores it"
+        );
+        assert_eq!(timers.pop_due(t0 + s(60)), None);
+    }
+}
