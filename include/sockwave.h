@@ -27,6 +27,7 @@
 
 // Result codes. The numbers are part of the ABI: never renumbered, never reused.
 typedef enum sw_result {
+  // Success.
   SW_RESULT_OK = 0,
   // A required pointer was NULL.
   SW_RESULT_NULL_PARAMETER = 1,
@@ -49,9 +50,11 @@ typedef enum sw_result {
   SW_RESULT_PANIC = 9,
 } sw_result;
 
+// The kind of a WebSocket message.
 typedef enum sw_message_kind {
   // UTF-8 text (validated before the callback).
   SW_MESSAGE_KIND_TEXT = 1,
+  // Bytes.
   SW_MESSAGE_KIND_BINARY = 2,
 } sw_message_kind;
 
@@ -93,7 +96,9 @@ typedef struct sw_upgrade sw_upgrade;
 // A borrowed UTF-8 string: `ptr` to `len` bytes, not NUL-terminated.
 // `ptr` is NULL for "absent" (as opposed to empty).
 typedef struct sw_str {
+  // The first byte (not NUL-terminated); may be NULL when `len` is 0.
   const char *ptr;
+  // The number of bytes.
   size_t len;
 } sw_str;
 
@@ -141,24 +146,39 @@ typedef void (*sw_drain_cb)(void *userdata, const struct sw_server *server, sw_c
 // different connections run concurrently on different workers. Callbacks
 // of one connection run one at a time, in order: open, messages, close.
 typedef struct sw_callbacks {
+  // Passed first to every callback; must be safe to use from any thread.
   void *userdata;
+  // See `sw_handshake_cb`; NULL accepts every valid upgrade.
   sw_handshake_cb on_handshake;
+  // See `sw_open_cb`; may be NULL.
   sw_open_cb on_open;
+  // See `sw_message_cb`; may be NULL.
   sw_message_cb on_message;
+  // See `sw_close_cb`; may be NULL.
   sw_close_cb on_close;
+  // See `sw_drain_cb`; may be NULL.
   sw_drain_cb on_drain;
 } sw_callbacks;
 
 // Server counters.
 typedef struct sw_stats {
+  // Connections upgraded and not yet closed.
   uint64_t connections_open;
+  // Connections upgraded since the start.
   uint64_t connections_total;
+  // Messages received.
   uint64_t messages_in;
+  // Messages accepted for sending, one per recipient.
   uint64_t messages_out;
+  // Payload bytes received.
   uint64_t bytes_in;
+  // Payload bytes accepted for sending, per recipient.
   uint64_t bytes_out;
+  // Messages dropped for backpressure.
   uint64_t dropped_backpressure;
+  // Connections closed for backpressure.
   uint64_t closed_backpressure;
+  // Handshakes that did not end in an open connection, every reason together.
   uint64_t handshake_failures;
 } sw_stats;
 

@@ -1,11 +1,16 @@
 //! sockwave: a WebSocket server with a mio event loop per core, worker threads
 //! for the handlers, and a C API callable from any thread.
 //!
+//! Start with [`server`]: [`server::Server::start`] with a [`server::Config`]
+//! and your [`server::Handler`]; everything a handler needs is in that one
+//! module (`use sockwave::server::{...}`).
+//!
 //! The crate has layers that only depend downwards:
-//! - [`protocol`]: the sans-IO RFC 6455 core (handshake, frames, messages, close).
-//! - [`server`]: the runtime (event loops, workers, handles) built on it.
+//! - [`server`]: the runtime (event loops, workers, handles).
+//! - [`protocol`]: the sans-IO RFC 6455 core it is built on (handshake,
+//!   frames, messages, close), usable on its own.
 //! - [`ffi`]: the C API over the server's public API (`include/sockwave.h`).
-#![warn(missing_debug_implementations)]
+#![warn(missing_debug_implementations, missing_docs, unreachable_pub)]
 
 pub mod ffi;
 pub mod protocol;

@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum sw_result {
+    /// Success.
     Ok = 0,
     /// A required pointer was NULL.
     NullParameter = 1,
@@ -34,7 +35,9 @@ pub enum sw_result {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct sw_str {
+    /// The first byte (not NUL-terminated); may be NULL when `len` is 0.
     pub ptr: *const c_char,
+    /// The number of bytes.
     pub len: usize,
 }
 

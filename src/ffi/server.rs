@@ -18,11 +18,13 @@ pub type sw_conn_id = u64;
 /// "No connection" (for `sw_server_broadcast_*`'s `except`).
 pub const SW_CONN_NONE: sw_conn_id = u64::MAX;
 
+/// The kind of a WebSocket message.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum sw_message_kind {
     /// UTF-8 text (validated before the callback).
     Text = 1,
+    /// Bytes.
     Binary = 2,
 }
 
@@ -85,11 +87,17 @@ pub type sw_drain_cb =
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct sw_callbacks {
+    /// Passed first to every callback; must be safe to use from any thread.
     pub userdata: *mut c_void,
+    /// See `sw_handshake_cb`; NULL accepts every valid upgrade.
     pub on_handshake: sw_handshake_cb,
+    /// See `sw_open_cb`; may be NULL.
     pub on_open: sw_open_cb,
+    /// See `sw_message_cb`; may be NULL.
     pub on_message: sw_message_cb,
+    /// See `sw_close_cb`; may be NULL.
     pub on_close: sw_close_cb,
+    /// See `sw_drain_cb`; may be NULL.
     pub on_drain: sw_drain_cb,
 }
 
@@ -104,14 +112,23 @@ pub struct sw_server {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct sw_stats {
+    /// Connections upgraded and not yet closed.
     pub connections_open: u64,
+    /// Connections upgraded since the start.
     pub connections_total: u64,
+    /// Messages received.
     pub messages_in: u64,
+    /// Messages accepted for sending, one per recipient.
     pub messages_out: u64,
+    /// Payload bytes received.
     pub bytes_in: u64,
+    /// Payload bytes accepted for sending, per recipient.
     pub bytes_out: u64,
+    /// Messages dropped for backpressure.
     pub dropped_backpressure: u64,
+    /// Connections closed for backpressure.
     pub closed_backpressure: u64,
+    /// Handshakes that did not end in an open connection, every reason together.
     pub handshake_failures: u64,
 }
 

@@ -35,6 +35,7 @@ pub fn request(
 /// The server's answer to an upgrade request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// The HTTP status.
     pub status: u16,
     /// The subprotocol the server chose, if any.
     pub protocol: Option<String>,
@@ -45,9 +46,11 @@ pub struct Response {
 /// Why a handshake response was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseError {
+    /// Not an HTTP response head.
     Malformed,
     /// Not 101; the response is kept for inspection.
     Status(Response),
+    /// `Sec-WebSocket-Accept` missing or not the one the key asks for.
     BadAccept,
 }
 

@@ -5,20 +5,31 @@ use super::utf8;
 /// Well-known close codes. Any `u16` is a close code on the wire; these are
 /// the names the server itself uses.
 pub mod code {
+    /// 1000: the purpose of the connection is fulfilled.
     pub const NORMAL: u16 = 1000;
+    /// 1001: the endpoint is going away (server shutdown, page left, timeout).
     pub const GOING_AWAY: u16 = 1001;
+    /// 1002: the peer broke the protocol.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// 1003: a kind of data the endpoint cannot accept.
     pub const UNSUPPORTED_DATA: u16 = 1003;
     /// Reserved: never on the wire; "the peer's close frame had no code".
     pub const NO_STATUS: u16 = 1005;
     /// Reserved: never on the wire; "the connection ended without a close frame".
     pub const ABNORMAL: u16 = 1006;
+    /// 1007: a message's data did not match its kind (invalid UTF-8 in text).
     pub const INVALID_PAYLOAD: u16 = 1007;
+    /// 1008: a message violated the endpoint's policy.
     pub const POLICY_VIOLATION: u16 = 1008;
+    /// 1009: a message too big to process.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// 1010: (client) an extension the server did not agree to.
     pub const MANDATORY_EXTENSION: u16 = 1010;
+    /// 1011: the server met an unexpected condition.
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// 1012: the service is restarting.
     pub const SERVICE_RESTART: u16 = 1012;
+    /// 1013: try again later (temporary overload).
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
@@ -34,6 +45,7 @@ pub fn is_valid_wire_code(code: u16) -> bool {
 pub struct CloseFrame<'a> {
     /// The code, or [`code::NO_STATUS`] when the payload was empty.
     pub code: u16,
+    /// The reason (valid UTF-8, at most 123 bytes).
     pub reason: &'a str,
 }
 
@@ -49,6 +61,7 @@ pub enum ClosePayloadError {
 }
 
 impl ClosePayloadError {
+    /// The close code this error is answered with.
     pub fn close_code(self) -> u16 {
         match self {
             ClosePayloadError::Truncated | ClosePayloadError::InvalidCode(_) => {

@@ -37,6 +37,7 @@ pub struct ProtocolConfig {
     pub max_frame_size: u64,
     /// Largest message, all its frames together (1009 beyond it).
     pub max_message_size: u64,
+    /// Limits on the request head.
     pub handshake: HandshakeLimits,
     /// A request head must be complete within this time, else the connection is dropped.
     pub handshake_timeout: Option<Duration>,
@@ -111,11 +112,14 @@ impl Sink for Vec<u8> {
 /// Text or binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
+    /// UTF-8 text.
     Text,
+    /// Bytes.
     Binary,
 }
 
 impl MessageKind {
+    /// The opcode of the message's first frame.
     pub fn opcode(self) -> OpCode {
         match self {
             MessageKind::Text => OpCode::Text,
@@ -128,11 +132,14 @@ impl MessageKind {
 /// owned when it had to be assembled.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Payload<'a> {
+    /// A slice of the caller's input buffer.
     Borrowed(&'a [u8]),
+    /// Bytes assembled (or inflated) by the connection.
     Owned(Vec<u8>),
 }
 
 impl Payload<'_> {
+    /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Payload::Borrowed(b) => b,
@@ -162,6 +169,7 @@ pub enum Event<'a> {
     Message(MessageKind, Payload<'a>),
     /// A ping; the pong with the same payload is already in the sink.
     Ping(&'a [u8]),
+    /// A pong (an answer to our ping, or unsolicited).
     Pong(&'a [u8]),
     /// The peer's close frame. If it started the closing handshake, our answer is
     /// in the sink. Either way the connection is now closed.
@@ -176,6 +184,7 @@ pub enum Event<'a> {
 pub struct Read<'a> {
     /// Bytes of the input used up; the caller passes the rest again next time.
     pub consumed: usize,
+    /// What happened, if anything.
     pub event: Option<Event<'a>>,
 }
 
@@ -224,6 +233,7 @@ impl std::error::Error for SendError {}
 pub enum State {
     /// Reading or deciding on the request head.
     Handshaking,
+    /// Messages flow both ways.
     Open,
     /// We sent a close frame and wait for the peer's.
     Closing,
@@ -389,14 +399,17 @@ impl Connection {
         }
     }
 
+    /// Server or client.
     pub fn role(&self) -> Role {
         self.role
     }
 
+    /// The configuration the connection was made with.
     pub fn config(&self) -> &Arc<ProtocolConfig> {
         &self.config
     }
 
+    /// Where the connection stands.
     pub fn state(&self) -> State {
         match self.phase {
             Phase::AwaitingRequest | Phase::Deciding => State::Handshaking,
@@ -406,10 +419,12 @@ impl Connection {
         }
     }
 
+    /// Messages can be sent and received.
     pub fn is_open(&self) -> bool {
         self.phase == Phase::Open
     }
 
+    /// Nothing more will be read or written.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
     }
@@ -988,6 +1003,7 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends a ping (payload at most 125 bytes).
     pub fn ping<S: Sink + ?Sized>(
         &mut self,
         payload: &[u8],
@@ -996,6 +1012,7 @@ impl Connection {
         self.control(OpCode::Ping, payload, sink)
     }
 
+    /// Sends an unsolicited pong (payload at most 125 bytes).
     pub fn pong<S: Sink + ?Sized>(
         &mut self,
         payload: &[u8],

@@ -71,6 +71,7 @@ impl DeflateOptions {
         }
     }
 
+    /// permessage-deflate is never negotiated.
     pub const fn disabled() -> DeflateOptions {
         DeflateOptions {
             enabled: false,
@@ -99,7 +100,9 @@ impl Default for DeflateOptions {
 /// What both sides agreed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Agreed {
+    /// The server resets its compression context after each message.
     pub server_no_context_takeover: bool,
+    /// The client resets its compression context after each message.
     pub client_no_context_takeover: bool,
     /// The window we compress with.
     pub server_max_window_bits: u8,
@@ -273,6 +276,7 @@ impl std::fmt::Debug for Compressor {
 }
 
 impl Compressor {
+    /// A compressor that keeps its context between messages.
     pub fn new(level: u8, window_bits: u8, mem_level: u8) -> Compressor {
         let config = DeflateConfig {
             level: level.min(9) as i32,
@@ -346,6 +350,7 @@ impl std::fmt::Debug for Decompressor {
 }
 
 impl Decompressor {
+    /// An inflater that keeps its context between messages.
     pub fn new(window_bits: u8) -> Decompressor {
         Decompressor {
             zlib: Inflate::new(false, window_bits.clamp(9, 15)),
@@ -446,6 +451,7 @@ thread_local! {
 
 /// Compresses one message with this thread's shared compressor for these
 /// parameters (no context is kept).
+#[doc(hidden)] // for tests, fuzzing and benches; not part of the supported API
 pub fn compress_stateless(
     data: &[u8],
     level: u8,
@@ -470,6 +476,7 @@ pub fn compress_stateless(
 
 /// Inflates one message with this thread's shared inflater (window 15 decodes
 /// any client window), resetting it afterwards.
+#[doc(hidden)] // for tests, fuzzing and benches; not part of the supported API
 pub fn inflate_stateless(data: &[u8], cap: usize, out: &mut Vec<u8>) -> Result<(), InflateError> {
     SHARED.with(|s| {
         let mut s = s.borrow_mut();

@@ -8,15 +8,22 @@ use super::error::ProtocolError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum OpCode {
+    /// A further fragment of a message.
     Continuation = 0x0,
+    /// The first frame of a text message.
     Text = 0x1,
+    /// The first frame of a binary message.
     Binary = 0x2,
+    /// Close.
     Close = 0x8,
+    /// Ping.
     Ping = 0x9,
+    /// Pong.
     Pong = 0xA,
 }
 
 impl OpCode {
+    /// The opcode for a header's low four bits, if it is one RFC 6455 defines.
     pub fn from_u8(v: u8) -> Option<OpCode> {
         Some(match v {
             0x0 => OpCode::Continuation,
@@ -29,6 +36,7 @@ impl OpCode {
         })
     }
 
+    /// Close, ping or pong.
     pub fn is_control(self) -> bool {
         (self as u8) & 0x8 != 0
     }
@@ -42,14 +50,20 @@ pub const MAX_CONTROL_PAYLOAD: usize = 125;
 /// A decoded frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
+    /// The final fragment of its message.
     pub fin: bool,
+    /// RSV1 (permessage-deflate: the message is compressed).
     pub rsv1: bool,
+    /// The opcode.
     pub opcode: OpCode,
+    /// The masking key (every client frame has one).
     pub mask: Option<[u8; 4]>,
+    /// The payload's length.
     pub payload_len: u64,
 }
 
 /// What the decoder expects of the peer's frames.
+#[doc(hidden)] // for tests, fuzzing and benches; not part of the supported API
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeRules {
     /// Frames must be masked (we are the server) or must not be (we are the client).
@@ -169,6 +183,7 @@ pub struct EncodedHeader {
 }
 
 impl EncodedHeader {
+    /// Encodes a header.
     #[inline]
     pub fn new(
         opcode: OpCode,
@@ -189,6 +204,7 @@ impl EncodedHeader {
         EncodedHeader { buf, len }
     }
 
+    /// The encoded bytes (2 to 14).
     #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]

@@ -63,6 +63,7 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
+    /// The HTTP status of the error response.
     pub fn status(self) -> u16 {
         match self {
             HandshakeError::RequestTooLarge | HandshakeError::TooManyHeaders => 431,
@@ -72,6 +73,7 @@ impl HandshakeError {
         }
     }
 
+    /// Why, in a few words (the response body).
     pub fn reason(self) -> &'static str {
         match self {
             HandshakeError::Malformed => "malformed request",
@@ -207,6 +209,7 @@ impl Request {
         std::str::from_utf8(&self.raw[range(span)]).unwrap_or("")
     }
 
+    /// The request method.
     pub fn method(&self) -> &str {
         self.str_at(self.method)
     }
@@ -252,10 +255,12 @@ impl Request {
         std::str::from_utf8(value).ok()
     }
 
+    /// The `Origin` header.
     pub fn origin(&self) -> Option<&str> {
         self.header("Origin")
     }
 
+    /// The `Host` header.
     pub fn host(&self) -> Option<&str> {
         self.header("Host")
     }

@@ -39,6 +39,7 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
 }
 
 /// The bytewise reference for [`apply_mask`]: same contract, no tricks.
+#[doc(hidden)] // for tests, fuzzing and benches; not part of the supported API
 pub fn apply_mask_reference(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
     for (i, b) in buf.iter_mut().enumerate() {
         *b ^= key[(phase + i) % 4];

@@ -19,6 +19,7 @@ pub struct Utf8Validator {
 }
 
 impl Utf8Validator {
+    /// A validator at the start of a message.
     pub const fn new() -> Self {
         Utf8Validator {
             carry: [0; 4],
@@ -95,6 +96,7 @@ fn utf8_width(lead: u8) -> usize {
 
 /// The plain reference: a byte-at-a-time state machine written from the
 /// table in RFC 3629 section 4, with the same incremental contract.
+#[doc(hidden)] // for tests, fuzzing and benches; not part of the supported API
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ReferenceValidator {
     /// Continuation bytes still expected.
@@ -105,6 +107,7 @@ pub struct ReferenceValidator {
 }
 
 impl ReferenceValidator {
+    /// Validates the next piece of a message; `last` ends it (a partial code point left over is an error).
     pub fn feed(&mut self, piece: &[u8], last: bool) -> Result<(), InvalidUtf8> {
         for &b in piece {
             if self.remaining == 0 {
