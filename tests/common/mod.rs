@@ -236,6 +236,31 @@ pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
     got
 }
 
+/// Sends `parts`, one write each, and reads the response head up to its
+/// blank line. An incomplete request head in the first parts must consume
+/// nothing: a server that answered it early would show here as another
+/// status or a socket closed before the head. The read timeout only guards
+/// against a hang; nothing waits on it.
+pub fn response_head(addr: SocketAddr, parts: &[&[u8]]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for part in parts {
+        s.write_all(part).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            other => panic!(
+                "the response head ended early ({other:?}) after {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    String::from_utf8(got).unwrap()
+}
+
 /// Lets this test process hold thousands of sockets.
 pub fn raise_fd_limit() {
     // SAFETY: plain struct in, plain struct out.
