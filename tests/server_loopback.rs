@@ -520,32 +520,37 @@ fn upgrade_hook_picks_subprotocol_adds_headers_or_rejects() {
 
 #[test]
 fn nothing_broadcast_overtakes_what_on_open_sends() {
-    struct Welcome;
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    // on_open tells the test it runs, then waits for the test's broadcast
+    // before it sends: the broadcast reaches the loop while on_open has not
+    // returned, every time, and must still arrive after "welcome".
+    struct Welcome {
+        opened: Mutex<Sender<()>>,
+        gate: Mutex<Receiver<()>>,
+    }
     impl Handler for Welcome {
         fn on_open(&self, conn: &Conn, _req: &sockwave::protocol::Request) {
-            std::thread::sleep(Duration::from_millis(2));
+            self.opened.lock().unwrap().send(()).unwrap();
+            self.gate.lock().unwrap().recv().unwrap();
             conn.send_text("welcome");
         }
         fn on_message(&self, _conn: &Conn, _m: Message) {}
     }
-    let server = Server::start(config(), Welcome).unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let storm = {
-        let (server, stop) = (server.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                server.broadcast(MessageKind::Text, b"news");
-                std::thread::sleep(Duration::from_micros(100));
-            }
-        })
+    let (opened_tx, opened) = channel();
+    let (gate, gate_rx) = channel();
+    let handler = Welcome {
+        opened: Mutex::new(opened_tx),
+        gate: Mutex::new(gate_rx),
     };
-    for _ in 0..50 {
+    let server = Server::start(config(), handler).unwrap();
+    for _ in 0..20 {
         let mut c = Client::connect(server.local_addr()).unwrap();
+        opened.recv().unwrap();
+        server.broadcast(MessageKind::Text, b"news");
+        gate.send(()).unwrap();
         assert_eq!(c.recv().unwrap(), Ev::Text("welcome".into()));
         assert_eq!(c.recv().unwrap(), Ev::Text("news".into()));
     }
-    stop.store(true, Ordering::Relaxed);
-    storm.join().unwrap();
     server.shutdown_and_join();
 }
 
