@@ -202,6 +202,30 @@ fn c_echo_server_linked_statically() {
     assert_clean(code, &stderr);
 }
 
+/// A sanitizer test proves nothing if the build dropped the sanitizers: each
+/// `build-asan/` binary must carry ASan's and UBSan's runtime hooks.
+#[test]
+fn the_sanitizer_builds_are_instrumented() {
+    build_examples();
+    for binary in ["echo_server", "chat_ticker", "send_storm"] {
+        let path = root().join("ffi-examples/build-asan").join(binary);
+        let bytes = std::fs::read(&path).unwrap();
+        for hook in [&b"__asan_init"[..], b"__ubsan_handle_"] {
+            assert!(
+                bytes.windows(hook.len()).any(|w| w == hook),
+                "{} lacks {}",
+                path.display(),
+                String::from_utf8_lossy(hook)
+            );
+        }
+        let plain = std::fs::read(root().join("ffi-examples/build").join(binary)).unwrap();
+        assert!(
+            !plain.windows(11).any(|w| w == b"__asan_init"),
+            "the plain build must not be the instrumented one"
+        );
+    }
+}
+
 #[test]
 fn c_echo_server_under_address_sanitizer_reports_nothing() {
     let p = start("build-asan/echo_server", &["127.0.0.1:0"]);
