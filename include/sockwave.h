@@ -93,6 +93,10 @@ typedef struct sw_server sw_server;
 // subprotocol the server picked from its configured list.
 typedef struct sw_upgrade sw_upgrade;
 
+// A connection id. Ids carry a generation: an id whose connection closed
+// never reaches a newer connection (calls report `SW_RESULT_CLOSED`).
+typedef uint64_t sw_conn_id;
+
 // A borrowed UTF-8 string: `ptr` to `len` bytes, not NUL-terminated.
 // `ptr` is NULL for "absent" (as opposed to empty).
 typedef struct sw_str {
@@ -110,10 +114,6 @@ typedef void (*sw_handshake_cb)(void *userdata,
                                 const struct sw_server *server,
                                 const struct sw_request *req,
                                 struct sw_upgrade *upgrade);
-
-// A connection id. Ids carry a generation: an id whose connection closed
-// never reaches a newer connection (calls report `SW_RESULT_CLOSED`).
-typedef uint64_t sw_conn_id;
 
 // Worker thread. The connection is open; `req` is its upgrade request.
 typedef void (*sw_open_cb)(void *userdata,
@@ -267,6 +267,51 @@ enum sw_result sw_config_add_subprotocol(struct sw_config *config, const char *p
 // origin is accepted; otherwise other origins get 403.
 enum sw_result sw_config_add_allowed_origin(struct sw_config *config, const char *origin);
 
+// Sends a text message (`len` bytes of UTF-8, copied). `SW_RESULT_OK` means
+// accepted and queued in order; `SW_RESULT_CLOSED` or
+// `SW_RESULT_BACKPRESSURE` mean dropped.
+enum sw_result sw_conn_send_text(const struct sw_server *server,
+                                 sw_conn_id conn,
+                                 const char *text,
+                                 size_t len);
+
+// Sends a binary message (`len` bytes, copied). Results as `sw_conn_send_text`.
+enum sw_result sw_conn_send_binary(const struct sw_server *server,
+                                   sw_conn_id conn,
+                                   const uint8_t *data,
+                                   size_t len);
+
+// Sends a ping with up to 125 bytes of payload; more is
+// `SW_RESULT_INVALID_ARGUMENT` (as `Conn::ping` in Rust refuses it).
+enum sw_result sw_conn_ping(const struct sw_server *server,
+                            sw_conn_id conn,
+                            const uint8_t *data,
+                            size_t len);
+
+// Starts the closing handshake with `code` and a UTF-8 `reason` (up to 123
+// bytes are sent). `SW_RESULT_CLOSED` if it is already closing or gone.
+enum sw_result sw_conn_close(const struct sw_server *server,
+                             sw_conn_id conn,
+                             uint16_t code,
+                             const char *reason,
+                             size_t reason_len);
+
+// Bytes accepted for sending to `conn` that the kernel has not taken yet.
+enum sw_result sw_conn_buffered_amount(const struct sw_server *server,
+                                       sw_conn_id conn,
+                                       uint64_t *amount_out);
+
+// Subscribes `conn` to `topic` (a NUL-terminated UTF-8 string). Ordered with
+// the connection's sends: a publish after this call reaches it.
+enum sw_result sw_conn_subscribe(const struct sw_server *server,
+                                 sw_conn_id conn,
+                                 const char *topic);
+
+// Removes `conn`'s subscription to `topic`.
+enum sw_result sw_conn_unsubscribe(const struct sw_server *server,
+                                   sw_conn_id conn,
+                                   const char *topic);
+
 // The request path, without the query (e.g. "/chat/lobby").
 struct sw_str sw_request_path(const struct sw_request *req);
 
@@ -328,77 +373,32 @@ enum sw_result sw_server_local_port(const struct sw_server *server, uint16_t *po
 
 // Starts a graceful shutdown and returns at once: stop accepting, close
 // every connection with 1001, wait for close handshakes up to the shutdown
-// timeout. Any thread, callbacks included.
+// timeout. Any thread, callbacks included. Again after the first: does nothing.
 enum sw_result sw_server_shutdown(const struct sw_server *server);
 
 // Shuts down (as `sw_server_shutdown`) and waits until every thread has
-// exited; no callback runs after it returns. From a callback it returns
-// `SW_RESULT_WRONG_THREAD` (use `sw_server_shutdown` there).
+// exited; no callback runs after it returns. From one of this server's
+// callbacks it returns `SW_RESULT_WRONG_THREAD` (use `sw_server_shutdown`
+// there); a callback may stop a different server.
 enum sw_result sw_server_stop(const struct sw_server *server);
 
-// Stops the server if it runs and frees it. NULL does nothing. Never from a
-// callback: there it only starts the shutdown, and the server is not freed.
+// Stops the server if it runs and frees it. NULL does nothing. Never from
+// one of its own callbacks: there it only starts the shutdown, and the
+// server is not freed.
 void sw_server_free(struct sw_server *server);
-
-// Sends a text message (`len` bytes of UTF-8, copied). `SW_RESULT_OK` means
-// accepted and queued in order; `SW_RESULT_CLOSED` or
-// `SW_RESULT_BACKPRESSURE` mean dropped.
-enum sw_result sw_conn_send_text(const struct sw_server *server,
-                                 sw_conn_id conn,
-                                 const char *text,
-                                 size_t len);
-
-// Sends a binary message (`len` bytes, copied). Results as `sw_conn_send_text`.
-enum sw_result sw_conn_send_binary(const struct sw_server *server,
-                                   sw_conn_id conn,
-                                   const uint8_t *data,
-                                   size_t len);
-
-// Sends a ping with up to 125 bytes of payload.
-enum sw_result sw_conn_ping(const struct sw_server *server,
-                            sw_conn_id conn,
-                            const uint8_t *data,
-                            size_t len);
-
-// Starts the closing handshake with `code` and a UTF-8 `reason` (up to 123
-// bytes are sent). `SW_RESULT_CLOSED` if it is already closing or gone.
-enum sw_result sw_conn_close(const struct sw_server *server,
-                             sw_conn_id conn,
-                             uint16_t code,
-                             const char *reason,
-                             size_t reason_len);
-
-// Bytes accepted for sending to `conn` that the kernel has not taken yet.
-enum sw_result sw_conn_buffered_amount(const struct sw_server *server,
-                                       sw_conn_id conn,
-                                       uint64_t *amount_out);
 
 // Sends a text message to every open connection but `except`
 // (`SW_CONN_NONE` for everyone). The frame is built once for all.
 enum sw_result sw_server_broadcast_text(const struct sw_server *server,
                                         const char *text,
                                         size_t len,
-                                        sw_conn_id except);
+                                        sw_conn_id except_conn);
 
 // Sends a binary message to every open connection but `except`.
 enum sw_result sw_server_broadcast_binary(const struct sw_server *server,
                                           const uint8_t *data,
                                           size_t len,
-                                          sw_conn_id except);
-
-// Copies the server's counters into `*stats_out`.
-enum sw_result sw_server_stats(const struct sw_server *server, struct sw_stats *stats_out);
-
-// Subscribes `conn` to `topic` (a NUL-terminated UTF-8 string). Ordered with
-// the connection's sends: a publish after this call reaches it.
-enum sw_result sw_conn_subscribe(const struct sw_server *server,
-                                 sw_conn_id conn,
-                                 const char *topic);
-
-// Removes `conn`'s subscription to `topic`.
-enum sw_result sw_conn_unsubscribe(const struct sw_server *server,
-                                   sw_conn_id conn,
-                                   const char *topic);
+                                          sw_conn_id except_conn);
 
 // Sends a text message to every subscriber of `topic` (on every thread) but
 // `except` (`SW_CONN_NONE` for all). The frame is built once for all.
@@ -406,14 +406,17 @@ enum sw_result sw_server_publish_text(const struct sw_server *server,
                                       const char *topic,
                                       const char *text,
                                       size_t len,
-                                      sw_conn_id except);
+                                      sw_conn_id except_conn);
 
 // Sends a binary message to every subscriber of `topic` but `except`.
 enum sw_result sw_server_publish_binary(const struct sw_server *server,
                                         const char *topic,
                                         const uint8_t *data,
                                         size_t len,
-                                        sw_conn_id except);
+                                        sw_conn_id except_conn);
+
+// Copies the server's counters into `*stats_out` (also after a shutdown).
+enum sw_result sw_server_stats(const struct sw_server *server, struct sw_stats *stats_out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -233,6 +233,52 @@ fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
             sw_result::Ok,
             "stopping twice is fine"
         );
+        // A stopped server says so, as the header promises; its counters stay readable.
+        assert_eq!(
+            sw_server_broadcast_text(server, c"all".as_ptr(), 3, SW_CONN_NONE),
+            sw_result::NotRunning
+        );
+        assert_eq!(
+            sw_server_publish_binary(server, c"t".as_ptr(), ptr::null(), 0, SW_CONN_NONE),
+            sw_result::NotRunning
+        );
+        assert_eq!(
+            sw_server_local_port(server, &mut port),
+            sw_result::NotRunning
+        );
+        assert_eq!(
+            sw_conn_send_text(server, 0, c"x".as_ptr(), 1),
+            sw_result::NotRunning
+        );
+        assert_eq!(sw_server_stats(server, &mut stats), sw_result::Ok);
         sw_server_free(server);
+    }
+}
+
+#[test]
+fn sibling_functions_answer_the_same_misuse_alike() {
+    unsafe {
+        // A NULL server with otherwise bad arguments: the server is checked first, everywhere.
+        let bad_text = [0xffu8];
+        let null = ptr::null::<sw_server>();
+        for r in [
+            sw_conn_send_text(null, 0, bad_text.as_ptr().cast(), 1),
+            sw_conn_send_binary(null, 0, ptr::null(), 5),
+            sw_conn_close(null, 0, 1000, bad_text.as_ptr().cast(), 1),
+            sw_conn_ping(null, 0, ptr::null(), 500),
+            sw_conn_subscribe(null, 0, ptr::null()),
+            sw_conn_unsubscribe(null, 0, ptr::null()),
+            sw_conn_buffered_amount(null, 0, ptr::null_mut()),
+            sw_server_broadcast_text(null, bad_text.as_ptr().cast(), 1, SW_CONN_NONE),
+            sw_server_broadcast_binary(null, ptr::null(), 5, SW_CONN_NONE),
+            sw_server_publish_text(null, ptr::null(), bad_text.as_ptr().cast(), 1, SW_CONN_NONE),
+            sw_server_publish_binary(null, ptr::null(), ptr::null(), 5, SW_CONN_NONE),
+            sw_server_local_port(null, ptr::null_mut()),
+            sw_server_stats(null, ptr::null_mut()),
+            sw_server_shutdown(null),
+            sw_server_stop(null),
+        ] {
+            assert_eq!(r, sw_result::NullParameter);
+        }
     }
 }

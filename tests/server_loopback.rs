@@ -742,3 +742,35 @@ fn a_clean_close_ends_the_socket_and_bytes_after_a_close_do_not_reset_it() {
     assert_eq!(c.recv().unwrap(), Ev::Eof);
     server.shutdown_and_join();
 }
+
+#[test]
+fn a_handler_pings_within_the_limit_and_cannot_join_its_own_server() {
+    struct Probe;
+    impl Handler for Probe {
+        fn on_message(&self, conn: &Conn, _m: Message) {
+            let too_long = conn.ping(&[0; 126]);
+            let longest = conn.ping(&[7; 125]);
+            let server = conn.server();
+            // Would wait for this very thread: returns at once instead.
+            server.join();
+            conn.send_text(&format!(
+                "{too_long:?} {} {} {}",
+                longest.is_ok(),
+                server.is_server_thread(),
+                server.is_running()
+            ));
+        }
+    }
+    let server = Server::start(config(), Probe).unwrap();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.send_text("go").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Ping(vec![7; 125]));
+    assert_eq!(
+        c.recv().unwrap(),
+        Ev::Text("Err(PayloadTooLong) true true true".into())
+    );
+    assert!(!server.is_server_thread());
+    server.shutdown();
+    assert!(!server.is_running());
+    server.join();
+}

@@ -99,6 +99,14 @@ pub(crate) fn boundary<T: PanicDefault>(f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| T::panic_default())
 }
 
+/// Runs an entry point's whole body inside the panic boundary, from its
+/// first line (argument checks included): `Err(code)` and a caught panic
+/// both become the result code, so every misuse is answered the same way
+/// by every function.
+pub(crate) fn call(f: impl FnOnce() -> Result<(), sw_result>) -> sw_result {
+    boundary(|| f().err().unwrap_or(sw_result::Ok))
+}
+
 /// `len` bytes at `ptr`; NULL is allowed only with length 0.
 pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize) -> Result<&'a [u8], sw_result> {
     if ptr.is_null() {

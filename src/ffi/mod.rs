@@ -16,12 +16,23 @@
 #![allow(clippy::missing_safety_doc)]
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+//!
+//! One file per C object: `boundary.rs` (result codes, the panic boundary,
+//! pointer checks), `config.rs` (`sw_config`), `server.rs` (`sw_server`),
+//! `conn.rs` (`sw_conn_*` by id), `callbacks.rs` (`sw_callbacks` and the
+//! handler that calls them), `request.rs` (`sw_request`, `sw_upgrade`).
+//! Every entry point runs inside the panic boundary from its first line.
+
 mod boundary;
+mod callbacks;
 mod config;
+mod conn;
 mod request;
 mod server;
 
 pub use boundary::{sw_result, sw_result_str, sw_str, sw_version};
+pub use callbacks::*;
 pub use config::*;
+pub use conn::*;
 pub use request::*;
 pub use server::*;

@@ -50,10 +50,7 @@ pub extern "C" fn sw_request_origin(req: *const sw_request) -> sw_str {
 /// absent or not UTF-8.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_request_header(req: *const sw_request, name: *const c_char) -> sw_str {
-    let Ok(name) = (unsafe { c_str(name) }) else {
-        return sw_str::NONE;
-    };
-    view(req, |r| r.header(name))
+    view(req, |r| r.header(unsafe { c_str(name) }.ok()?))
 }
 
 /// How many header lines the request has.

@@ -10,6 +10,10 @@ use std::sync::Arc;
 use super::command::Command;
 use super::prepared::{prepare, Encoding};
 use super::send_status::{reserve, Refused};
+
+/// The most payload a control frame (ping, pong, close) may carry.
+const MAX_CONTROL_PAYLOAD: usize = 125;
+use super::send_status::PayloadTooLong;
 use super::server_state::ServerState;
 use super::{ConnId, SendStatus, ServerHandle};
 use crate::protocol::close::code;
@@ -155,17 +159,20 @@ impl Conn {
         }
     }
 
-    /// Sends a ping (at most 125 bytes of payload; longer is cut).
-    pub fn ping(&self, payload: &[u8]) -> SendStatus {
-        if !self.is_open() {
-            return Refused::Closed.status();
+    /// Sends a ping. Its payload may carry at most 125 bytes (RFC 6455
+    /// 5.5); a longer one is refused, not cut, as the C API does.
+    pub fn ping(&self, payload: &[u8]) -> Result<SendStatus, PayloadTooLong> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(PayloadTooLong);
         }
-        let payload = payload[..payload.len().min(125)].to_vec();
+        if !self.is_open() {
+            return Ok(Refused::Closed.status());
+        }
         self.command(Command::Ping {
             id: self.inner.id,
-            payload,
+            payload: payload.to_vec(),
         });
-        SendStatus::Buffered(self.buffered_amount())
+        Ok(SendStatus::Buffered(self.buffered_amount()))
     }
 
     /// Subscribes the connection to `topic` (see [`ServerHandle::publish`]).

@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::command::Command;
+use super::server_state::ServerState;
 use super::{Conn, Dispatch, Handler, Message};
 use crate::protocol::Request;
 
@@ -43,6 +44,7 @@ pub(crate) type WorkerInboxes = Arc<[Sender<Vec<WorkerEvent>>]>;
 pub(crate) fn spawn_workers(
     dispatch: Dispatch,
     handler: &Arc<dyn Handler>,
+    server: &Arc<ServerState>,
 ) -> io::Result<(WorkerInboxes, Vec<JoinHandle<()>>)> {
     let count = match dispatch {
         Dispatch::Inline => 0,
@@ -54,10 +56,15 @@ pub(crate) fn spawn_workers(
     for w in 0..count {
         let (tx, rx) = bounded(WORKER_QUEUE_BATCHES);
         let handler = Arc::clone(handler);
+        let server = Arc::clone(server);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("sockwave-worker-{w}"))
-                .spawn(move || run_worker(rx, handler))?,
+                .spawn(move || {
+                    server.adopt_current_thread();
+                    drop(server);
+                    run_worker(rx, handler)
+                })?,
         );
         inboxes.push(tx);
     }

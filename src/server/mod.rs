@@ -70,7 +70,7 @@ pub use conn::Conn;
 pub use conn_id::ConnId;
 pub use handler::{Decision, Echo, Handler, HttpResponse};
 pub use message::Message;
-pub use send_status::{DropReason, SendStatus};
+pub use send_status::{DropReason, PayloadTooLong, SendStatus};
 pub use server_handle::ServerHandle;
 pub use start::Server;
 pub use stats::{HandshakeFailures, Stats, StatsSnapshot};

@@ -34,6 +34,18 @@ pub enum DropReason {
     Backpressure,
 }
 
+/// A ping payload over the 125 bytes a control frame may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadTooLong;
+
+impl std::fmt::Display for PayloadTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a control frame's payload is at most 125 bytes")
+    }
+}
+
+impl std::error::Error for PayloadTooLong {}
+
 /// A reservation refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {

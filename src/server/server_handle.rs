@@ -132,10 +132,27 @@ impl ServerHandle {
         }
     }
 
+    /// False once a shutdown has started (from any handle, or a signal in
+    /// the binary): the server no longer takes broadcasts and publishes.
+    pub fn is_running(&self) -> bool {
+        !self.state.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// True on one of this server's own loop or worker threads, where
+    /// [`ServerHandle::join`] would wait for itself.
+    pub fn is_server_thread(&self) -> bool {
+        self.state.owns_current_thread()
+    }
+
     /// Waits until every loop and worker thread has exited (after a shutdown).
-    /// Any handle may join; the others then return at once. Never from a
-    /// handler (its own thread is among those joined).
+    /// Any handle may join; the others then return at once. On one of the
+    /// server's own threads (a handler) it returns at once without waiting,
+    /// since it would wait for itself: shut down there, join elsewhere.
     pub fn join(&self) {
+        if self.is_server_thread() {
+            log::warn!("ServerHandle::join called on the server's own thread; not waiting");
+            return;
+        }
         let threads =
             std::mem::take(&mut *self.state.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {

@@ -1,5 +1,6 @@
 //! [`ServerState`]: what every thread of one server shares.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
@@ -43,5 +44,23 @@ impl ServerState {
     /// The open connection `id`, if it is still that connection.
     pub(crate) fn lookup(&self, id: ConnId) -> Option<Arc<ConnInner>> {
         self.mailboxes.get(id.loop_index())?.lookup(id)
+    }
+}
+
+thread_local! {
+    /// The server whose loop or worker this thread is (its state's address), or 0.
+    static OWNER: Cell<usize> = const { Cell::new(0) };
+}
+
+impl ServerState {
+    /// Marks the calling thread as one of this server's own threads.
+    pub(crate) fn adopt_current_thread(self: &Arc<Self>) {
+        OWNER.with(|o| o.set(Arc::as_ptr(self) as usize));
+    }
+
+    /// The calling thread is one of this server's loops or workers: waiting
+    /// there for the server's threads to end would wait for itself.
+    pub(crate) fn owns_current_thread(self: &Arc<Self>) -> bool {
+        OWNER.with(|o| o.get() == Arc::as_ptr(self) as usize)
     }
 }

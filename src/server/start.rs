@@ -41,7 +41,7 @@ impl Server {
             mailboxes.push(mailbox);
             receivers.push(rx);
         }
-        let (inboxes, mut threads) = spawn_workers(config.dispatch, &handler)?;
+        let dispatch = config.dispatch;
         let server = ServerHandle::new(Arc::new(ServerState {
             config,
             mailboxes,
@@ -51,6 +51,7 @@ impl Server {
             local_addr,
             threads: Mutex::new(Vec::new()),
         }));
+        let (inboxes, mut threads) = spawn_workers(dispatch, &handler, server.state())?;
         for (index, ((poll, rx), listener)) in
             polls.into_iter().zip(receivers).zip(listeners).enumerate()
         {
@@ -67,10 +68,15 @@ impl Server {
                 handler.clone(),
                 dispatcher,
             )?;
+            let state = Arc::clone(server.state());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("sockwave-loop-{index}"))
-                    .spawn(move || event_loop.run())?,
+                    .spawn(move || {
+                        state.adopt_current_thread();
+                        drop(state);
+                        event_loop.run()
+                    })?,
             );
         }
         *server

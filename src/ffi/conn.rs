@@ -1,0 +1,157 @@
+//! `sw_conn_*`: one connection, by id, from any thread.
+
+use std::ffi::c_char;
+
+use super::boundary::{bytes, c_str, call, str_bytes, sw_result};
+use super::server::{running, sw_server};
+use crate::server::{Conn, ConnId, DropReason, MessageKind, SendStatus};
+
+/// A connection id. Ids carry a generation: an id whose connection closed
+/// never reaches a newer connection (calls report `SW_RESULT_CLOSED`).
+pub type sw_conn_id = u64;
+
+/// "No connection" (for `sw_server_broadcast_*`'s `except`).
+pub const SW_CONN_NONE: sw_conn_id = u64::MAX;
+
+/// `except` as an optional id.
+pub(crate) fn except(id: sw_conn_id) -> Option<ConnId> {
+    (id != SW_CONN_NONE).then(|| ConnId::from_u64(id))
+}
+
+/// The open connection `conn` of a running server.
+fn conn_of(server: *const sw_server, conn: sw_conn_id) -> Result<Conn, sw_result> {
+    running(server)?
+        .conn(ConnId::from_u64(conn))
+        .ok_or(sw_result::Closed)
+}
+
+fn sent(s: SendStatus) -> Result<(), sw_result> {
+    match s {
+        SendStatus::Buffered(_) => Ok(()),
+        SendStatus::Dropped(DropReason::Closed) => Err(sw_result::Closed),
+        SendStatus::Dropped(DropReason::Backpressure) => Err(sw_result::Backpressure),
+    }
+}
+
+/// Sends a text message (`len` bytes of UTF-8, copied). `SW_RESULT_OK` means
+/// accepted and queued in order; `SW_RESULT_CLOSED` or
+/// `SW_RESULT_BACKPRESSURE` mean dropped.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_conn_send_text(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    text: *const c_char,
+    len: usize,
+) -> sw_result {
+    call(|| {
+        let h = running(server)?;
+        let text = unsafe { str_bytes(text, len) }?;
+        sent(h.send(ConnId::from_u64(conn), MessageKind::Text, text.as_bytes()))
+    })
+}
+
+/// Sends a binary message (`len` bytes, copied). Results as `sw_conn_send_text`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_conn_send_binary(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    data: *const u8,
+    len: usize,
+) -> sw_result {
+    call(|| {
+        let h = running(server)?;
+        let data = unsafe { bytes(data, len) }?;
+        sent(h.send(ConnId::from_u64(conn), MessageKind::Binary, data))
+    })
+}
+
+/// Sends a ping with up to 125 bytes of payload; more is
+/// `SW_RESULT_INVALID_ARGUMENT` (as `Conn::ping` in Rust refuses it).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_conn_ping(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    data: *const u8,
+    len: usize,
+) -> sw_result {
+    call(|| {
+        running(server)?;
+        if len > 125 {
+            return Err(sw_result::InvalidArgument);
+        }
+        let data = unsafe { bytes(data, len) }?;
+        let c = conn_of(server, conn)?;
+        sent(c.ping(data).map_err(|_| sw_result::InvalidArgument)?)
+    })
+}
+
+/// Starts the closing handshake with `code` and a UTF-8 `reason` (up to 123
+/// bytes are sent). `SW_RESULT_CLOSED` if it is already closing or gone.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_conn_close(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    code: u16,
+    reason: *const c_char,
+    reason_len: usize,
+) -> sw_result {
+    call(|| {
+        running(server)?;
+        let reason = unsafe { str_bytes(reason, reason_len) }?;
+        let c = conn_of(server, conn)?;
+        if !c.is_open() {
+            return Err(sw_result::Closed);
+        }
+        c.close(code, reason);
+        Ok(())
+    })
+}
+
+/// Bytes accepted for sending to `conn` that the kernel has not taken yet.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_conn_buffered_amount(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    amount_out: *mut u64,
+) -> sw_result {
+    call(|| {
+        running(server)?;
+        if amount_out.is_null() {
+            return Err(sw_result::NullParameter);
+        }
+        let c = conn_of(server, conn)?;
+        unsafe { *amount_out = c.buffered_amount() as u64 };
+        Ok(())
+    })
+}
+
+/// Subscribes `conn` to `topic` (a NUL-terminated UTF-8 string). Ordered with
+/// the connection's sends: a publish after this call reaches it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_conn_subscribe(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    topic: *const c_char,
+) -> sw_result {
+    call(|| {
+        running(server)?;
+        let topic = unsafe { c_str(topic) }?;
+        conn_of(server, conn)?.subscribe(topic);
+        Ok(())
+    })
+}
+
+/// Removes `conn`'s subscription to `topic`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_conn_unsubscribe(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    topic: *const c_char,
+) -> sw_result {
+    call(|| {
+        running(server)?;
+        let topic = unsafe { c_str(topic) }?;
+        conn_of(server, conn)?.unsubscribe(topic);
+        Ok(())
+    })
+}
