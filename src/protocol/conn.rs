@@ -640,84 +640,18 @@ impl Connection {
             Ok(Some(h)) => h,
             Err(e) => return self.fail(e, input.len(), now, sink),
         };
-        let closing = self.phase == Phase::CloseSent;
         if header.opcode.is_control() {
-            let total = head_len + header.payload_len as usize;
-            if input.len() < total {
-                // At most 139 bytes: let the caller keep them and come back.
-                return Read {
-                    consumed: 0,
-                    event: None,
-                };
-            }
-            let (_, rest) = input.split_at_mut(head_len);
-            let payload = &mut rest[..header.payload_len as usize];
-            if let Some(key) = header.mask {
-                apply_mask(payload, key, 0);
-            }
-            let event = self.on_control(header.opcode, payload, now, sink);
-            return Read {
-                consumed: total,
-                event,
-            };
+            return self.read_control(header, head_len, input, now, sink);
         }
-
-        // A data frame: check it against the message in progress and the limits
-        // before a single payload byte is accepted.
-        if header.rsv1 && header.opcode == OpCode::Continuation && !closing {
-            // RSV1 marks a compressed message on its first frame only (RFC 7692 section 6).
-            return self.fail(ProtocolError::ReservedBits, input.len(), now, sink);
-        }
-        let kind = match (header.opcode, self.message) {
-            (OpCode::Continuation, Some(kind)) => kind,
-            (OpCode::Continuation, None) if !closing => {
-                return self.fail(
-                    ProtocolError::UnexpectedContinuation,
-                    input.len(),
-                    now,
-                    sink,
-                )
-            }
-            (OpCode::Text | OpCode::Binary, Some(_)) if !closing => {
-                return self.fail(ProtocolError::ExpectedContinuation, input.len(), now, sink)
-            }
-            (OpCode::Text, _) => MessageKind::Text,
-            _ => MessageKind::Binary,
+        let kind = match self.check_data_frame(&header) {
+            Ok(kind) => kind,
+            Err(e) => return self.fail(e, input.len(), now, sink),
         };
-        if !closing {
-            if header.payload_len > self.config.max_frame_size {
-                return self.fail(ProtocolError::FrameTooBig, input.len(), now, sink);
-            }
-            if self.assembled.len() as u64 + header.payload_len > self.config.max_message_size {
-                return self.fail(ProtocolError::MessageTooBig, input.len(), now, sink);
-            }
-        }
+        let closing = self.phase == Phase::CloseSent;
         let len = header.payload_len;
-        let input_len = input.len();
-        let whole_frame_here = (input_len - head_len) as u64 >= len;
+        let whole_frame_here = (input.len() - head_len) as u64 >= len;
         if !closing && header.fin && self.message.is_none() && whole_frame_here {
-            // The fast path: a whole message in the buffer, unmasked and checked in place.
-            let payload = &mut input[head_len..head_len + len as usize];
-            if let Some(key) = header.mask {
-                apply_mask(payload, key, 0);
-            }
-            if header.rsv1 {
-                let consumed = head_len + len as usize;
-                return match self.inflate_message(kind, payload) {
-                    Ok(data) => Read {
-                        consumed,
-                        event: Some(Event::Message(kind, Payload::Owned(data))),
-                    },
-                    Err(e) => self.fail(e, input_len, now, sink),
-                };
-            }
-            if kind == MessageKind::Text && utf8::validate(payload).is_err() {
-                return self.fail(ProtocolError::InvalidUtf8, input_len, now, sink);
-            }
-            return Read {
-                consumed: head_len + len as usize,
-                event: Some(Event::Message(kind, Payload::Borrowed(payload))),
-            };
+            return self.read_whole_message(kind, &header, head_len, input, now, sink);
         }
         if !closing {
             if self.message.is_none() {
@@ -735,6 +669,100 @@ impl Connection {
         };
         self.frame = Some(partial);
         self.read_payload(partial, input, head_len, now, sink)
+    }
+
+    /// A control frame, once all of it is in `input` (at most 139 bytes:
+    /// until then the caller keeps them and comes back).
+    fn read_control<'a, S: Sink + ?Sized>(
+        &mut self,
+        header: FrameHeader,
+        head_len: usize,
+        input: &'a mut [u8],
+        now: Instant,
+        sink: &mut S,
+    ) -> Read<'a> {
+        let total = head_len + header.payload_len as usize;
+        if input.len() < total {
+            return Read {
+                consumed: 0,
+                event: None,
+            };
+        }
+        let payload = &mut input[head_len..total];
+        if let Some(key) = header.mask {
+            apply_mask(payload, key, 0);
+        }
+        let event = self.on_control(header.opcode, payload, now, sink);
+        Read {
+            consumed: total,
+            event,
+        }
+    }
+
+    /// Checks a data frame's header against the message in progress and the
+    /// limits, before a single payload byte is accepted; returns the kind of
+    /// the message it belongs to. While closing, data is read and dropped.
+    fn check_data_frame(&self, header: &FrameHeader) -> Result<MessageKind, ProtocolError> {
+        let closing = self.phase == Phase::CloseSent;
+        if header.rsv1 && header.opcode == OpCode::Continuation && !closing {
+            // RSV1 marks a compressed message on its first frame only (RFC 7692 section 6).
+            return Err(ProtocolError::ReservedBits);
+        }
+        let kind = match (header.opcode, self.message) {
+            (OpCode::Continuation, Some(kind)) => kind,
+            (OpCode::Continuation, None) if !closing => {
+                return Err(ProtocolError::UnexpectedContinuation)
+            }
+            (OpCode::Text | OpCode::Binary, Some(_)) if !closing => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
+            (OpCode::Text, _) => MessageKind::Text,
+            _ => MessageKind::Binary,
+        };
+        if !closing {
+            if header.payload_len > self.config.max_frame_size {
+                return Err(ProtocolError::FrameTooBig);
+            }
+            if self.assembled.len() as u64 + header.payload_len > self.config.max_message_size {
+                return Err(ProtocolError::MessageTooBig);
+            }
+        }
+        Ok(kind)
+    }
+
+    /// The fast path: a whole unfragmented message in the buffer, unmasked
+    /// and checked in place and handed out as a slice of it.
+    fn read_whole_message<'a, S: Sink + ?Sized>(
+        &mut self,
+        kind: MessageKind,
+        header: &FrameHeader,
+        head_len: usize,
+        input: &'a mut [u8],
+        now: Instant,
+        sink: &mut S,
+    ) -> Read<'a> {
+        let input_len = input.len();
+        let consumed = head_len + header.payload_len as usize;
+        let payload = &mut input[head_len..consumed];
+        if let Some(key) = header.mask {
+            apply_mask(payload, key, 0);
+        }
+        if header.rsv1 {
+            return match self.inflate_message(kind, payload) {
+                Ok(data) => Read {
+                    consumed,
+                    event: Some(Event::Message(kind, Payload::Owned(data))),
+                },
+                Err(e) => self.fail(e, input_len, now, sink),
+            };
+        }
+        if kind == MessageKind::Text && utf8::validate(payload).is_err() {
+            return self.fail(ProtocolError::InvalidUtf8, input_len, now, sink);
+        }
+        Read {
+            consumed,
+            event: Some(Event::Message(kind, Payload::Borrowed(payload))),
+        }
     }
 
     /// Takes what is available of a data frame's payload, starting at `input[at..]`.

@@ -11,7 +11,7 @@
 //! connection, and [`decide`] for the upgrade. Every end of a connection
 //! goes through [`EventLoop::end`].
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,9 +26,8 @@ use super::conn_table::ConnTable;
 use super::dispatch::{Dispatcher, WorkerEvent};
 use super::lifecycle::Lifecycle;
 use super::loop_conn::LoopConn;
-use super::out_queue::{QueueSink, MAX_IOVECS};
+use super::out_queue::QueueSink;
 use super::prepared::{Encoding, PreparedMessage};
-use super::send_status::{reserve, Refused};
 use super::server_state::ServerState;
 use super::stats::{HandshakeFailure, LoopStats};
 use super::timers::Timers;
@@ -43,30 +42,28 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER: Token = Token(usize::MAX - 2);
 /// Reads per connection per turn before others get their turn.
 const READ_BUDGET: usize = 8;
-/// Commands taken per turn, so a flood of sends cannot starve reads and timers.
-const COMMAND_BUDGET: usize = 65_536;
 
 /// One event loop and everything it owns.
 pub(crate) struct EventLoop {
-    index: usize,
-    poll: Poll,
-    listener: Option<TcpListener>,
-    conns: ConnTable,
+    pub(super) index: usize,
+    pub(super) poll: Poll,
+    pub(super) listener: Option<TcpListener>,
+    pub(super) conns: ConnTable,
     /// The one read buffer: `tail_room` bytes in front, where a connection's
     /// unconsumed tail is put back before what the socket gives.
-    read_buf: Box<[u8]>,
-    tail_room: usize,
-    rx: Receiver<Command>,
-    server: ServerHandle,
-    handler: Arc<dyn Handler>,
-    proto_config: Arc<ProtocolConfig>,
-    dispatcher: Dispatcher,
-    topics: Topics,
-    timers: Timers,
+    pub(super) read_buf: Box<[u8]>,
+    pub(super) tail_room: usize,
+    pub(super) rx: Receiver<Command>,
+    pub(super) server: ServerHandle,
+    pub(super) handler: Arc<dyn Handler>,
+    pub(super) proto_config: Arc<ProtocolConfig>,
+    pub(super) dispatcher: Dispatcher,
+    pub(super) topics: Topics,
+    pub(super) timers: Timers,
     /// Connections that used their read budget and have more to give.
-    pending_reads: Vec<usize>,
-    shutdown_deadline: Option<Instant>,
-    stats: LoopStats,
+    pub(super) pending_reads: Vec<usize>,
+    pub(super) shutdown_deadline: Option<Instant>,
+    pub(super) stats: LoopStats,
 }
 
 impl EventLoop {
@@ -499,111 +496,7 @@ impl EventLoop {
         self.server.state().sockets.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn handle_commands(&mut self, now: Instant) {
-        for _ in 0..COMMAND_BUDGET {
-            let Ok(cmd) = self.rx.try_recv() else { return };
-            self.handle_command(cmd, now);
-        }
-    }
-
-    fn handle_command(&mut self, cmd: Command, now: Instant) {
-        match cmd {
-            Command::Send {
-                id,
-                message,
-                accounted,
-            } => {
-                let Some((slot, c)) = self.conns.live(id) else {
-                    return;
-                };
-                if c.takes_messages() && c.queue(message, accounted) {
-                    self.stats.sent(accounted);
-                    self.conns.mark_dirty(slot);
-                } else {
-                    c.unreserve(accounted);
-                }
-            }
-            Command::Ping { id, payload } => {
-                if let Some((slot, c)) = self.conns.live(id) {
-                    let _ = c.proto.ping(&payload, &mut QueueSink::new(&mut c.out));
-                    self.conns.mark_dirty(slot);
-                }
-            }
-            Command::Close { id, code, reason } => {
-                if let Some((slot, c)) = self.conns.live(id) {
-                    c.start_close(code, &reason, now);
-                    self.conns.mark_dirty(slot);
-                }
-            }
-            Command::Broadcast { message, exclude } => {
-                for slot in 0..self.conns.slot_bound() {
-                    deliver(
-                        &mut self.conns,
-                        &mut self.stats,
-                        self.server.state(),
-                        slot,
-                        &message,
-                        exclude,
-                        now,
-                    );
-                }
-            }
-            Command::Subscribe { id, topic } => {
-                if let Some((slot, _)) = self.conns.live(id) {
-                    self.topics.subscribe(slot, topic);
-                }
-            }
-            Command::Unsubscribe { id, topic } => {
-                if let Some((slot, _)) = self.conns.live(id) {
-                    self.topics.unsubscribe(slot, &topic);
-                }
-            }
-            Command::Publish {
-                topic,
-                message,
-                exclude,
-            } => {
-                for &slot in self.topics.subscribers(&topic) {
-                    deliver(
-                        &mut self.conns,
-                        &mut self.stats,
-                        self.server.state(),
-                        slot,
-                        &message,
-                        exclude,
-                        now,
-                    );
-                }
-            }
-            Command::Opened { id } => {
-                let Some((slot, c)) = self.conns.live(id) else {
-                    return;
-                };
-                if let Lifecycle::Opening { deferred } = &mut c.lifecycle {
-                    let deferred = std::mem::take(deferred);
-                    c.lifecycle = Lifecycle::Open;
-                    let opts = &self.proto_config.deflate;
-                    let encoding = c.inner.as_ref().map_or(Encoding::Plain, |i| i.encoding);
-                    for message in deferred {
-                        if !c.queue(message.prepare_for(encoding, opts), message.len()) {
-                            c.unreserve(message.len());
-                        }
-                    }
-                    self.conns.mark_dirty(slot);
-                }
-            }
-            Command::CloseAck { id } => {
-                if let Some((slot, c)) = self.conns.live(id) {
-                    c.proto.release_close_reply(&mut QueueSink::new(&mut c.out));
-                    c.stop_sends();
-                    self.conns.mark_dirty(slot);
-                }
-            }
-            Command::Shutdown => self.begin_shutdown(now),
-        }
-    }
-
-    fn begin_shutdown(&mut self, now: Instant) {
+    pub(super) fn begin_shutdown(&mut self, now: Instant) {
         if self.shutdown_deadline.is_some() {
             return;
         }
@@ -705,7 +598,7 @@ impl EventLoop {
         let Some(c) = self.conns.get_mut(slot) else {
             return;
         };
-        if write_out(c).is_err() {
+        if c.write_out().is_err() {
             return self.release(slot);
         }
         let drained = c.out.is_empty() && c.transport.wants_write() == 0;
@@ -742,11 +635,10 @@ impl EventLoop {
     }
 }
 
-/// Queues one message of a broadcast or publish for the connection in
-/// `slot`, under its cap and the backpressure policy. (A function of the
-/// loop's parts rather than a method, so a publish can walk its topic's
-/// subscribers while it fills their queues.)
-fn deliver(
+/// One message of a broadcast or publish for the connection in `slot` (a
+/// function of the loop's parts, so a publish can walk its topic's
+/// subscribers while it fills their queues).
+pub(super) fn deliver(
     conns: &mut ConnTable,
     stats: &mut LoopStats,
     state: &ServerState,
@@ -758,51 +650,7 @@ fn deliver(
     let Some(c) = conns.get_mut(slot) else {
         return;
     };
-    let Some(inner) = &c.inner else { return };
-    if Some(inner.id) == exclude || !c.proto.is_open() {
-        return;
+    if c.deliver(message, exclude, state, stats, now) {
+        conns.mark_dirty(slot);
     }
-    let len = message.len();
-    match reserve(inner, len, &state.config, &state.stats) {
-        Ok(_) => {
-            stats.sent(len);
-            let encoding = inner.encoding;
-            if let Lifecycle::Opening { deferred } = &mut c.lifecycle {
-                deferred.push(Arc::clone(message));
-                return;
-            }
-            let prepared = message.prepare_for(encoding, &state.config.protocol.deflate);
-            if !c.queue(prepared, len) {
-                c.unreserve(len);
-            }
-        }
-        Err(Refused::MustClose) => c.start_close(code::POLICY_VIOLATION, "send buffer full", now),
-        Err(Refused::Closed | Refused::Dropped) => return,
-    }
-    conns.mark_dirty(slot);
-}
-
-/// Writes the connection's queue until it is empty or the transport pushes
-/// back; gives back the reservations of what left. An error (or a write of
-/// nothing) means the connection is gone.
-fn write_out(c: &mut LoopConn) -> io::Result<()> {
-    while !c.out.is_empty() {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-        let n = c.out.slices(&mut slices);
-        match c.transport.write_vectored(&slices[..n]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => {
-                let released = c.out.advance(written);
-                if released > 0 {
-                    if let Some(inner) = &c.inner {
-                        inner.release(released);
-                    }
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    c.transport.flush().map(|_| ())
 }

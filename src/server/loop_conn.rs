@@ -2,15 +2,21 @@
 //! the protocol state, the unconsumed input, the outbound queue, and where
 //! it stands in its [`Lifecycle`].
 
+use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::conn::ConnInner;
 use super::lifecycle::Lifecycle;
-use super::out_queue::{OutQueue, QueueSink};
-use super::prepared::Prepared;
-use super::transport::TcpTransport;
+use super::out_queue::{OutQueue, QueueSink, MAX_IOVECS};
+use super::prepared::{Prepared, PreparedMessage};
+use super::send_status::{reserve, Refused};
+use super::server_state::ServerState;
+use super::stats::LoopStats;
+use super::transport::{TcpTransport, Transport};
+use super::ConnId;
+use crate::protocol::close::code;
 use crate::protocol::Connection;
 
 /// One connection, owned by its loop.
@@ -89,5 +95,70 @@ impl LoopConn {
         if let Some(inner) = &self.inner {
             inner.open.store(false, Ordering::Release);
         }
+    }
+
+    /// Queues one message of a broadcast or publish, under the connection's
+    /// cap and the backpressure policy; true when there is something to
+    /// write (the message, or a close for backpressure).
+    pub(crate) fn deliver(
+        &mut self,
+        message: &Arc<PreparedMessage>,
+        exclude: Option<ConnId>,
+        state: &ServerState,
+        stats: &mut LoopStats,
+        now: Instant,
+    ) -> bool {
+        let Some(inner) = &self.inner else {
+            return false;
+        };
+        if Some(inner.id) == exclude || !self.proto.is_open() {
+            return false;
+        }
+        let len = message.len();
+        match reserve(inner, len, &state.config, &state.stats) {
+            Ok(_) => {
+                stats.sent(len);
+                let encoding = inner.encoding;
+                if let Lifecycle::Opening { deferred } = &mut self.lifecycle {
+                    deferred.push(Arc::clone(message));
+                    return false;
+                }
+                let prepared = message.prepare_for(encoding, &state.config.protocol.deflate);
+                if !self.queue(prepared, len) {
+                    self.unreserve(len);
+                }
+                true
+            }
+            Err(Refused::MustClose) => {
+                self.start_close(code::POLICY_VIOLATION, "send buffer full", now);
+                true
+            }
+            Err(Refused::Closed | Refused::Dropped) => false,
+        }
+    }
+
+    /// Writes the connection's queue until it is empty or the transport pushes
+    /// back; gives back the reservations of what left. An error (or a write of
+    /// nothing) means the connection is gone.
+    pub(crate) fn write_out(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let n = self.out.slices(&mut slices);
+            match self.transport.write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    let released = self.out.advance(written);
+                    if released > 0 {
+                        if let Some(inner) = &self.inner {
+                            inner.release(released);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.transport.flush().map(|_| ())
     }
 }
