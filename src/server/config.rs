@@ -33,7 +33,7 @@ pub enum Dispatch {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The address to listen on (port 0: the kernel picks one; see
-    /// [`super::ServerHandle::local_addr`]).
+    /// `ServerHandle::local_addr`).
     pub listen: SocketAddr,
     /// Event loops (each a thread with its own SO_REUSEPORT listener); 0 = one per core.
     pub threads: usize,

@@ -1,64 +1,23 @@
-//! [`Conn`]: a handle to one connection, usable from any thread, and
-//! [`ConnInner`], the part of a connection its loop shares with other threads.
+//! [`Conn`]: a handle to one connection, usable from any thread.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::command::Command;
-use super::prepared::{prepare, Encoding};
-use super::send_status::{reserve, Refused};
+use super::conn_inner::ConnInner;
+use super::prepared::prepare;
+use super::send_status::Refused;
 
 /// The most payload a control frame (ping, pong, close) may carry.
 const MAX_CONTROL_PAYLOAD: usize = 125;
 use super::send_status::PayloadTooLong;
 use super::server_state::ServerState;
-use super::{ConnId, SendStatus, ServerHandle};
+use super::{ConnId, SendStatus};
 use crate::protocol::close::code;
 use crate::protocol::MessageKind;
-
-/// The part of a connection that other threads share with its loop.
-#[derive(Debug)]
-pub(crate) struct ConnInner {
-    pub(crate) id: ConnId,
-    /// Payload bytes accepted for sending and not yet written to the kernel.
-    pub(crate) buffered: AtomicUsize,
-    /// Sends are accepted (cleared when the closing handshake starts).
-    pub(crate) open: AtomicBool,
-    /// A producer hit backpressure (or the kernel pushed back): tell the
-    /// handler when the buffer empties.
-    pub(crate) want_drain: AtomicBool,
-    pub(crate) protocol: Option<Box<str>>,
-    pub(crate) peer: Option<SocketAddr>,
-    /// How messages to this connection are encoded, fixed at the upgrade.
-    pub(crate) encoding: Encoding,
-}
-
-impl ConnInner {
-    pub(crate) fn new(
-        id: ConnId,
-        protocol: Option<Box<str>>,
-        peer: Option<SocketAddr>,
-        encoding: Encoding,
-    ) -> ConnInner {
-        ConnInner {
-            id,
-            buffered: AtomicUsize::new(0),
-            open: AtomicBool::new(true),
-            want_drain: AtomicBool::new(false),
-            protocol,
-            peer,
-            encoding,
-        }
-    }
-
-    /// Gives back `len` reserved bytes; returns what is still buffered.
-    pub(crate) fn release(&self, len: usize) -> usize {
-        self.buffered.fetch_sub(len, Ordering::AcqRel) - len
-    }
-}
 
 /// A handle to one connection: cheap to clone, usable from any thread, valid
 /// after the connection closes (sends then report `Dropped(Closed)`).
@@ -105,12 +64,6 @@ impl Conn {
         self.inner.buffered.load(Ordering::Acquire)
     }
 
-    /// The server this connection belongs to (a full handle: it can broadcast,
-    /// publish, shut down; `join` it only from outside the server's threads).
-    pub fn server(&self) -> ServerHandle {
-        ServerHandle::new(Arc::clone(&self.server))
-    }
-
     /// Sends a text message.
     pub fn send_text(&self, text: &str) -> SendStatus {
         self.send(MessageKind::Text, text.as_bytes())
@@ -135,7 +88,7 @@ impl Conn {
     fn send_prepared(&self, kind: MessageKind, data: Cow<'_, [u8]>) -> SendStatus {
         let server = &*self.server;
         let len = data.len();
-        match reserve(&self.inner, len, &server.config, &server.stats) {
+        match self.inner.reserve(len, &server.config, &server.stats) {
             Ok(buffered) => {
                 let opts = &server.config.protocol.deflate;
                 let message = prepare(kind, data, self.inner.encoding, opts).into_owned();
@@ -175,7 +128,7 @@ impl Conn {
         Ok(SendStatus::Buffered(self.buffered_amount()))
     }
 
-    /// Subscribes the connection to `topic` (see [`ServerHandle::publish`]).
+    /// Subscribes the connection to `topic` (see [`ServerHandle::publish`](super::ServerHandle::publish)).
     /// Ordered with this connection's sends: a publish after this call reaches it.
     pub fn subscribe(&self, topic: &str) {
         self.command(Command::Subscribe {

@@ -21,7 +21,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::command::Command;
-use super::conn::ConnInner;
+use super::conn_inner::ConnInner;
 use super::conn_table::ConnTable;
 use super::dispatch::{Dispatcher, WorkerEvent};
 use super::lifecycle::Lifecycle;

@@ -1,8 +1,56 @@
-//! [`Handler`]: what an application implements, and the answers its hooks give.
+//! [`Handler`]: what an application implements, what its hooks are shown
+//! ([`Upgrade`]), and the answers they give.
 
-use super::upgrade::Upgrade;
+use std::net::SocketAddr;
+
 use super::{Conn, Message, ServerHandle};
 use crate::protocol::Request;
+
+/// An upgrade request, as [`Handler::on_upgrade`] sees it.
+#[derive(Debug)]
+pub struct Upgrade<'a> {
+    request: &'a Request,
+    protocol: Option<&'a str>,
+    peer: Option<SocketAddr>,
+    server: &'a ServerHandle,
+}
+
+impl<'a> Upgrade<'a> {
+    pub(crate) fn new(
+        request: &'a Request,
+        protocol: Option<&'a str>,
+        peer: Option<SocketAddr>,
+        server: &'a ServerHandle,
+    ) -> Upgrade<'a> {
+        Upgrade {
+            request,
+            protocol,
+            peer,
+            server,
+        }
+    }
+
+    /// The request head (path, headers, offered subprotocols and extensions).
+    pub fn request(&self) -> &'a Request {
+        self.request
+    }
+
+    /// The subprotocol the server would pick: the first one in the client's
+    /// order of preference that [`Config::subprotocols`](super::Config::subprotocols) lists.
+    pub fn protocol(&self) -> Option<&'a str> {
+        self.protocol
+    }
+
+    /// The peer's address, as the socket reports it.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The server (to look at its stats, publish, or keep for later).
+    pub fn server(&self) -> &'a ServerHandle {
+        self.server
+    }
+}
 
 /// The answer to an upgrade request.
 #[derive(Debug, Clone, PartialEq, Eq)]

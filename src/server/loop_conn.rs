@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::conn::ConnInner;
+use super::conn_inner::ConnInner;
 use super::lifecycle::Lifecycle;
 use super::out_queue::{OutQueue, QueueSink, MAX_IOVECS};
 use super::prepared::{Prepared, PreparedMessage};
-use super::send_status::{reserve, Refused};
+use super::send_status::Refused;
 use super::server_state::ServerState;
 use super::stats::LoopStats;
 use super::transport::{TcpTransport, Transport};
@@ -115,7 +115,7 @@ impl LoopConn {
             return false;
         }
         let len = message.len();
-        match reserve(inner, len, &state.config, &state.stats) {
+        match inner.reserve(len, &state.config, &state.stats) {
             Ok(_) => {
                 stats.sent(len);
                 let encoding = inner.encoding;

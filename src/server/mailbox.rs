@@ -8,7 +8,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
 use super::command::Command;
-use super::conn::ConnInner;
+use super::conn_inner::ConnInner;
 use super::ConnId;
 
 /// A loop's mailbox.

@@ -20,14 +20,16 @@
 //! | `start.rs` | [`Server`]: binds the listeners, starts the threads |
 //! | `server_handle.rs` | [`ServerHandle`]: broadcast, publish, shutdown, join from any thread |
 //! | `server_state.rs` | what every thread of one server shares |
-//! | `conn.rs` | [`Conn`], the thread-safe handle, and the state it shares with its loop |
+//! | `conn.rs` | [`Conn`], the thread-safe handle |
+//! | `conn_inner.rs` | what a connection's loop shares with other threads; the one reservation that applies the backpressure policy |
 //! | `conn_id.rs` | [`ConnId`]: slot, loop and generation |
-//! | `handler.rs` | [`Handler`], [`Decision`], [`HttpResponse`], [`Echo`] |
+//! | `handler.rs` | [`Handler`], what its hooks see ([`Upgrade`]) and answer ([`Decision`], [`HttpResponse`]), [`Echo`] |
 //! | `message.rs` | [`Message`], a complete incoming message |
-//! | `send_status.rs` | [`SendStatus`] and the one reservation that applies the backpressure policy |
+//! | `send_status.rs` | [`SendStatus`], [`DropReason`] |
 //! | `config.rs` | [`Config`] and its choices |
 //! | `stats.rs` | [`Stats`], and per-loop tallies |
 //! | `command.rs` | what other threads ask of a loop |
+//! | `loop_commands.rs` | how the loop carries those out |
 //! | `mailbox.rs` | a loop's channel, waker and id registry |
 //! | `event_loop.rs` | the loop's turn: poll, accept, read, process, commands, timers, flush |
 //! | `conn_table.rs` | slots, generations, free list, the flush list |
@@ -39,17 +41,19 @@
 //! | `dispatch.rs` | inline or worker dispatch, the worker thread, batches |
 //! | `topics.rs` | pub/sub subscriptions of one loop |
 //! | `timers.rs` | deadlines in a heap: a tick costs what is due |
-//! | `upgrade.rs` | the upgrade decision, a pure function; [`Upgrade`] for the hook |
+//! | `upgrade.rs` | the upgrade decision, a pure function of config, handler, request and load |
 
 mod command;
 mod config;
 mod conn;
 mod conn_id;
+mod conn_inner;
 mod conn_table;
 mod dispatch;
 mod event_loop;
 mod handler;
 mod lifecycle;
+mod loop_commands;
 mod loop_conn;
 mod mailbox;
 mod message;
@@ -68,12 +72,11 @@ mod upgrade;
 pub use config::{BackpressurePolicy, Config, Dispatch};
 pub use conn::Conn;
 pub use conn_id::ConnId;
-pub use handler::{Decision, Echo, Handler, HttpResponse};
+pub use handler::{Decision, Echo, Handler, HttpResponse, Upgrade};
 pub use message::Message;
 pub use send_status::{DropReason, PayloadTooLong, SendStatus};
 pub use server_handle::ServerHandle;
 pub use start::Server;
 pub use stats::{HandshakeFailures, Stats, StatsSnapshot};
-pub use upgrade::Upgrade;
 
 pub use crate::protocol::{MessageKind, ProtocolConfig, Request};

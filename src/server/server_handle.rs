@@ -166,3 +166,13 @@ impl ServerHandle {
         self.join();
     }
 }
+
+// Here rather than in conn.rs, so that the handle and the connection do not
+// import each other.
+impl Conn {
+    /// The server this connection belongs to (a full handle: it can broadcast,
+    /// publish, shut down; `join` it only from outside the server's threads).
+    pub fn server(&self) -> ServerHandle {
+        ServerHandle::new(Arc::clone(&self.server))
+    }
+}

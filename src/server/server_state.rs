@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::command::Command;
-use super::conn::ConnInner;
+use super::conn_inner::ConnInner;
 use super::mailbox::Mailbox;
 use super::{Config, ConnId, Stats};
 

@@ -1,59 +1,12 @@
 //! The upgrade decision: what to answer a request head, as a pure function
-//! of the configuration, the handler, the request and the server's load
-//! ([`decide`]), and [`Upgrade`], what the handler's `on_upgrade` is shown.
+//! of the configuration, the handler, the request and the server's load ([`decide`]).
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::stats::HandshakeFailure;
-use super::{Config, Decision, Handler, HttpResponse, ServerHandle};
+use super::{Config, Decision, Handler, HttpResponse, ServerHandle, Upgrade};
 use crate::protocol::Request;
-
-/// An upgrade request, as [`Handler::on_upgrade`] sees it.
-#[derive(Debug)]
-pub struct Upgrade<'a> {
-    request: &'a Request,
-    protocol: Option<&'a str>,
-    peer: Option<SocketAddr>,
-    server: &'a ServerHandle,
-}
-
-impl<'a> Upgrade<'a> {
-    pub(crate) fn new(
-        request: &'a Request,
-        protocol: Option<&'a str>,
-        peer: Option<SocketAddr>,
-        server: &'a ServerHandle,
-    ) -> Upgrade<'a> {
-        Upgrade {
-            request,
-            protocol,
-            peer,
-            server,
-        }
-    }
-
-    /// The request head (path, headers, offered subprotocols and extensions).
-    pub fn request(&self) -> &'a Request {
-        self.request
-    }
-
-    /// The subprotocol the server would pick: the first one in the client's
-    /// order of preference that [`Config::subprotocols`] lists.
-    pub fn protocol(&self) -> Option<&'a str> {
-        self.protocol
-    }
-
-    /// The peer's address, as the socket reports it.
-    pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer
-    }
-
-    /// The server (to look at its stats, publish, or keep for later).
-    pub fn server(&self) -> &'a ServerHandle {
-        self.server
-    }
-}
 
 /// What the loop answers a request head.
 #[derive(Debug, PartialEq, Eq)]

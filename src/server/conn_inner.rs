@@ -1,0 +1,138 @@
+//! [`ConnInner`]: the part of a connection that its loop shares with other
+//! threads (handles, workers, the C API): its id, what it owes the socket,
+//! whether it still takes messages, and how they are encoded.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use super::prepared::Encoding;
+use super::send_status::Refused;
+use super::{BackpressurePolicy, Config, ConnId, Stats};
+
+/// The part of a connection that other threads share with its loop.
+#[derive(Debug)]
+pub(crate) struct ConnInner {
+    pub(crate) id: ConnId,
+    /// Payload bytes accepted for sending and not yet written to the kernel.
+    pub(crate) buffered: AtomicUsize,
+    /// Sends are accepted (cleared when the closing handshake starts).
+    pub(crate) open: AtomicBool,
+    /// A producer hit backpressure (or the kernel pushed back): tell the
+    /// handler when the buffer empties.
+    pub(crate) want_drain: AtomicBool,
+    pub(crate) protocol: Option<Box<str>>,
+    pub(crate) peer: Option<SocketAddr>,
+    /// How messages to this connection are encoded, fixed at the upgrade.
+    pub(crate) encoding: Encoding,
+}
+
+impl ConnInner {
+    pub(crate) fn new(
+        id: ConnId,
+        protocol: Option<Box<str>>,
+        peer: Option<SocketAddr>,
+        encoding: Encoding,
+    ) -> ConnInner {
+        ConnInner {
+            id,
+            buffered: AtomicUsize::new(0),
+            open: AtomicBool::new(true),
+            want_drain: AtomicBool::new(false),
+            protocol,
+            peer,
+            encoding,
+        }
+    }
+
+    /// Gives back `len` reserved bytes; returns what is still buffered.
+    pub(crate) fn release(&self, len: usize) -> usize {
+        self.buffered.fetch_sub(len, Ordering::AcqRel) - len
+    }
+
+    /// Reserves room for `len` payload bytes in `conn`'s buffered amount under
+    /// the configured cap, or refuses and applies the backpressure policy. Every
+    /// send, broadcast and publish path (on the loop or not) goes through here.
+    pub(crate) fn reserve(
+        &self,
+        len: usize,
+        config: &Config,
+        stats: &Stats,
+    ) -> Result<usize, Refused> {
+        if !self.open.load(Ordering::Acquire) {
+            return Err(Refused::Closed);
+        }
+        let before = self.buffered.fetch_add(len, Ordering::AcqRel);
+        // An empty buffer always takes one message: the message limit bounds it.
+        if before == 0 || before + len <= config.max_buffered {
+            return Ok(before + len);
+        }
+        self.buffered.fetch_sub(len, Ordering::AcqRel);
+        self.want_drain.store(true, Ordering::Release);
+        stats.dropped_backpressure.fetch_add(1, Ordering::Relaxed);
+        if config.backpressure == BackpressurePolicy::Close
+            && self.open.swap(false, Ordering::AcqRel)
+        {
+            stats.closed_backpressure.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::MustClose);
+        }
+        Err(Refused::Dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::prepared::Encoding;
+    use crate::server::send_status::Refused;
+    use crate::server::{BackpressurePolicy, Config, ConnId, Stats};
+
+    fn conn() -> ConnInner {
+        ConnInner::new(ConnId::new(0, 0, 0), None, None, Encoding::Plain)
+    }
+
+    #[test]
+    fn an_empty_buffer_takes_one_message_whatever_its_size() {
+        let (c, stats) = (conn(), Stats::default());
+        let cfg = Config {
+            max_buffered: 10,
+            ..Config::default()
+        };
+        assert_eq!(c.reserve(100, &cfg, &stats), Ok(100));
+        c.release(100);
+        assert_eq!(c.reserve(6, &cfg, &stats), Ok(6));
+        assert_eq!(c.reserve(4, &cfg, &stats), Ok(10), "up to the cap");
+        assert_eq!(stats.snapshot().dropped_backpressure, 0);
+    }
+
+    #[test]
+    fn over_the_cap_drops_or_closes_once_and_counts() {
+        for (policy, first, second) in [
+            (BackpressurePolicy::Drop, Refused::Dropped, Refused::Dropped),
+            (
+                BackpressurePolicy::Close,
+                Refused::MustClose,
+                Refused::Closed,
+            ),
+        ] {
+            let (c, stats) = (conn(), Stats::default());
+            let cfg = Config {
+                max_buffered: 10,
+                backpressure: policy,
+                ..Config::default()
+            };
+            c.reserve(8, &cfg, &stats).unwrap();
+            assert_eq!(c.reserve(3, &cfg, &stats), Err(first));
+            assert_eq!(c.reserve(3, &cfg, &stats), Err(second));
+            assert_eq!(
+                c.buffered.load(Ordering::Relaxed),
+                8,
+                "refusals reserve nothing"
+            );
+            let s = stats.snapshot();
+            let closing = policy == BackpressurePolicy::Close;
+            assert_eq!(s.dropped_backpressure, if closing { 1 } else { 2 });
+            assert_eq!(s.closed_backpressure, u64::from(closing));
+            assert!(c.want_drain.load(Ordering::Relaxed));
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! How a loop carries out the [`Command`]s other threads send it.
+
+use std::time::Instant;
+
+use super::command::Command;
+use super::event_loop::{deliver, EventLoop};
+use super::lifecycle::Lifecycle;
+use super::out_queue::QueueSink;
+use super::prepared::{Encoding, Prepared};
+use super::ConnId;
+
+/// Commands taken per turn, so a flood of sends cannot starve reads and timers.
+const COMMAND_BUDGET: usize = 65_536;
+
+impl EventLoop {
+    /// Takes the commands waiting in the loop's channel (at most
+    /// [`COMMAND_BUDGET`] a turn).
+    pub(super) fn handle_commands(&mut self, now: Instant) {
+        for _ in 0..COMMAND_BUDGET {
+            let Ok(cmd) = self.rx.try_recv() else { return };
+            self.handle_command(cmd, now);
+        }
+    }
+
+    fn handle_command(&mut self, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Send {
+                id,
+                message,
+                accounted,
+            } => self.send(id, message, accounted),
+            Command::Ping { id, payload } => {
+                if let Some((slot, c)) = self.conns.live(id) {
+                    let _ = c.proto.ping(&payload, &mut QueueSink::new(&mut c.out));
+                    self.conns.mark_dirty(slot);
+                }
+            }
+            Command::Close { id, code, reason } => {
+                if let Some((slot, c)) = self.conns.live(id) {
+                    c.start_close(code, &reason, now);
+                    self.conns.mark_dirty(slot);
+                }
+            }
+            Command::Broadcast { message, exclude } => {
+                let state = self.server.state();
+                for slot in 0..self.conns.slot_bound() {
+                    deliver(
+                        &mut self.conns,
+                        &mut self.stats,
+                        state,
+                        slot,
+                        &message,
+                        exclude,
+                        now,
+                    );
+                }
+            }
+            Command::Subscribe { id, topic } => {
+                if let Some((slot, _)) = self.conns.live(id) {
+                    self.topics.subscribe(slot, topic);
+                }
+            }
+            Command::Unsubscribe { id, topic } => {
+                if let Some((slot, _)) = self.conns.live(id) {
+                    self.topics.unsubscribe(slot, &topic);
+                }
+            }
+            Command::Publish {
+                topic,
+                message,
+                exclude,
+            } => {
+                let Self {
+                    topics,
+                    conns,
+                    stats,
+                    server,
+                    ..
+                } = self;
+                for &slot in topics.subscribers(&topic) {
+                    deliver(conns, stats, server.state(), slot, &message, exclude, now);
+                }
+            }
+            Command::Opened { id } => self.opened(id),
+            Command::CloseAck { id } => {
+                if let Some((slot, c)) = self.conns.live(id) {
+                    c.proto.release_close_reply(&mut QueueSink::new(&mut c.out));
+                    c.stop_sends();
+                    self.conns.mark_dirty(slot);
+                }
+            }
+            Command::Shutdown => self.begin_shutdown(now),
+        }
+    }
+
+    /// A message from another thread for one connection.
+    fn send(&mut self, id: ConnId, message: Prepared<'static>, accounted: usize) {
+        let Some((slot, c)) = self.conns.live(id) else {
+            return;
+        };
+        if c.takes_messages() && c.queue(message, accounted) {
+            self.stats.sent(accounted);
+            self.conns.mark_dirty(slot);
+        } else {
+            c.unreserve(accounted);
+        }
+    }
+
+    /// `on_open` returned: what broadcasts and publishes held back for the
+    /// connection follows what `on_open` sent.
+    fn opened(&mut self, id: ConnId) {
+        let Some((slot, c)) = self.conns.live(id) else {
+            return;
+        };
+        let Lifecycle::Opening { deferred } = &mut c.lifecycle else {
+            return;
+        };
+        let deferred = std::mem::take(deferred);
+        c.lifecycle = Lifecycle::Open;
+        let opts = &self.proto_config.deflate;
+        let encoding = c.inner.as_ref().map_or(Encoding::Plain, |i| i.encoding);
+        for message in deferred {
+            if !c.queue(message.prepare_for(encoding, opts), message.len()) {
+                c.unreserve(message.len());
+            }
+        }
+        self.conns.mark_dirty(slot);
+    }
+}
