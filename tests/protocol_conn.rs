@@ -300,6 +300,11 @@ fn every_rule_violation_gets_its_close_code() {
         &[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
         ProtocolError::LengthOverflow,
     );
+    // Five bytes of payload announced in the 16-bit length form: 1002.
+    assert_fails(
+        &[0x82, 0xFE, 0, 5, 0, 0, 0, 0, 1, 2, 3, 4, 5],
+        ProtocolError::NonMinimalLength,
+    );
     assert_fails(
         &cframe(0x80, b"cont"),
         ProtocolError::UnexpectedContinuation,

@@ -18,6 +18,9 @@ pub enum ProtocolError {
     BadMask,
     /// A 64-bit length with the most significant bit set.
     LengthOverflow,
+    /// A length in more bytes than it needs (RFC 6455 5.2: "the minimal
+    /// number of bytes MUST be used").
+    NonMinimalLength,
     /// A continuation frame with no message in progress.
     UnexpectedContinuation,
     /// A text or binary frame while a fragmented message is in progress.
@@ -56,6 +59,7 @@ impl ProtocolError {
             ProtocolError::ControlTooLong => "control frame too long",
             ProtocolError::BadMask => "bad masking",
             ProtocolError::LengthOverflow => "frame length overflow",
+            ProtocolError::NonMinimalLength => "frame length not in its minimal form",
             ProtocolError::UnexpectedContinuation => "continuation without a message",
             ProtocolError::ExpectedContinuation => "expected a continuation frame",
             ProtocolError::InvalidUtf8 => "invalid UTF-8 in text",

@@ -113,7 +113,11 @@ impl FrameHeader {
                 if buf.len() < 4 {
                     return Ok(None);
                 }
-                (u16::from_be_bytes([buf[2], buf[3]]) as u64, 4)
+                let len = u16::from_be_bytes([buf[2], buf[3]]) as u64;
+                if len < 126 {
+                    return Err(ProtocolError::NonMinimalLength);
+                }
+                (len, 4)
             }
             127 => {
                 if buf.len() < 10 {
@@ -122,6 +126,9 @@ impl FrameHeader {
                 let len = u64::from_be_bytes(buf[2..10].try_into().expect("8 bytes"));
                 if len >> 63 != 0 {
                     return Err(ProtocolError::LengthOverflow);
+                }
+                if len <= u64::from(u16::MAX) {
+                    return Err(ProtocolError::NonMinimalLength);
                 }
                 (len, 10)
             }
@@ -291,6 +298,23 @@ mod tests {
         assert_eq!(
             e(&[0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0], SERVER),
             ProtocolError::LengthOverflow
+        );
+        // Lengths in more bytes than they need: 5 and 125 in 16 bits, 65535 in 64.
+        for bytes in [
+            &[0x82, 0xFE, 0, 5][..],
+            &[0x82, 0xFE, 0, 125],
+            &[0x82, 0xFF, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF],
+        ] {
+            let mut masked = bytes.to_vec();
+            masked[1] |= 0x80;
+            masked.extend([0, 0, 0, 0]);
+            assert_eq!(e(&masked, SERVER), ProtocolError::NonMinimalLength);
+        }
+        let head = |b: &[u8]| FrameHeader::decode(b, SERVER).unwrap().unwrap().0;
+        assert_eq!(head(&[0x82, 0xFE, 0, 126, 0, 0, 0, 0]).payload_len, 126);
+        assert_eq!(
+            head(&[0x82, 0xFF, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]).payload_len,
+            65536
         );
         // RSV1 is fine on data frames once an extension allows it, never on control frames.
         let deflate = DecodeRules {
