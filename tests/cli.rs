@@ -94,6 +94,23 @@ fn plain_http_pages_and_statuses() {
         Duration::from_secs(5),
     );
     assert!(post.starts_with(b"HTTP/1.1 405 Method Not Allowed\r\n"));
+    // The handshake's headers without `Upgrade: websocket` (or with another
+    // protocol's) make a failed upgrade, answered as one: never the page.
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    for upgrade in ["", "Upgrade: h2c\r\nConnection: Upgrade\r\n"] {
+        let req = format!("GET / HTTP/1.1\r\nHost: x\r\n{upgrade}{key}\r\n");
+        let head = response_head(s.addr, &[req.as_bytes()]);
+        assert!(
+            head.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("Upgrade: websocket\r\n"), "{head}");
+    }
+    // /chat/lobby's 426 and the two failed upgrades.
+    assert_eq!(
+        s.metric("sockwave_handshake_failures_total{reason=\"invalid\"}"),
+        3
+    );
     assert_eq!(s.sigterm(), 0);
 }
 

@@ -294,6 +294,17 @@ impl Request {
         self.has_token("Upgrade", "websocket")
     }
 
+    /// The request means to open a WebSocket: it asks for the upgrade, or
+    /// carries the handshake's own headers (`Sec-WebSocket-Key`,
+    /// `Sec-WebSocket-Version`) even if its `Upgrade` is missing or another
+    /// protocol. Such a request that fails [`Request::validate_upgrade`] is a
+    /// failed upgrade, never a plain HTTP request.
+    pub fn attempts_websocket(&self) -> bool {
+        self.is_upgrade()
+            || self.header_values("Sec-WebSocket-Key").next().is_some()
+            || self.header_values("Sec-WebSocket-Version").next().is_some()
+    }
+
     /// Applies RFC 6455 section 4.2.1 and returns the client's key on success.
     pub fn validate_upgrade(&self) -> Result<&[u8], HandshakeError> {
         if self.method() != "GET" {

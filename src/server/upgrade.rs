@@ -68,7 +68,7 @@ pub(crate) fn decide(
             Some(HandshakeFailure::Capacity),
         );
     }
-    if !request.is_upgrade() {
+    if !request.attempts_websocket() {
         let answer = catch_unwind(AssertUnwindSafe(|| handler.on_http(request, server)))
             .unwrap_or_else(|_| {
                 Some(HttpResponse {
@@ -228,6 +228,21 @@ mod tests {
         let other = decide_with(&cfg, &request("/other", ""), CALM);
         assert_eq!(other.answer, Answer::StandardError);
         assert_eq!(other.failure, Some(HandshakeFailure::Invalid));
+    }
+
+    #[test]
+    fn a_request_with_handshake_headers_is_a_failed_upgrade_not_a_page() {
+        let cfg = Config::default();
+        let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        for extra in [
+            format!("{key}Sec-WebSocket-Version: 13\r\n"),
+            format!("Upgrade: h2c\r\nConnection: Upgrade\r\n{key}Sec-WebSocket-Version: 13\r\n"),
+            "Sec-WebSocket-Version: 13\r\n".to_string(),
+        ] {
+            let v = decide_with(&cfg, &request("/page", &extra), CALM);
+            assert_eq!(v.answer, Answer::StandardError, "{extra}");
+            assert_eq!(v.failure, Some(HandshakeFailure::Invalid));
+        }
     }
 
     #[test]
