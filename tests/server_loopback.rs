@@ -577,6 +577,61 @@ mod deflate {
         )
     }
 
+    /// Bytes deflate cannot shrink (xorshift): the compressed frame is a
+    /// little larger than the message.
+    fn incompressible(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_limit_is_on_the_message_not_on_its_compressed_frame() {
+        let limit = 256 * 1024;
+        for opts in [
+            DeflateOptions::stateless(),
+            DeflateOptions::dedicated(15, 8),
+        ] {
+            let mut cfg = config();
+            cfg.protocol.deflate = opts;
+            cfg.protocol.max_message_size = limit as u64;
+            cfg.protocol.max_frame_size = limit as u64;
+            let server = Server::start(cfg, Echo).unwrap();
+            let at_limit = incompressible(limit);
+            let mut over = at_limit.clone();
+            over.push(1);
+            for fragments in [1, 5] {
+                let mut c = Client::connect_with(server.local_addr(), "/", &[], &[BROWSER_DEFLATE])
+                    .unwrap();
+                c.send_compressed(MessageKind::Binary, &at_limit, fragments)
+                    .unwrap();
+                let echo = c.recv().unwrap();
+                assert!(
+                    echo == Ev::Binary(at_limit.clone()),
+                    "{opts:?}, {fragments} fragments: the message at the limit came back as {}",
+                    match &echo {
+                        Ev::Binary(b) => format!("{} bytes", b.len()),
+                        other => format!("{other:?}"),
+                    }
+                );
+                c.send_compressed(MessageKind::Binary, &over, fragments)
+                    .unwrap();
+                assert_eq!(
+                    c.recv().unwrap(),
+                    Ev::Close(1009, "message too big".into()),
+                    "{opts:?}, {fragments} fragments"
+                );
+            }
+            server.shutdown_and_join();
+        }
+    }
+
     #[test]
     fn negotiated_in_each_mode_and_every_message_round_trips() {
         for (opts, expect) in [

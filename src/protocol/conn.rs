@@ -720,10 +720,26 @@ impl Connection {
             _ => MessageKind::Binary,
         };
         if !closing {
-            if header.payload_len > self.config.max_frame_size {
+            // The limits are on messages as the application sees them: a
+            // compressed one may carry deflate's overhead on the wire, and
+            // is held to its limit again as it is inflated.
+            let compressed = match header.opcode {
+                OpCode::Continuation => self.compressed,
+                _ => header.rsv1,
+            };
+            let on_wire = |limit: u64| {
+                if compressed {
+                    deflate::compressed_bound(limit)
+                } else {
+                    limit
+                }
+            };
+            if header.payload_len > on_wire(self.config.max_frame_size) {
                 return Err(ProtocolError::FrameTooBig);
             }
-            if self.assembled.len() as u64 + header.payload_len > self.config.max_message_size {
+            if self.assembled.len() as u64 + header.payload_len
+                > on_wire(self.config.max_message_size)
+            {
                 return Err(ProtocolError::MessageTooBig);
             }
         }

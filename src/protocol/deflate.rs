@@ -449,6 +449,18 @@ thread_local! {
     };
 }
 
+/// The most bytes a raw deflate stream of `len` bytes of input can take, for
+/// any compression settings a peer may use (zlib's conservative
+/// `deflateBound`: stored or fixed-Huffman blocks, an eighth and a
+/// sixty-fourth more), plus room for the empty blocks of a fragmented
+/// stream's flushes. A compressed message's frames are held to this, and
+/// the message itself to its limit once inflated.
+pub fn compressed_bound(len: u64) -> u64 {
+    len.saturating_add(len.div_ceil(8))
+        .saturating_add(len.div_ceil(64))
+        .saturating_add(64)
+}
+
 /// Compresses one message with this thread's shared compressor for these
 /// parameters (no context is kept).
 #[doc(hidden)] // for tests, fuzzing and benches; not part of the supported API

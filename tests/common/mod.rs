@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use sockwave::protocol::client;
 use sockwave::protocol::deflate;
-use sockwave::protocol::{Connection, Event, MessageKind, ProtocolConfig};
+use sockwave::protocol::mask::apply_mask;
+use sockwave::protocol::{Connection, EncodedHeader, Event, MessageKind, OpCode, ProtocolConfig};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ev {
@@ -208,6 +209,37 @@ impl Client {
                 c.send_fragment(kind, i == 0, i + 1 == n, p, o).unwrap();
             }
         })
+    }
+
+    /// Sends `data` as one compressed message (RSV1 on its first frame) in
+    /// `fragments` frames, the way a client with its own deflate settings
+    /// would: the compressed stream is cut wherever the fragments fall.
+    pub fn send_compressed(
+        &mut self,
+        kind: MessageKind,
+        data: &[u8],
+        fragments: usize,
+    ) -> io::Result<()> {
+        let mut z = Vec::new();
+        deflate::compress_stateless(data, 1, 15, 8, &mut z);
+        let step = z.len().div_ceil(fragments.max(1)).max(1);
+        let pieces: Vec<&[u8]> = z.chunks(step).collect();
+        let mut out = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            let opcode = if i == 0 {
+                kind.opcode()
+            } else {
+                OpCode::Continuation
+            };
+            let mask = [0x5a, 0x17, 0xc3, 0x81];
+            let last = i + 1 == pieces.len();
+            let head = EncodedHeader::new(opcode, last, i == 0, piece.len() as u64, Some(mask));
+            out.extend_from_slice(head.as_bytes());
+            let at = out.len();
+            out.extend_from_slice(piece);
+            apply_mask(&mut out[at..], mask, 0);
+        }
+        self.stream.write_all(&out)
     }
 
     pub fn ping(&mut self, payload: &[u8]) -> io::Result<()> {
