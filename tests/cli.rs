@@ -265,3 +265,76 @@ fn a_small_compressed_bomb_gets_1009_and_no_memory() {
     assert_eq!(warm.recv().unwrap(), Ev::Text("still here".into()));
     assert_eq!(s.sigterm(), 0);
 }
+
+/// The server's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A million pings in one burst from a client that never reads: the pongs
+/// owed are bounded by the send cap (the connection stops being read while
+/// its queue is over it), not by what the client manages to send.
+#[test]
+fn a_ping_flood_from_a_client_that_does_not_read_is_bounded() {
+    use std::io::Write;
+    let s = start(&["--max-buffered", "1M"], &[]);
+    let before = rss_bytes(s.child.id());
+    let mut flood = Client::connect(s.addr).unwrap();
+    let mut ping = vec![0x89, 0x80 | 125, 1, 2, 3, 4];
+    ping.extend((0..125u8).map(|i| i ^ [1, 2, 3, 4][usize::from(i % 4)]));
+    let burst = ping.repeat(8192); // ~1 MiB a write
+    flood
+        .stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut sent = 0usize;
+    while sent < 1_000_000 * ping.len() {
+        // The write times out once the server stops reading and the
+        // socket buffers are full: that is the push-back this checks.
+        match flood.stream.write(&burst) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    let grown = rss_bytes(s.child.id()).saturating_sub(before);
+    assert!(
+        sent < 1_000_000 * ping.len(),
+        "the server read all {sent} bytes of pings: nothing pushed back"
+    );
+    assert!(
+        grown < 24 << 20,
+        "server RSS grew by {} KiB after {} KiB of pings",
+        grown >> 10,
+        sent >> 10
+    );
+    // The other connections never noticed.
+    let mut other = Client::connect(s.addr).unwrap();
+    other.send_text("still here").unwrap();
+    assert_eq!(other.recv().unwrap(), Ev::Text("still here".into()));
+    // Leaving with everything unread resets the socket: the server notices
+    // although it no longer reads that connection.
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.metric("sockwave_connections_open") != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the flooding connection was never released"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!(
+        "flood: {} KiB sent, server RSS +{} KiB",
+        sent >> 10,
+        grown >> 10
+    );
+    other.close(1000, "").unwrap();
+    assert_eq!(other.recv().unwrap(), Ev::Close(1000, String::new()));
+    assert_eq!(s.sigterm(), 0);
+}

@@ -223,13 +223,28 @@ impl EventLoop {
     /// extra read that would only return EAGAIN is skipped (one syscall per
     /// message saved). With `to_eof` (the event also reported the peer's FIN
     /// or an error, which raise no further edge) it reads on to EOF.
+    ///
+    /// A connection whose queue is over the cap is not read: whatever it
+    /// sends would only make the server queue more (pongs, close echoes, the
+    /// replies of an echo handler) for a peer that does not read. TCP pushes
+    /// back on it instead, and reading resumes once the queue drains (see
+    /// `flush`).
     fn read_conn(&mut self, slot: usize, now: Instant, to_eof: bool) {
         let tail_room = self.tail_room;
         let read_len = self.read_buf.len() - tail_room;
+        let cap = self.server.config().max_buffered;
         for _ in 0..READ_BUDGET {
             let Some(c) = self.conns.get_mut(slot) else {
                 return;
             };
+            if c.out.queued() >= cap {
+                c.read_paused = true;
+                if to_eof {
+                    // The peer hung up or reset: a write will tell which.
+                    self.conns.mark_dirty(slot);
+                }
+                return;
+            }
             let n = match c.transport.read(&mut self.read_buf[tail_room..]) {
                 Ok(0) => return self.release(slot),
                 Ok(n) => n,
@@ -600,6 +615,12 @@ impl EventLoop {
         };
         if c.write_out().is_err() {
             return self.release(slot);
+        }
+        if c.read_paused && c.out.queued() < self.server.config().max_buffered {
+            // What the peer sent while it was paused is still in the socket,
+            // and no new edge will say so: read it next turn.
+            c.read_paused = false;
+            self.pending_reads.push(slot);
         }
         let drained = c.out.is_empty() && c.transport.wants_write() == 0;
         if drained {

@@ -33,6 +33,8 @@ pub(crate) struct LoopConn {
     pub(crate) timer: Option<Instant>,
     /// Listed in the loop's connections to flush this turn.
     pub(crate) dirty: bool,
+    /// Not read while its queue is over the cap (see `EventLoop::read_conn`).
+    pub(crate) read_paused: bool,
 }
 
 impl LoopConn {
@@ -46,6 +48,7 @@ impl LoopConn {
             lifecycle: Lifecycle::Handshaking { over_capacity },
             timer: None,
             dirty: false,
+            read_paused: false,
         }
     }
 

@@ -73,6 +73,8 @@ pub(crate) struct OutQueue {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     offset: usize,
+    /// Bytes queued and not yet written, the server's own replies included.
+    queued: usize,
 }
 
 #[derive(Debug)]
@@ -87,8 +89,16 @@ impl OutQueue {
         self.chunks.is_empty()
     }
 
+    /// Bytes queued and not yet written: every frame, accounted or not (the
+    /// server's own pongs and close frames too), so a connection whose peer
+    /// does not read can be stopped from making the server queue more.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued
+    }
+
     /// Appends `data`, which reserved `accounted` bytes of the buffered amount.
     pub(crate) fn push(&mut self, data: Outgoing, accounted: usize) {
+        self.queued += data.len();
         if let Outgoing::Bytes(new) = &data {
             if let Some(Chunk {
                 data: Outgoing::Bytes(back),
@@ -130,6 +140,7 @@ impl OutQueue {
     /// Marks `written` bytes as sent; returns the accounted bytes of the
     /// chunks that left whole.
     pub(crate) fn advance(&mut self, mut written: usize) -> usize {
+        self.queued -= written;
         let mut released = 0;
         while let Some(front) = self.chunks.front() {
             let left = front.data.len() - self.offset;
@@ -154,6 +165,7 @@ impl OutQueue {
         let released = self.chunks.iter().map(|c| c.accounted).sum();
         self.chunks = VecDeque::new();
         self.offset = 0;
+        self.queued = 0;
         released
     }
 }
@@ -249,6 +261,7 @@ mod tests {
         let (n, all) = pending(&q);
         assert_eq!(n, 3, "header, payload, shared frame");
         assert_eq!(all.len(), 4 + 2000 + 5);
+        assert_eq!(q.queued(), all.len());
 
         assert_eq!(q.advance(3), 0, "inside the header");
         let (_, rest) = pending(&q);
@@ -257,8 +270,10 @@ mod tests {
         assert_eq!(pending(&q).1, all[2003..]);
         assert_eq!(q.advance(1 + 2), 2000, "the first frame left whole");
         assert_eq!(pending(&q).1, all[2006..]);
+        assert_eq!(q.queued(), 3);
         assert_eq!(q.advance(3), 5);
         assert!(q.is_empty());
+        assert_eq!(q.queued(), 0);
     }
 
     #[test]
