@@ -180,6 +180,9 @@ typedef struct sw_stats {
   uint64_t closed_backpressure;
   // Handshakes that did not end in an open connection, every reason together.
   uint64_t handshake_failures;
+  // Callbacks that panicked (a Rust panic unwinding out of a callback
+  // cannot happen from C; counted for parity with the Rust API).
+  uint64_t handler_panics;
 } sw_stats;
 
 // "No connection" (for `sw_server_broadcast_*`'s `except`).

@@ -832,3 +832,37 @@ fn a_handler_pings_within_the_limit_and_cannot_join_its_own_server() {
     assert!(!server.is_running());
     server.join();
 }
+
+#[test]
+fn a_panicking_handler_closes_its_connection_with_1011_and_nothing_else() {
+    struct Fragile;
+    impl Handler for Fragile {
+        fn on_message(&self, conn: &Conn, m: Message) {
+            if m.as_text() == Some("boom") {
+                panic!("the handler's own bug");
+            }
+            conn.send_owned(m.kind(), m.into_bytes());
+        }
+    }
+    for dispatch in [Dispatch::Workers(1), Dispatch::Inline] {
+        let mut cfg = config();
+        cfg.dispatch = dispatch;
+        let server = Server::start(cfg, Fragile).unwrap();
+        let mut bystander = Client::connect(server.local_addr()).unwrap();
+        let mut victim = Client::connect(server.local_addr()).unwrap();
+        victim.send_text("boom").unwrap();
+        assert_eq!(
+            victim.recv().unwrap(),
+            Ev::Close(1011, "handler panicked".into()),
+            "{dispatch:?}"
+        );
+        // The same worker (there is one) and loop go on serving.
+        bystander.send_text("fine").unwrap();
+        assert_eq!(bystander.recv().unwrap(), Ev::Text("fine".into()));
+        let mut next = Client::connect(server.local_addr()).unwrap();
+        next.send_text("also fine").unwrap();
+        assert_eq!(next.recv().unwrap(), Ev::Text("also fine".into()));
+        assert_eq!(server.stats().handler_panics, 1);
+        server.shutdown_and_join();
+    }
+}

@@ -38,6 +38,9 @@ pub struct sw_stats {
     pub closed_backpressure: u64,
     /// Handshakes that did not end in an open connection, every reason together.
     pub handshake_failures: u64,
+    /// Callbacks that panicked (a Rust panic unwinding out of a callback
+    /// cannot happen from C; counted for parity with the Rust API).
+    pub handler_panics: u64,
 }
 
 impl sw_server {
@@ -267,6 +270,7 @@ pub unsafe extern "C" fn sw_server_stats(
                 + s.handshake_capacity
                 + s.handshake_rejected
                 + s.handshake_timeout,
+            handler_panics: s.handler_panics,
         };
         unsafe { *stats_out = out };
         Ok(())

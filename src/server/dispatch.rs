@@ -5,7 +5,7 @@
 //! keep their order.
 
 use std::io;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -15,6 +15,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::command::Command;
 use super::server_state::ServerState;
 use super::{Conn, Dispatch, Handler, Message};
+use crate::protocol::close::code;
 use crate::protocol::Request;
 
 /// Batches a worker may have waiting before its loops block on it.
@@ -148,21 +149,25 @@ impl Dispatcher {
     }
 }
 
-/// Runs the handler for one event (on a worker, or inline on the loop),
-/// catching panics so one bad event cannot take the thread down.
+/// Runs the handler for one event (on a worker, or inline on the loop).
+/// A panic is caught so it cannot take the thread (or the process) down: it
+/// is counted, and the connection it happened on is closed with 1011, since
+/// its handler's state can no longer be trusted; every other connection and
+/// the worker go on.
 fn handle_event(handler: &dyn Handler, event: WorkerEvent) {
-    let result = catch_unwind(AssertUnwindSafe(|| match event {
+    let (conn, panicked) = match event {
         WorkerEvent::Open(conn, req) => {
-            let opened = catch_unwind(AssertUnwindSafe(|| handler.on_open(&conn, &req)));
+            let r = catch_unwind(AssertUnwindSafe(|| handler.on_open(&conn, &req)));
             // Even when on_open panicked: the loop waits for this to let
             // broadcasts through.
             conn.server
                 .command(conn.inner.id, Command::Opened { id: conn.inner.id });
-            if let Err(panic) = opened {
-                resume_unwind(panic);
-            }
+            (conn, r.is_err())
         }
-        WorkerEvent::Message(conn, msg) => handler.on_message(&conn, msg),
+        WorkerEvent::Message(conn, msg) => {
+            let r = catch_unwind(AssertUnwindSafe(|| handler.on_message(&conn, msg)));
+            (conn, r.is_err())
+        }
         WorkerEvent::Close {
             conn,
             code,
@@ -170,18 +175,27 @@ fn handle_event(handler: &dyn Handler, event: WorkerEvent) {
             ack,
         } => {
             conn.inner.open.store(false, Ordering::Release);
-            let closed = catch_unwind(AssertUnwindSafe(|| handler.on_close(&conn, code, &reason)));
+            let r = catch_unwind(AssertUnwindSafe(|| handler.on_close(&conn, code, &reason)));
             if ack {
                 conn.server
                     .command(conn.inner.id, Command::CloseAck { id: conn.inner.id });
             }
-            if let Err(panic) = closed {
-                resume_unwind(panic);
-            }
+            (conn, r.is_err())
         }
-        WorkerEvent::Drain(conn) => handler.on_drain(&conn),
-    }));
-    if result.is_err() {
-        log::error!("handler panicked; the event was dropped");
+        WorkerEvent::Drain(conn) => {
+            let r = catch_unwind(AssertUnwindSafe(|| handler.on_drain(&conn)));
+            (conn, r.is_err())
+        }
+    };
+    if panicked {
+        log::error!(
+            "handler panicked on connection {}; closing it with 1011",
+            conn.id()
+        );
+        conn.server
+            .stats
+            .handler_panics
+            .fetch_add(1, Ordering::Relaxed);
+        conn.close(code::INTERNAL_ERROR, "handler panicked");
     }
 }

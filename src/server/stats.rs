@@ -21,6 +21,8 @@ pub struct Stats {
     pub dropped_backpressure: AtomicU64,
     /// Connections closed (1008) because their buffer was over its cap.
     pub closed_backpressure: AtomicU64,
+    /// Handler calls that panicked (each closed its connection with 1011).
+    pub handler_panics: AtomicU64,
     /// Handshakes that did not end in an open connection, by reason.
     pub handshake_failures: HandshakeFailures,
 }
@@ -75,6 +77,7 @@ pub struct StatsSnapshot {
     pub bytes_out: u64,
     pub dropped_backpressure: u64,
     pub closed_backpressure: u64,
+    pub handler_panics: u64,
     pub handshake_invalid: u64,
     pub handshake_origin: u64,
     pub handshake_capacity: u64,
@@ -96,6 +99,7 @@ impl Stats {
             bytes_out: r(&self.bytes_out),
             dropped_backpressure: r(&self.dropped_backpressure),
             closed_backpressure: r(&self.closed_backpressure),
+            handler_panics: r(&self.handler_panics),
             handshake_invalid: r(&h.invalid),
             handshake_origin: r(&h.origin),
             handshake_capacity: r(&h.capacity),

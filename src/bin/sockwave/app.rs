@@ -94,6 +94,12 @@ impl App {
             &[("", s.closed_backpressure)],
         );
         metric(
+            "handler_panics_total",
+            "counter",
+            "Handler calls that panicked; each closed its connection with 1011.",
+            &[("", s.handler_panics)],
+        );
+        metric(
             "handshake_failures_total",
             "counter",
             "Upgrade requests refused, by reason.",
