@@ -17,21 +17,28 @@ struct Running {
 }
 
 fn start(args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sockwave"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--threads",
-            "2",
-            "--workers",
-            "2",
-        ])
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    spawn(command(args, env))
+}
+
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockwave"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "2",
+        "--workers",
+        "2",
+    ])
+    .args(args)
+    .envs(env.iter().copied())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    cmd
+}
+
+fn spawn(mut cmd: Command) -> Running {
+    let mut child = cmd.spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("server exited").unwrap();
@@ -336,5 +343,89 @@ fn a_ping_flood_from_a_client_that_does_not_read_is_bounded() {
     );
     other.close(1000, "").unwrap();
     assert_eq!(other.recv().unwrap(), Ev::Close(1000, String::new()));
+    assert_eq!(s.sigterm(), 0);
+}
+
+/// Server CPU time (user + system), from /proc.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5), counted from the state (field 3) here.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Out of descriptors: the loop neither spins on accept's EMFILE nor stops
+/// serving, and the connections waiting in the backlog are accepted once
+/// descriptors are free again (an edge-triggered listener raises no new event
+/// for them by itself).
+#[test]
+fn out_of_descriptors_the_server_waits_serves_and_recovers() {
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    const LIMIT: u64 = 64;
+    let mut cmd = command(&[], &[]);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child yet.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: LIMIT,
+                rlim_max: LIMIT,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let s = spawn(cmd);
+    let pid = s.child.id();
+    let mut steady = Client::connect(s.addr).unwrap();
+    // More connections than descriptors left, each with its upgrade request.
+    let mut waiting: Vec<std::net::TcpStream> = (0..LIMIT)
+        .map(|_| {
+            let mut t = std::net::TcpStream::connect(s.addr).unwrap();
+            t.write_all(format!("{UPGRADE}\r\n").as_bytes()).unwrap();
+            t
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(pid) < LIMIT as usize {
+        assert!(
+            Instant::now() < deadline,
+            "the server never ran out of descriptors"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Out of descriptors: no busy loop on the failing accept...
+    let (cpu0, t0) = (cpu_ticks(pid), Instant::now());
+    std::thread::sleep(Duration::from_millis(500));
+    let ticks_per_sec = 100.0; // USER_HZ
+    let busy = (cpu_ticks(pid) - cpu0) as f64 / ticks_per_sec / t0.elapsed().as_secs_f64();
+    assert!(
+        busy < 0.25,
+        "the server used {:.0}% CPU while out of descriptors",
+        busy * 100.0
+    );
+    // ...and the open connection is served.
+    steady.send_text("served").unwrap();
+    assert_eq!(steady.recv().unwrap(), Ev::Text("served".into()));
+    // Free descriptors: the last connection, still in the backlog, is upgraded.
+    let mut last = waiting.pop().unwrap();
+    // The first ones were accepted (the backlog is first in, first out).
+    drop(waiting.drain(..LIMIT as usize / 2));
+    last.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut last, &mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    drop(waiting);
+    drop(last);
+    steady.close(1000, "").unwrap();
+    assert_eq!(steady.recv().unwrap(), Ev::Close(1000, String::new()));
     assert_eq!(s.sigterm(), 0);
 }

@@ -40,6 +40,8 @@ use crate::protocol::{AcceptOptions, Connection, Event, ProtocolConfig, Request,
 
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER: Token = Token(usize::MAX - 2);
+/// How long accepting waits after the process ran out of descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Reads per connection per turn before others get their turn.
 const READ_BUDGET: usize = 8;
 
@@ -63,6 +65,10 @@ pub(crate) struct EventLoop {
     /// Connections that used their read budget and have more to give.
     pub(super) pending_reads: Vec<usize>,
     pub(super) shutdown_deadline: Option<Instant>,
+    /// Accepting failed (out of descriptors, say): try again at this instant.
+    /// Under edge-triggered readiness the listener raises no new event for
+    /// connections already waiting in its backlog.
+    pub(super) accept_retry: Option<Instant>,
     pub(super) stats: LoopStats,
 }
 
@@ -97,6 +103,7 @@ impl EventLoop {
             timers: Timers::default(),
             pending_reads: Vec::new(),
             shutdown_deadline: None,
+            accept_retry: None,
             stats: LoopStats::default(),
         })
     }
@@ -138,6 +145,9 @@ impl EventLoop {
                     }
                 }
             }
+            if self.accept_retry.is_some_and(|at| now >= at) {
+                self.accept_all(now);
+            }
             for slot in std::mem::take(&mut self.pending_reads) {
                 self.read_conn(slot, now, true);
             }
@@ -156,10 +166,14 @@ impl EventLoop {
 
     /// Blocks until something happens or the next deadline.
     fn poll(&mut self, events: &mut Events, now: Instant) -> io::Result<()> {
-        let next = [self.timers.next_deadline(), self.shutdown_deadline]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            self.timers.next_deadline(),
+            self.shutdown_deadline,
+            self.accept_retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let mut timeout = next.map(|at| at.saturating_duration_since(now));
         if !self.pending_reads.is_empty() {
             timeout = Some(Duration::ZERO);
@@ -174,15 +188,32 @@ impl EventLoop {
         polled
     }
 
+    /// Accepts every waiting connection. When that fails (EMFILE, ENFILE,
+    /// ENOBUFS ...), the rest stay in the backlog and accepting is tried
+    /// again after [`ACCEPT_RETRY`]: no spinning on the error, open
+    /// connections served meanwhile, and recovery once descriptors are free.
     fn accept_all(&mut self, now: Instant) {
         while let Some(listener) = &self.listener {
             match listener.accept() {
-                Ok((stream, _)) => self.add_conn(stream, now),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok((stream, _)) => {
+                    self.accept_retry = None;
+                    self.add_conn(stream, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_retry = None;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // EMFILE and friends: leave the rest in the backlog for now.
-                    log::warn!("loop {}: accept failed: {e}", self.index);
+                    // Said once per episode, not at every retry.
+                    if self.accept_retry.is_none() {
+                        log::warn!(
+                            "loop {}: accept failed: {e}; retrying every {} ms",
+                            self.index,
+                            ACCEPT_RETRY.as_millis()
+                        );
+                    }
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
                     return;
                 }
             }
