@@ -364,7 +364,9 @@ enum sw_result sw_upgrade_reject(struct sw_upgrade *up,
 enum sw_result sw_upgrade_subscribe(struct sw_upgrade *up, const char *topic);
 
 // Binds the listeners and starts every thread; on success `*server_out` is
-// the running server (free it with `sw_server_free`). `config` is copied and
+// the running server (free it with `sw_server_free`). The address must be
+// free: while another server (sockwave or not) listens there, this returns
+// `SW_RESULT_IO` rather than sharing the port with it. `config` is copied and
 // `callbacks` too (the struct, not what `userdata` points to, which must
 // live until `sw_server_free` returns).
 enum sw_result sw_server_start(const struct sw_config *config,

@@ -429,3 +429,23 @@ fn out_of_descriptors_the_server_waits_serves_and_recovers() {
     assert_eq!(steady.recv().unwrap(), Ev::Close(1000, String::new()));
     assert_eq!(s.sigterm(), 0);
 }
+
+#[test]
+fn a_second_server_on_the_same_address_exits_with_an_error() {
+    let s = start(&[], &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_sockwave"))
+        .args(["--listen", &s.addr.to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot listen on") && stderr.contains("another server listens there"),
+        "{stderr}"
+    );
+    let mut c = Client::connect(s.addr).unwrap();
+    c.send_text("still mine").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Text("still mine".into()));
+    drop(c);
+    assert_eq!(s.sigterm(), 0);
+}

@@ -202,6 +202,14 @@ fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
         let mut port = 0u16;
         assert_eq!(sw_server_local_port(server, &mut port), sw_result::Ok);
         let addr = ([127, 0, 0, 1], port).into();
+        // A second server on the same port fails instead of taking half of it.
+        let taken = sw_config_new();
+        let port_addr = std::ffi::CString::new(format!("127.0.0.1:{port}")).unwrap();
+        sw_config_set_listen(taken, port_addr.as_ptr());
+        let mut second: *mut sw_server = ptr::null_mut();
+        assert_eq!(sw_server_start(taken, &cbs, &mut second), sw_result::Io);
+        assert!(second.is_null());
+        sw_config_free(taken);
 
         let mut c = Client::connect_with(addr, "/", &["a", "b"], &[]).unwrap();
         assert_eq!(c.protocol.as_deref(), Some("b"));

@@ -866,3 +866,22 @@ fn a_panicking_handler_closes_its_connection_with_1011_and_nothing_else() {
         server.shutdown_and_join();
     }
 }
+
+#[test]
+fn a_second_server_on_the_same_port_fails_instead_of_sharing_it() {
+    let first = echo_server();
+    let mut cfg = config();
+    cfg.listen = first.local_addr();
+    let second = Server::start(cfg.clone(), Echo);
+    let err = second.expect_err("the second server must not share the port");
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    // Every connection still reaches the first.
+    for i in 0..20 {
+        let mut c = Client::connect(first.local_addr()).unwrap();
+        c.send_text(&format!("{i}")).unwrap();
+        assert_eq!(c.recv().unwrap(), Ev::Text(format!("{i}")));
+    }
+    first.shutdown_and_join();
+    // Once it is gone the port is free again, at once (no TIME_WAIT wait).
+    Server::start(cfg, Echo).unwrap().shutdown_and_join();
+}

@@ -52,7 +52,9 @@ impl sw_server {
 }
 
 /// Binds the listeners and starts every thread; on success `*server_out` is
-/// the running server (free it with `sw_server_free`). `config` is copied and
+/// the running server (free it with `sw_server_free`). The address must be
+/// free: while another server (sockwave or not) listens there, this returns
+/// `SW_RESULT_IO` rather than sharing the port with it. `config` is copied and
 /// `callbacks` too (the struct, not what `userdata` points to, which must
 /// live until `sw_server_free` returns).
 #[unsafe(no_mangle)]

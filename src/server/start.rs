@@ -90,9 +90,21 @@ impl Server {
 
 /// One listener per loop on the same address with SO_REUSEPORT, so the kernel
 /// spreads accepts across loops. Port 0 binds the first and reuses its port.
+///
+/// SO_REUSEPORT would also let a second server (of the same user) bind the
+/// same address and silently take half of its connections. So the address
+/// is first bound without it: that fails with `AddrInUse` while anything
+/// listens there, sockwave or not. Only then is this server's group bound.
 fn bind_listeners(addr: SocketAddr, count: usize, backlog: i32) -> io::Result<Vec<StdTcpListener>> {
     let mut out: Vec<StdTcpListener> = Vec::with_capacity(count);
     let mut addr = addr;
+    if addr.port() != 0 {
+        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        probe.set_reuse_address(true)?;
+        probe
+            .bind(&addr.into())
+            .map_err(|e| io::Error::new(e.kind(), format!("{e} (another server listens there)")))?;
+    }
     for _ in 0..count {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
