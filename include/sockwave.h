@@ -183,6 +183,9 @@ typedef struct sw_stats {
   // Callbacks that panicked (a Rust panic unwinding out of a callback
   // cannot happen from C; counted for parity with the Rust API).
   uint64_t handler_panics;
+  // Broadcasts and publishes an event loop refused (see
+  // `sw_server_broadcast_text`).
+  uint64_t dropped_fanout;
 } sw_stats;
 
 // "No connection" (for `sw_server_broadcast_*`'s `except`).
@@ -394,6 +397,9 @@ void sw_server_free(struct sw_server *server);
 
 // Sends a text message to every open connection but `except`
 // (`SW_CONN_NONE` for everyone). The frame is built once for all.
+// `SW_RESULT_BACKPRESSURE`: an event loop refused it, because the
+// configured bytes of broadcasts and publishes were already waiting for it
+// (the other loops took it).
 enum sw_result sw_server_broadcast_text(const struct sw_server *server,
                                         const char *text,
                                         size_t len,

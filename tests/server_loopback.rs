@@ -885,3 +885,57 @@ fn a_second_server_on_the_same_port_fails_instead_of_sharing_it() {
     // Once it is gone the port is free again, at once (no TIME_WAIT wait).
     Server::start(cfg, Echo).unwrap().shutdown_and_join();
 }
+
+#[test]
+fn broadcasts_waiting_for_a_busy_loop_are_bounded_in_bytes() {
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    // An inline handler that blocks holds its loop: broadcasts queue for it.
+    struct Stuck {
+        entered: Mutex<Sender<()>>,
+        gate: Mutex<Receiver<()>>,
+    }
+    impl Handler for Stuck {
+        fn on_message(&self, _conn: &Conn, _m: Message) {
+            self.entered.lock().unwrap().send(()).unwrap();
+            self.gate.lock().unwrap().recv().unwrap();
+        }
+    }
+    let (entered_tx, entered) = channel();
+    let (gate, gate_rx) = channel();
+    let mut cfg = config();
+    cfg.threads = 1;
+    cfg.dispatch = Dispatch::Inline;
+    cfg.max_pending_fanout = 1000;
+    let handler = Stuck {
+        entered: Mutex::new(entered_tx),
+        gate: Mutex::new(gate_rx),
+    };
+    let server = Server::start(cfg, handler).unwrap();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.send_text("hold the loop").unwrap();
+    entered.recv().unwrap();
+    assert!(
+        server.broadcast(MessageKind::Binary, &[1; 500]),
+        "an empty queue takes one"
+    );
+    assert!(
+        !server.broadcast(MessageKind::Binary, &[2; 600]),
+        "500 + 600 > 1000"
+    );
+    assert!(
+        server.broadcast(MessageKind::Binary, &[3; 400]),
+        "500 + 400 fits"
+    );
+    assert!(!server.publish("t", MessageKind::Binary, &[4; 200], None));
+    assert_eq!(server.stats().dropped_fanout, 2);
+    gate.send(()).unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Binary(vec![1; 500]));
+    assert_eq!(c.recv().unwrap(), Ev::Binary(vec![3; 400]));
+    // Taken by the loop: the budget is free again.
+    c.send_text("hold it again").unwrap();
+    entered.recv().unwrap();
+    assert!(server.broadcast(MessageKind::Binary, &[5; 900]));
+    gate.send(()).unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Binary(vec![5; 900]));
+    server.shutdown_and_join();
+}

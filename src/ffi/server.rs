@@ -41,6 +41,9 @@ pub struct sw_stats {
     /// Callbacks that panicked (a Rust panic unwinding out of a callback
     /// cannot happen from C; counted for parity with the Rust API).
     pub handler_panics: u64,
+    /// Broadcasts and publishes an event loop refused (see
+    /// `sw_server_broadcast_text`).
+    pub dropped_fanout: u64,
 }
 
 impl sw_server {
@@ -173,6 +176,9 @@ pub unsafe extern "C" fn sw_server_free(server: *mut sw_server) {
 
 /// Sends a text message to every open connection but `except`
 /// (`SW_CONN_NONE` for everyone). The frame is built once for all.
+/// `SW_RESULT_BACKPRESSURE`: an event loop refused it, because the
+/// configured bytes of broadcasts and publishes were already waiting for it
+/// (the other loops took it).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_server_broadcast_text(
     server: *const sw_server,
@@ -183,7 +189,9 @@ pub unsafe extern "C" fn sw_server_broadcast_text(
     call(|| {
         let h = running(server)?;
         let text = unsafe { str_bytes(text, len) }?;
-        h.broadcast_except(MessageKind::Text, text.as_bytes(), except(except_conn));
+        if !h.broadcast_except(MessageKind::Text, text.as_bytes(), except(except_conn)) {
+            return Err(sw_result::Backpressure);
+        }
         Ok(())
     })
 }
@@ -199,7 +207,9 @@ pub unsafe extern "C" fn sw_server_broadcast_binary(
     call(|| {
         let h = running(server)?;
         let data = unsafe { bytes(data, len) }?;
-        h.broadcast_except(MessageKind::Binary, data, except(except_conn));
+        if !h.broadcast_except(MessageKind::Binary, data, except(except_conn)) {
+            return Err(sw_result::Backpressure);
+        }
         Ok(())
     })
 }
@@ -218,12 +228,14 @@ pub unsafe extern "C" fn sw_server_publish_text(
         let h = running(server)?;
         let topic = unsafe { c_str(topic) }?;
         let text = unsafe { str_bytes(text, len) }?;
-        h.publish(
+        if !h.publish(
             topic,
             MessageKind::Text,
             text.as_bytes(),
             except(except_conn),
-        );
+        ) {
+            return Err(sw_result::Backpressure);
+        }
         Ok(())
     })
 }
@@ -241,7 +253,9 @@ pub unsafe extern "C" fn sw_server_publish_binary(
         let h = running(server)?;
         let topic = unsafe { c_str(topic) }?;
         let data = unsafe { bytes(data, len) }?;
-        h.publish(topic, MessageKind::Binary, data, except(except_conn));
+        if !h.publish(topic, MessageKind::Binary, data, except(except_conn)) {
+            return Err(sw_result::Backpressure);
+        }
         Ok(())
     })
 }
@@ -273,6 +287,7 @@ pub unsafe extern "C" fn sw_server_stats(
                 + s.handshake_rejected
                 + s.handshake_timeout,
             handler_panics: s.handler_panics,
+            dropped_fanout: s.dropped_fanout,
         };
         unsafe { *stats_out = out };
         Ok(())

@@ -18,6 +18,8 @@ pub(crate) enum Command {
     Ping {
         id: ConnId,
         payload: Vec<u8>,
+        /// Bytes reserved in the connection's buffered count.
+        accounted: usize,
     },
     Close {
         id: ConnId,

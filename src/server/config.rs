@@ -48,6 +48,10 @@ pub struct Config {
     pub max_buffered: usize,
     /// What happens to a message that would pass `max_buffered`.
     pub backpressure: BackpressurePolicy,
+    /// Payload bytes of broadcasts and publishes that may wait in one loop's
+    /// channel for the loop to take them; past it, a broadcast is refused for
+    /// that loop (`ServerHandle::broadcast` returns false). One always fits.
+    pub max_pending_fanout: usize,
     /// Subprotocols the server speaks; the first one in the client's order of preference wins.
     pub subprotocols: Vec<String>,
     /// Allowed `Origin` values (exact, case-insensitive); empty allows any. Others get 403.
@@ -70,6 +74,7 @@ impl Default for Config {
             protocol: ProtocolConfig::default(),
             max_buffered: 4 << 20,
             backpressure: BackpressurePolicy::Close,
+            max_pending_fanout: 64 << 20,
             subprotocols: Vec::new(),
             allowed_origins: Vec::new(),
             shutdown_timeout: Duration::from_secs(5),

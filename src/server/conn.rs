@@ -86,17 +86,24 @@ impl Conn {
     }
 
     fn send_prepared(&self, kind: MessageKind, data: Cow<'_, [u8]>) -> SendStatus {
-        let server = &*self.server;
         let len = data.len();
+        self.reserve_then(len, |accounted| {
+            let opts = &self.server.config.protocol.deflate;
+            Command::Send {
+                id: self.inner.id,
+                message: prepare(kind, data, self.inner.encoding, opts).into_owned(),
+                accounted,
+            }
+        })
+    }
+
+    /// Reserves `len` bytes under the cap and hands the loop the command
+    /// made for them, or applies the backpressure policy.
+    fn reserve_then(&self, len: usize, command: impl FnOnce(usize) -> Command) -> SendStatus {
+        let server = &*self.server;
         match self.inner.reserve(len, &server.config, &server.stats) {
             Ok(buffered) => {
-                let opts = &server.config.protocol.deflate;
-                let message = prepare(kind, data, self.inner.encoding, opts).into_owned();
-                self.command(Command::Send {
-                    id: self.inner.id,
-                    message,
-                    accounted: len,
-                });
+                self.command(command(len));
                 SendStatus::Buffered(buffered)
             }
             Err(refused) => {
@@ -113,19 +120,21 @@ impl Conn {
     }
 
     /// Sends a ping. Its payload may carry at most 125 bytes (RFC 6455
-    /// 5.5); a longer one is refused, not cut, as the C API does.
+    /// 5.5); a longer one is refused, not cut, as the C API does. The ping's
+    /// frame counts in the buffered amount until it is written, under the
+    /// same cap and policy as a message, so pings sent faster than the peer
+    /// reads cannot grow the server's memory either.
     pub fn ping(&self, payload: &[u8]) -> Result<SendStatus, PayloadTooLong> {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(PayloadTooLong);
         }
-        if !self.is_open() {
-            return Ok(Refused::Closed.status());
-        }
-        self.command(Command::Ping {
-            id: self.inner.id,
-            payload: payload.to_vec(),
-        });
-        Ok(SendStatus::Buffered(self.buffered_amount()))
+        Ok(
+            self.reserve_then(2 + payload.len(), |accounted| Command::Ping {
+                id: self.inner.id,
+                payload: payload.to_vec(),
+                accounted,
+            }),
+        )
     }
 
     /// Subscribes the connection to `topic` (see [`ServerHandle::publish`](super::ServerHandle::publish)).

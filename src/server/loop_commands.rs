@@ -29,10 +29,18 @@ impl EventLoop {
                 message,
                 accounted,
             } => self.send(id, message, accounted),
-            Command::Ping { id, payload } => {
+            Command::Ping {
+                id,
+                payload,
+                accounted,
+            } => {
                 if let Some((slot, c)) = self.conns.live(id) {
-                    let _ = c.proto.ping(&payload, &mut QueueSink::new(&mut c.out));
-                    self.conns.mark_dirty(slot);
+                    let sink = &mut QueueSink::accounted(&mut c.out, accounted);
+                    if c.proto.ping(&payload, sink).is_ok() {
+                        self.conns.mark_dirty(slot);
+                    } else {
+                        c.unreserve(accounted);
+                    }
                 }
             }
             Command::Close { id, code, reason } => {
@@ -43,6 +51,7 @@ impl EventLoop {
             }
             Command::Broadcast { message, exclude } => {
                 let state = self.server.state();
+                state.mailboxes[self.index].release_fanout(message.len());
                 for slot in 0..self.conns.slot_bound() {
                     deliver(
                         &mut self.conns,
@@ -75,8 +84,10 @@ impl EventLoop {
                     conns,
                     stats,
                     server,
+                    index,
                     ..
                 } = self;
+                server.state().mailboxes[*index].release_fanout(message.len());
                 for &slot in topics.subscribers(&topic) {
                     deliver(conns, stats, server.state(), slot, &message, exclude, now);
                 }

@@ -1,7 +1,7 @@
 //! [`Mailbox`]: a loop as other threads see it: its command channel, its
 //! waker, and the registry that turns a [`ConnId`] into a live handle.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -17,6 +17,9 @@ pub(crate) struct Mailbox {
     waker: Waker,
     /// The loop is (about to be) blocked in poll: the next sender wakes it.
     asleep: AtomicBool,
+    /// Payload bytes of broadcasts and publishes queued here and not yet
+    /// taken by the loop (their recipients reserve them only then).
+    fanout_pending: AtomicUsize,
     /// Slot → open connection, for handles that only know an id.
     registry: RwLock<Vec<Option<Arc<ConnInner>>>>,
 }
@@ -29,6 +32,7 @@ impl Mailbox {
             tx,
             waker,
             asleep: AtomicBool::new(false),
+            fanout_pending: AtomicUsize::new(0),
             registry: RwLock::new(Vec::with_capacity(reserved_slots)),
         };
         (mailbox, rx)
@@ -44,6 +48,23 @@ impl Mailbox {
             // later senders of the same batch skip the syscall.
             let _ = self.waker.wake();
         }
+    }
+
+    /// Reserves `len` bytes of a broadcast or publish for this loop under
+    /// `cap`; false (nothing reserved) when that many are already waiting.
+    /// An empty mailbox always takes one, whatever its size.
+    pub(crate) fn reserve_fanout(&self, len: usize, cap: usize) -> bool {
+        let before = self.fanout_pending.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > cap {
+            self.fanout_pending.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// The loop took a broadcast or publish of `len` bytes.
+    pub(crate) fn release_fanout(&self, len: usize) {
+        self.fanout_pending.fetch_sub(len, Ordering::AcqRel);
     }
 
     /// The loop is about to sleep (`true`) or is awake (`false`). Announce

@@ -98,30 +98,64 @@ impl ServerHandle {
 
     /// Sends one message to every open connection. The frame is encoded once
     /// and shared by every loop and recipient; each recipient's cap and
-    /// backpressure policy apply.
-    pub fn broadcast(&self, kind: MessageKind, data: &[u8]) {
+    /// backpressure policy apply. Returns false when a loop refused it
+    /// because [`Config::max_pending_fanout`] bytes of broadcasts and
+    /// publishes were already waiting for it (counted in
+    /// `Stats::dropped_fanout`): a producer faster than the loops can write
+    /// is told so instead of growing their queues without bound.
+    pub fn broadcast(&self, kind: MessageKind, data: &[u8]) -> bool {
         self.broadcast_except(kind, data, None)
     }
 
     /// [`ServerHandle::broadcast`] to everyone but `exclude` (say, the sender).
-    pub fn broadcast_except(&self, kind: MessageKind, data: &[u8], exclude: Option<ConnId>) {
+    pub fn broadcast_except(
+        &self,
+        kind: MessageKind,
+        data: &[u8],
+        exclude: Option<ConnId>,
+    ) -> bool {
         let message = PreparedMessage::new(kind, data);
-        self.state.command_all(|| Command::Broadcast {
+        self.fan_out(&message, || Command::Broadcast {
             message: Arc::clone(&message),
             exclude,
-        });
+        })
     }
 
     /// Sends one message to every subscriber of `topic` (on every loop) but
     /// `exclude`. The frame is encoded once and shared by all recipients.
-    pub fn publish(&self, topic: &str, kind: MessageKind, data: &[u8], exclude: Option<ConnId>) {
+    /// Returns false as [`ServerHandle::broadcast`] does.
+    pub fn publish(
+        &self,
+        topic: &str,
+        kind: MessageKind,
+        data: &[u8],
+        exclude: Option<ConnId>,
+    ) -> bool {
         let message = PreparedMessage::new(kind, data);
         let topic: Arc<str> = topic.into();
-        self.state.command_all(|| Command::Publish {
+        self.fan_out(&message, || Command::Publish {
             topic: Arc::clone(&topic),
             message: Arc::clone(&message),
             exclude,
-        });
+        })
+    }
+
+    /// Hands a broadcast or publish to every loop that has room for it.
+    fn fan_out(&self, message: &PreparedMessage, cmd: impl Fn() -> Command) -> bool {
+        let cap = self.state.config.max_pending_fanout;
+        let mut all = true;
+        for mailbox in &self.state.mailboxes {
+            if mailbox.reserve_fanout(message.len(), cap) {
+                mailbox.push(cmd());
+            } else {
+                all = false;
+                self.state
+                    .stats
+                    .dropped_fanout
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        all
     }
 
     /// Starts a graceful shutdown: stop accepting, close every connection with

@@ -23,6 +23,9 @@ pub struct Stats {
     pub closed_backpressure: AtomicU64,
     /// Handler calls that panicked (each closed its connection with 1011).
     pub handler_panics: AtomicU64,
+    /// Broadcasts and publishes a loop refused, because
+    /// `Config::max_pending_fanout` bytes of them were already waiting for it.
+    pub dropped_fanout: AtomicU64,
     /// Handshakes that did not end in an open connection, by reason.
     pub handshake_failures: HandshakeFailures,
 }
@@ -78,6 +81,7 @@ pub struct StatsSnapshot {
     pub dropped_backpressure: u64,
     pub closed_backpressure: u64,
     pub handler_panics: u64,
+    pub dropped_fanout: u64,
     pub handshake_invalid: u64,
     pub handshake_origin: u64,
     pub handshake_capacity: u64,
@@ -100,6 +104,7 @@ impl Stats {
             dropped_backpressure: r(&self.dropped_backpressure),
             closed_backpressure: r(&self.closed_backpressure),
             handler_panics: r(&self.handler_panics),
+            dropped_fanout: r(&self.dropped_fanout),
             handshake_invalid: r(&h.invalid),
             handshake_origin: r(&h.origin),
             handshake_capacity: r(&h.capacity),

@@ -100,6 +100,12 @@ impl App {
             &[("", s.handler_panics)],
         );
         metric(
+            "fanout_dropped_total",
+            "counter",
+            "Broadcasts and publishes an event loop refused: too many bytes of them were waiting for it.",
+            &[("", s.dropped_fanout)],
+        );
+        metric(
             "handshake_failures_total",
             "counter",
             "Upgrade requests refused, by reason.",
