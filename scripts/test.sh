@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
+# The crate and the C library build without TLS too.
+cargo check --no-default-features --lib --quiet
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 cargo test --release
 cargo test --release --benches --quiet

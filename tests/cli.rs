@@ -42,7 +42,11 @@ fn spawn(mut cmd: Command) -> Running {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("server exited").unwrap();
-        if let Some(rest) = line.split("listening on ws://").nth(1) {
+        if let Some(rest) = line
+            .split("listening on ws://")
+            .nth(1)
+            .or(line.split("listening on wss://").nth(1))
+        {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
@@ -448,4 +452,73 @@ fn a_second_server_on_the_same_address_exits_with_an_error() {
     assert_eq!(c.recv().unwrap(), Ev::Text("still mine".into()));
     drop(c);
     assert_eq!(s.sigterm(), 0);
+}
+
+/// The binary over TLS: --tls-cert and --tls-key (files made here), wss
+/// echo, and the demo page over https on the same port.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_flags_serve_wss_and_the_page_over_https() {
+    use std::io::{Read as _, Write as _};
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("sockwave-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    let s = start(
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let client = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let mut c = Client::connect_tls(s.addr, client.clone(), "localhost").unwrap();
+    c.send_text("secure").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Text("secure".into()));
+    // The demo page, over https on the same port.
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = rustls::ClientConnection::new(client, name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(s.addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut https = rustls::Stream::new(&mut tls, &mut tcp);
+    https
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut page = Vec::new();
+    let _ = https.read_to_end(&mut page);
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.contains("new WebSocket("));
+    // A key file that is not a key: a clear error naming it, exit 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_sockwave"))
+        .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert_path)
+        .arg("--tls-key")
+        .arg(&cert_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("private key") && stderr.contains("cert.pem"),
+        "{stderr}"
+    );
+    drop(c);
+    assert_eq!(s.sigterm(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

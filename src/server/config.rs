@@ -62,6 +62,10 @@ pub struct Config {
     pub read_buffer_size: usize,
     /// Listen backlog (the kernel caps it at net.core.somaxconn).
     pub backlog: i32,
+    /// wss://: TLS on every connection (the demo page, /healthz and
+    /// /metrics too). `None` (the default) serves plain ws://.
+    #[cfg(feature = "tls")]
+    pub tls: Option<super::TlsConfig>,
 }
 
 impl Default for Config {
@@ -80,6 +84,8 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(5),
             read_buffer_size: 256 * 1024,
             backlog: 65_535,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -143,6 +143,7 @@ impl ConnTable {
 mod tests {
     use super::*;
     use crate::protocol::{Connection, ProtocolConfig};
+    use crate::server::stream::Stream;
     use crate::server::transport::TcpTransport;
     use std::sync::Arc;
     use std::time::Instant;
@@ -152,7 +153,7 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let stream = mio::net::TcpStream::from_std(client);
         let proto = Connection::server(Arc::new(ProtocolConfig::default()), Instant::now());
-        LoopConn::new(TcpTransport::new(stream), proto, false)
+        LoopConn::new(Stream::Tcp(TcpTransport::new(stream)), proto, false)
     }
 
     #[test]

@@ -30,7 +30,10 @@ use super::out_queue::QueueSink;
 use super::prepared::{Encoding, PreparedMessage};
 use super::server_state::ServerState;
 use super::stats::{HandshakeFailure, LoopStats};
+use super::stream::Stream;
 use super::timers::Timers;
+#[cfg(feature = "tls")]
+use super::tls::TlsTransport;
 use super::topics::Topics;
 use super::transport::{TcpTransport, Transport};
 use super::upgrade::{decide, Answer, Load};
@@ -233,8 +236,12 @@ impl EventLoop {
             return;
         }
         let over_capacity = count > state.config.max_connections;
+        let Some(transport) = self.transport_for(stream) else {
+            state.sockets.fetch_sub(1, Ordering::AcqRel);
+            return;
+        };
         let proto = Connection::server(Arc::clone(&self.proto_config), now);
-        let conn = LoopConn::new(TcpTransport::new(stream), proto, over_capacity);
+        let conn = LoopConn::new(transport, proto, over_capacity);
         let Some(slot) = self.conns.insert(conn) else {
             state.sockets.fetch_sub(1, Ordering::AcqRel);
             return;
@@ -247,6 +254,22 @@ impl EventLoop {
         // The request may already be waiting: edge-triggered readiness was
         // armed at registration, so its event will come.
         self.reschedule(slot);
+    }
+
+    /// The transport a new connection gets: TLS when the server has it.
+    fn transport_for(&self, stream: TcpStream) -> Option<Stream> {
+        let tcp = TcpTransport::new(stream);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.server.config().tls {
+            return match TlsTransport::new(tcp, tls) {
+                Ok(t) => Some(Stream::Tls(Box::new(t))),
+                Err(e) => {
+                    log::warn!("loop {}: TLS refused a connection: {e}", self.index);
+                    None
+                }
+            };
+        }
+        Some(Stream::Tcp(tcp))
     }
 
     /// Reads what the transport has. A short read means it is drained: under
@@ -672,7 +695,10 @@ impl EventLoop {
                 // The close handshake is complete and the socket holds no
                 // unread input, so close(2) ends it with a FIN, not a reset:
                 // no half-close, no waiting for the peer's EOF.
-                Lifecycle::Closing { clean: true } => return self.release(slot),
+                Lifecycle::Closing { clean: true } => {
+                    c.transport.goodbye();
+                    return self.release(slot);
+                }
                 Lifecycle::Lingering => {}
                 _ => {
                     // Everything said: half-close and wait (bounded by the

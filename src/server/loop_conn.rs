@@ -14,14 +14,15 @@ use super::prepared::{Prepared, PreparedMessage};
 use super::send_status::Refused;
 use super::server_state::ServerState;
 use super::stats::LoopStats;
-use super::transport::{TcpTransport, Transport};
+use super::stream::Stream;
+use super::transport::Transport;
 use super::ConnId;
 use crate::protocol::close::code;
 use crate::protocol::Connection;
 
 /// One connection, owned by its loop.
 pub(crate) struct LoopConn {
-    pub(crate) transport: TcpTransport,
+    pub(crate) transport: Stream,
     pub(crate) proto: Connection,
     /// Unconsumed input (a partial header or control frame, a partial request head).
     pub(crate) tail: Box<[u8]>,
@@ -38,7 +39,7 @@ pub(crate) struct LoopConn {
 }
 
 impl LoopConn {
-    pub(crate) fn new(transport: TcpTransport, proto: Connection, over_capacity: bool) -> LoopConn {
+    pub(crate) fn new(transport: Stream, proto: Connection, over_capacity: bool) -> LoopConn {
         LoopConn {
             transport,
             proto,

@@ -35,7 +35,9 @@
 //! | `conn_table.rs` | slots, generations, free list, the flush list |
 //! | `loop_conn.rs` | one connection as its loop owns it |
 //! | `lifecycle.rs` | the runtime's view of a connection, one enum |
-//! | `transport.rs` | the seam between socket and protocol (plain TCP first) |
+//! | `transport.rs` | the seam between socket and protocol; plain TCP |
+//! | `tls.rs` | TLS on that seam (rustls), and [`TlsConfig`] |
+//! | `stream.rs` | the transport a connection holds: TCP or TLS |
 //! | `out_queue.rs` | the bytes a connection owes, coalesced, written by iovecs |
 //! | `prepared.rs` | encoding decided once per connection; messages framed once for many |
 //! | `dispatch.rs` | inline or worker dispatch, the worker thread, batches |
@@ -64,7 +66,10 @@ mod server_handle;
 mod server_state;
 mod start;
 mod stats;
+mod stream;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls;
 mod topics;
 mod transport;
 mod upgrade;
@@ -78,5 +83,7 @@ pub use send_status::{DropReason, PayloadTooLong, SendStatus};
 pub use server_handle::ServerHandle;
 pub use start::Server;
 pub use stats::{HandshakeFailures, Stats, StatsSnapshot};
+#[cfg(feature = "tls")]
+pub use tls::{TlsConfig, TlsError};
 
 pub use crate::protocol::{MessageKind, ProtocolConfig, Request};

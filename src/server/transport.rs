@@ -8,7 +8,9 @@
 //! TLS layer's records not yet taken by the kernel) says so through
 //! [`Transport::wants_write`] and pushes them in [`Transport::flush`], and
 //! the loop counts them against the connection like its own queue. Plain TCP
-//! ([`TcpTransport`]) is the first implementation: it keeps nothing.
+//! ([`TcpTransport`]) is the first implementation: it keeps nothing; TLS
+//! (`tls.rs`, the `tls` feature) the second; `stream.rs` holds whichever a
+//! connection has.
 //! The protocol and the connection's lifecycle never know which transport
 //! they run on.
 
@@ -45,7 +47,11 @@ pub(crate) trait Transport {
         0
     }
 
-    /// Ends our sending side (after a transport-level goodbye, if it has one).
+    /// Says goodbye at the transport's own level (TLS: close_notify) before
+    /// the socket is closed; plain TCP has nothing to say.
+    fn goodbye(&mut self) {}
+
+    /// Ends our sending side (after the transport's goodbye, if it has one).
     fn shutdown_write(&mut self);
 
     /// Adds the transport to the loop's poll set under `token`.
@@ -71,17 +77,25 @@ impl TcpTransport {
     }
 }
 
+impl TcpTransport {
+    /// The socket, for a layer above (TLS) that reads and writes it itself.
+    #[cfg(feature = "tls")]
+    pub(crate) fn socket(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+}
+
 impl Transport for TcpTransport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
+        Read::read(&mut self.stream, buf)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         // One slice (the common echo reply) takes the plain send path,
         // cheaper in the kernel than writev's iovec import.
         match bufs {
-            [one] => self.stream.write(one),
-            _ => self.stream.write_vectored(bufs),
+            [one] => Write::write(&mut self.stream, one),
+            _ => Write::write_vectored(&mut self.stream, bufs),
         }
     }
 

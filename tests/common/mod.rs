@@ -26,6 +26,9 @@ pub enum Ev {
 
 pub struct Client {
     pub stream: TcpStream,
+    /// TLS over `stream`, for wss://.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Box<rustls::ClientConnection>>,
     conn: Connection,
     pending: Vec<u8>,
     events: VecDeque<Ev>,
@@ -51,6 +54,11 @@ pub fn client_config() -> Arc<ProtocolConfig> {
     })
 }
 
+#[cfg(feature = "tls")]
+type TlsClient = rustls::ClientConnection;
+#[cfg(not(feature = "tls"))]
+type TlsClient = ();
+
 /// The offer browsers send.
 pub const BROWSER_DEFLATE: (&str, &str) = (
     "Sec-WebSocket-Extensions",
@@ -68,17 +76,64 @@ impl Client {
         protocols: &[&str],
         headers: &[(&str, &str)],
     ) -> io::Result<Client> {
-        let mut stream = TcpStream::connect(addr)?;
+        Self::handshake(Self::socket(addr)?, None, addr, path, protocols, headers)
+    }
+
+    /// wss://: TLS with `config` (trusting the test's certificate), for `name`.
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> io::Result<Client> {
+        let name =
+            rustls::pki_types::ServerName::try_from(name.to_string()).map_err(io::Error::other)?;
+        let tls = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        Self::handshake(
+            Self::socket(addr)?,
+            Some(Box::new(tls)),
+            addr,
+            "/",
+            &[],
+            &[],
+        )
+    }
+
+    fn socket(addr: SocketAddr) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Ok(stream)
+    }
+
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    fn handshake(
+        stream: TcpStream,
+        tls: Option<Box<TlsClient>>,
+        addr: SocketAddr,
+        path: &str,
+        protocols: &[&str],
+        headers: &[(&str, &str)],
+    ) -> io::Result<Client> {
         let nonce: [u8; 16] =
             std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(path.len() as u8));
         let (req, key) = client::request(&addr.to_string(), path, nonce, protocols, headers);
-        stream.write_all(&req)?;
+        let mut c = Client {
+            stream,
+            #[cfg(feature = "tls")]
+            tls,
+            conn: Connection::client(client_config(), Instant::now(), 0x9e3779b97f4a7c15),
+            pending: Vec::new(),
+            events: VecDeque::new(),
+            protocol: None,
+            extensions: None,
+            eof: false,
+        };
+        c.write_all(&req)?;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         loop {
-            let n = stream.read(&mut chunk)?;
+            let n = c.read_some(&mut chunk)?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -94,20 +149,11 @@ impl Client {
                         .iter()
                         .find(|(n, _)| n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
                         .map(|(_, v)| v.clone());
-                    let mut conn =
-                        Connection::client(client_config(), Instant::now(), 0x9e3779b97f4a7c15);
                     if let Some(agreed) = extensions.as_deref().and_then(deflate::parse_response) {
-                        conn.enable_deflate(agreed);
+                        c.conn.enable_deflate(agreed);
                     }
-                    let mut c = Client {
-                        stream,
-                        conn,
-                        pending: Vec::new(),
-                        events: VecDeque::new(),
-                        protocol: resp.protocol,
-                        extensions,
-                        eof: false,
-                    };
+                    c.protocol = resp.protocol;
+                    c.extensions = extensions;
                     let rest = buf[used..].to_vec();
                     c.feed(&rest)?;
                     return Ok(c);
@@ -115,6 +161,27 @@ impl Client {
                 Err(e) => return Err(io::Error::other(format!("handshake refused: {e:?}"))),
             }
         }
+    }
+
+    /// Reads what the server sent (decrypted under TLS). `Ok(0)`: it ended
+    /// the stream (with close_notify, under TLS).
+    pub fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return rustls::Stream::new(&mut **tls, &mut self.stream).read(buf);
+        }
+        self.stream.read(buf)
+    }
+
+    /// Writes bytes to the server (encrypted under TLS).
+    pub fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            let mut s = rustls::Stream::new(&mut **tls, &mut self.stream);
+            s.write_all(bytes)?;
+            return s.flush();
+        }
+        self.stream.write_all(bytes)
     }
 
     fn feed(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -145,7 +212,7 @@ impl Client {
         }
         self.pending.drain(..pos);
         if !out.is_empty() {
-            self.stream.write_all(&out)?;
+            self.write_all(&out)?;
         }
         Ok(())
     }
@@ -160,7 +227,7 @@ impl Client {
             if self.eof {
                 return Ok(Ev::Eof);
             }
-            let n = match self.stream.read(&mut chunk) {
+            let n = match self.read_some(&mut chunk) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
                 Err(e) => return Err(e),
@@ -186,7 +253,7 @@ impl Client {
     fn write_out(&mut self, f: impl FnOnce(&mut Connection, &mut Vec<u8>)) -> io::Result<()> {
         let mut out = Vec::new();
         f(&mut self.conn, &mut out);
-        self.stream.write_all(&out)
+        self.write_all(&out)
     }
 
     pub fn send_text(&mut self, text: &str) -> io::Result<()> {
@@ -239,7 +306,7 @@ impl Client {
             out.extend_from_slice(piece);
             apply_mask(&mut out[at..], mask, 0);
         }
-        self.stream.write_all(&out)
+        self.write_all(&out)
     }
 
     pub fn ping(&mut self, payload: &[u8]) -> io::Result<()> {

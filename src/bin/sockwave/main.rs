@@ -154,6 +154,27 @@ struct Args {
     /// Log level on stderr: error, warn, info, debug, trace.
     #[arg(long, env = "SOCKWAVE_LOG", default_value = "info")]
     log_level: log::LevelFilter,
+
+    /// wss://: the PEM certificate chain (leaf first). With --tls-key, every
+    /// connection on the port speaks TLS (the demo page and /metrics too).
+    #[cfg(feature = "tls")]
+    #[arg(long, env = "SOCKWAVE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[cfg(feature = "tls")]
+    #[arg(long, env = "SOCKWAVE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+fn config_has_tls(config: &Config) -> bool {
+    #[cfg(feature = "tls")]
+    return config.tls.is_some();
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = config;
+        false
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -303,7 +324,24 @@ fn main() -> ExitCode {
     raise_fd_limit();
     let signals = block_signals();
     let app = Arc::new(app::App::new(args.mode));
-    let server = match Server::start_arc(args.config(), app.clone()) {
+    #[allow(unused_mut)]
+    let mut config = args.config();
+    #[cfg(feature = "tls")]
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        match sockwave::server::TlsConfig::from_pem_files(cert, key) {
+            Ok(tls) => config.tls = Some(tls),
+            Err(e) => {
+                log::error!("TLS: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let (ws, http) = if config_has_tls(&config) {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
+    let server = match Server::start_arc(config, app.clone()) {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot listen on {}: {e}", args.listen);
@@ -311,7 +349,7 @@ fn main() -> ExitCode {
         }
     };
     log::info!(
-        "{:?} server listening on ws://{} (demo page: http://{}/)",
+        "{:?} server listening on {ws}://{} (demo page: {http}://{}/)",
         args.mode,
         server.local_addr(),
         server.local_addr()

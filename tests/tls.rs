@@ -1,0 +1,163 @@
+//! wss:// through the real server: certificates made here, at test time;
+//! a rustls client trusting them.
+#![cfg(feature = "tls")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Client, Ev};
+use sockwave::protocol::MessageKind;
+use sockwave::server::{Config, Echo, Server, ServerHandle, TlsConfig, TlsError};
+
+struct Pki {
+    cert_pem: String,
+    key_pem: String,
+    client: Arc<rustls::ClientConfig>,
+}
+
+/// A self-signed certificate for `localhost`, and a client that trusts it.
+fn pki() -> Pki {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Pki {
+        cert_pem: cert.pem(),
+        key_pem: key_pair.serialize_pem(),
+        client: Arc::new(client),
+    }
+}
+
+fn tls_server(pki: &Pki) -> ServerHandle {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 2,
+        shutdown_timeout: Duration::from_millis(500),
+        tls: Some(TlsConfig::from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap()),
+        ..Config::default()
+    };
+    Server::start(config, Echo).unwrap()
+}
+
+#[test]
+fn echoes_over_tls_up_to_16_mib_fragmented_pings_and_close_codes() {
+    let pki = pki();
+    let server = tls_server(&pki);
+    let mut c =
+        Client::connect_tls(server.local_addr(), Arc::clone(&pki.client), "localhost").unwrap();
+    assert_eq!(
+        c.tls.as_ref().unwrap().alpn_protocol(),
+        Some(&b"http/1.1"[..]),
+        "ALPN"
+    );
+    c.send_text("hello over tls").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Text("hello over tls".into()));
+    c.send_fragments(MessageKind::Binary, &[b"ab", b"cd", b"ef"])
+        .unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Binary(b"abcdef".to_vec()));
+    c.ping(b"are you there").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Pong(b"are you there".to_vec()));
+    let big: Vec<u8> = (0..16u32 << 20).map(|i| (i % 251) as u8).collect();
+    c.send_binary(&big).unwrap();
+    assert!(
+        c.recv().unwrap() == Ev::Binary(big),
+        "16 MiB came back different"
+    );
+    c.close(4001, "done").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Close(4001, "done".into()));
+    // The server ends with close_notify: a clean end of the TLS stream, not a cut.
+    let mut rest = [0u8; 16];
+    assert_eq!(c.read_some(&mut rest).unwrap(), 0);
+    server.shutdown_and_join();
+}
+
+#[test]
+fn shutdown_closes_tls_clients_with_1001_and_close_notify() {
+    let pki = pki();
+    let server = tls_server(&pki);
+    let mut c =
+        Client::connect_tls(server.local_addr(), Arc::clone(&pki.client), "localhost").unwrap();
+    c.send_text("x").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Text("x".into()));
+    server.shutdown();
+    assert_eq!(
+        c.recv().unwrap(),
+        Ev::Close(1001, "server shutting down".into())
+    );
+    server.join();
+    let mut rest = [0u8; 16];
+    assert_eq!(c.read_some(&mut rest).unwrap(), 0, "close_notify, then EOF");
+}
+
+/// Plain HTTP, or any bytes that are not TLS, get a TLS alert and the end of
+/// the connection, never a hang until the handshake timeout.
+#[test]
+fn plain_http_or_garbage_to_the_tls_port_gets_an_alert() {
+    let pki = pki();
+    let server = tls_server(&pki);
+    for bytes in [
+        &b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
+        &[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5],
+    ] {
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got.first(), Some(&0x15), "an alert record: {got:02x?}");
+    }
+    // The server still serves TLS clients.
+    let mut c =
+        Client::connect_tls(server.local_addr(), Arc::clone(&pki.client), "localhost").unwrap();
+    c.send_text("fine").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Text("fine".into()));
+    server.shutdown_and_join();
+}
+
+#[test]
+fn bad_certificate_inputs_are_named() {
+    let pki = pki();
+    let dir = std::env::temp_dir().join(format!("sockwave-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key, junk) = (
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("junk.pem"),
+    );
+    std::fs::write(&cert, &pki.cert_pem).unwrap();
+    std::fs::write(&key, &pki.key_pem).unwrap();
+    std::fs::write(&junk, "not a pem file\n").unwrap();
+    assert!(TlsConfig::from_pem_files(&cert, &key).is_ok());
+    match TlsConfig::from_pem_files(dir.join("missing.pem"), &key) {
+        Err(e @ TlsError::Certificate { .. }) => {
+            assert!(e.to_string().contains("missing.pem"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    match TlsConfig::from_pem_files(&junk, &key) {
+        Err(e @ TlsError::Certificate { .. }) => assert!(e.to_string().contains("junk.pem"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    match TlsConfig::from_pem_files(&cert, &junk) {
+        Err(e @ TlsError::Key { .. }) => assert!(e.to_string().contains("junk.pem"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // A key that is not the certificate's.
+    let other = rcgen::KeyPair::generate().unwrap();
+    match TlsConfig::from_pem(pki.cert_pem.as_bytes(), other.serialize_pem().as_bytes()) {
+        Err(TlsError::Rejected(_)) => {}
+        other => panic!("a mismatched pair was accepted: {other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
