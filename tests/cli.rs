@@ -478,21 +478,24 @@ fn tls_flags_serve_wss_and_the_page_over_https() {
     );
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.der().clone()).unwrap();
-    let client = std::sync::Arc::new(
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
-    );
+    let fresh = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    roots.add(fresh.cert.der().clone()).unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    // Full handshakes only, so the certificate served is the one seen.
+    client.resumption = rustls::client::Resumption::disabled();
+    let client = std::sync::Arc::new(client);
     let mut c = Client::connect_tls(s.addr, client.clone(), "localhost").unwrap();
     c.send_text("secure").unwrap();
     assert_eq!(c.recv().unwrap(), Ev::Text("secure".into()));
     // The demo page, over https on the same port.
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = rustls::ClientConnection::new(client, name).unwrap();
+    let mut tls = rustls::ClientConnection::new(client.clone(), name).unwrap();
     let mut tcp = std::net::TcpStream::connect(s.addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut https = rustls::Stream::new(&mut tls, &mut tcp);
@@ -504,6 +507,37 @@ fn tls_flags_serve_wss_and_the_page_over_https() {
     let page = String::from_utf8_lossy(&page);
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
     assert!(page.contains("new WebSocket("));
+    // SIGHUP re-reads the files: new handshakes get the new certificate, the
+    // open connection keeps going; broken files keep the old one.
+    let served = |c: &Client| c.tls.as_ref().unwrap().peer_certificates().unwrap()[0].to_vec();
+    assert_eq!(served(&c), cert.der().to_vec());
+    let hup = |pid: u32| unsafe { libc::kill(pid as i32, libc::SIGHUP) };
+    std::fs::write(&cert_path, fresh.cert.pem()).unwrap();
+    std::fs::write(&key_path, fresh.key_pair.serialize_pem()).unwrap();
+    hup(s.child.id());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let probe = Client::connect_tls(s.addr, client.clone(), "localhost").unwrap();
+        if served(&probe) == fresh.cert.der().to_vec() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the certificate"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(&cert_path, "not a certificate\n").unwrap();
+    hup(s.child.id());
+    c.send_text("after reloads").unwrap();
+    assert_eq!(c.recv().unwrap(), Ev::Text("after reloads".into()));
+    let probe = Client::connect_tls(s.addr, client.clone(), "localhost").unwrap();
+    assert_eq!(
+        served(&probe),
+        fresh.cert.der().to_vec(),
+        "a broken reload kept the certificate"
+    );
+    std::fs::write(&cert_path, fresh.cert.pem()).unwrap();
     // A key file that is not a key: a clear error naming it, exit 1.
     let out = Command::new(env!("CARGO_BIN_EXE_sockwave"))
         .args(["--listen", "127.0.0.1:0", "--tls-cert"])

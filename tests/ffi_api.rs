@@ -99,6 +99,8 @@ fn null_pointers_and_bad_arguments_are_refused_not_crashed_on() {
 }
 
 static STOP_FROM_CALLBACK: AtomicI32 = AtomicI32::new(-1);
+/// The message callback ran to its end (its checks passed).
+static CALLBACK_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 unsafe extern "C" fn on_message(
     _ud: *mut c_void,
@@ -127,6 +129,7 @@ unsafe extern "C" fn on_message(
             sw_conn_ping(server, conn, ptr::null(), 126),
             sw_result::InvalidArgument
         );
+        CALLBACK_DONE.store(true, Ordering::SeqCst);
     }
 }
 
@@ -219,6 +222,15 @@ fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
             STOP_FROM_CALLBACK.load(Ordering::SeqCst),
             sw_result::WrongThread as i32
         );
+        // The echo can arrive before the callback's last checks ran.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !CALLBACK_DONE.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the callback never finished"
+            );
+            std::thread::yield_now();
+        }
         assert!(Client::connect_with(addr, "/deny", &[], &[]).is_err());
 
         // A stale id after the connection is gone.
@@ -254,9 +266,10 @@ fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
             sw_server_local_port(server, &mut port),
             sw_result::NotRunning
         );
+        // Connections are all gone: their ids are stale.
         assert_eq!(
             sw_conn_send_text(server, 0, c"x".as_ptr(), 1),
-            sw_result::NotRunning
+            sw_result::Closed
         );
         assert_eq!(sw_server_stats(server, &mut stats), sw_result::Ok);
         sw_server_free(server);

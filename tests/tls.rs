@@ -161,3 +161,108 @@ fn bad_certificate_inputs_are_named() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn self_signed(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    (cert, key_pair)
+}
+
+fn trusting(certs: &[&rcgen::Certificate]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs {
+        roots.add(c.der().clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // Every connection a full handshake: a resumed session would show the
+    // certificate of the session it resumes, not the one served now.
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+fn served_certificate(c: &Client) -> Vec<u8> {
+    c.tls.as_ref().unwrap().peer_certificates().unwrap()[0].to_vec()
+}
+
+/// Several certificates chosen by SNI, and a reload that new handshakes see
+/// while open connections keep theirs; a broken reload changes nothing.
+#[test]
+fn certificates_by_sni_and_hot_reload() {
+    let dir = std::env::temp_dir().join(format!("sockwave-sni-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, cert: &rcgen::Certificate, key: &rcgen::KeyPair| {
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    };
+    let (a, a_key) = self_signed("localhost");
+    let (b, b_key) = self_signed("chat.example");
+    let (c, c_key) = self_signed("localhost");
+    let (a_crt, a_pem) = write("a", &a, &a_key);
+    let (b_crt, b_pem) = write("b", &b, &b_key);
+    let (c_crt, c_pem) = write("c", &c, &c_key);
+    let tls = TlsConfig::from_pem_files(&a_crt, &a_pem).unwrap();
+    tls.add_sni_pem_files("Chat.Example", &b_crt, &b_pem)
+        .unwrap();
+    assert_eq!(tls.sni_names(), vec!["chat.example".to_string()]);
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        shutdown_timeout: Duration::from_millis(500),
+        tls: Some(tls.clone()),
+        ..Config::default()
+    };
+    let server = Server::start(config, Echo).unwrap();
+    let client = trusting(&[&a, &b, &c]);
+    let connect =
+        |name: &str| Client::connect_tls(server.local_addr(), Arc::clone(&client), name).unwrap();
+    let mut before = connect("localhost");
+    assert_eq!(served_certificate(&before), a.der().to_vec(), "the default");
+    assert_eq!(
+        served_certificate(&connect("chat.example")),
+        b.der().to_vec(),
+        "by SNI"
+    );
+
+    // A reload whose files are broken is refused before anything changes.
+    assert!(TlsConfig::from_pem_files(&c_crt, &b_crt).is_err());
+    assert_eq!(served_certificate(&connect("localhost")), a.der().to_vec());
+
+    let fresh = TlsConfig::from_pem_files(&c_crt, &c_pem).unwrap();
+    server
+        .config()
+        .tls
+        .as_ref()
+        .unwrap()
+        .reload_from(&fresh)
+        .unwrap();
+    assert_eq!(
+        served_certificate(&connect("localhost")),
+        c.der().to_vec(),
+        "new handshakes"
+    );
+    // The fresh configuration has no SNI entry: chat.example now gets the
+    // default certificate, which is not valid for it.
+    let err = Client::connect_tls(server.local_addr(), Arc::clone(&client), "chat.example")
+        .err()
+        .expect("the SNI entry went with the reload");
+    assert!(err.to_string().contains("not valid for name"), "{err}");
+    before.send_text("still here").unwrap();
+    assert_eq!(
+        before.recv().unwrap(),
+        Ev::Text("still here".into()),
+        "open connections untouched"
+    );
+    drop(before);
+    server.shutdown_and_join();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -3,7 +3,7 @@
 use std::ffi::c_char;
 
 use super::boundary::{bytes, c_str, call, str_bytes, sw_result};
-use super::server::{running, sw_server};
+use super::server::{started, sw_server};
 use crate::server::{Conn, ConnId, DropReason, MessageKind, SendStatus};
 
 /// A connection id. Ids carry a generation: an id whose connection closed
@@ -18,9 +18,9 @@ pub(crate) fn except(id: sw_conn_id) -> Option<ConnId> {
     (id != SW_CONN_NONE).then(|| ConnId::from_u64(id))
 }
 
-/// The open connection `conn` of a running server.
+/// The open connection `conn` (during a shutdown too, while it closes).
 fn conn_of(server: *const sw_server, conn: sw_conn_id) -> Result<Conn, sw_result> {
-    running(server)?
+    started(server)?
         .conn(ConnId::from_u64(conn))
         .ok_or(sw_result::Closed)
 }
@@ -44,7 +44,7 @@ pub unsafe extern "C" fn sw_conn_send_text(
     len: usize,
 ) -> sw_result {
     call(|| {
-        let h = running(server)?;
+        let h = started(server)?;
         let text = unsafe { str_bytes(text, len) }?;
         sent(h.send(ConnId::from_u64(conn), MessageKind::Text, text.as_bytes()))
     })
@@ -59,7 +59,7 @@ pub unsafe extern "C" fn sw_conn_send_binary(
     len: usize,
 ) -> sw_result {
     call(|| {
-        let h = running(server)?;
+        let h = started(server)?;
         let data = unsafe { bytes(data, len) }?;
         sent(h.send(ConnId::from_u64(conn), MessageKind::Binary, data))
     })
@@ -75,7 +75,7 @@ pub unsafe extern "C" fn sw_conn_ping(
     len: usize,
 ) -> sw_result {
     call(|| {
-        running(server)?;
+        started(server)?;
         if len > 125 {
             return Err(sw_result::InvalidArgument);
         }
@@ -96,7 +96,7 @@ pub unsafe extern "C" fn sw_conn_close(
     reason_len: usize,
 ) -> sw_result {
     call(|| {
-        running(server)?;
+        started(server)?;
         let reason = unsafe { str_bytes(reason, reason_len) }?;
         let c = conn_of(server, conn)?;
         if !c.is_open() {
@@ -115,7 +115,7 @@ pub unsafe extern "C" fn sw_conn_buffered_amount(
     amount_out: *mut u64,
 ) -> sw_result {
     call(|| {
-        running(server)?;
+        started(server)?;
         if amount_out.is_null() {
             return Err(sw_result::NullParameter);
         }
@@ -134,7 +134,7 @@ pub unsafe extern "C" fn sw_conn_subscribe(
     topic: *const c_char,
 ) -> sw_result {
     call(|| {
-        running(server)?;
+        started(server)?;
         let topic = unsafe { c_str(topic) }?;
         conn_of(server, conn)?.subscribe(topic);
         Ok(())
@@ -149,7 +149,7 @@ pub unsafe extern "C" fn sw_conn_unsubscribe(
     topic: *const c_char,
 ) -> sw_result {
     call(|| {
-        running(server)?;
+        started(server)?;
         let topic = unsafe { c_str(topic) }?;
         conn_of(server, conn)?.unsubscribe(topic);
         Ok(())

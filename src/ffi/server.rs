@@ -94,7 +94,7 @@ pub unsafe extern "C" fn sw_server_start(
 }
 
 /// The handle of a started server, whatever its state.
-fn started<'a>(server: *const sw_server) -> Result<&'a ServerHandle, sw_result> {
+pub(crate) fn started<'a>(server: *const sw_server) -> Result<&'a ServerHandle, sw_result> {
     // SAFETY: a pointer from sw_server_start that has not been freed (the caller's promise).
     let s = unsafe { server.as_ref() }.ok_or(sw_result::NullParameter)?;
     s.handle.get().ok_or(sw_result::NotRunning)

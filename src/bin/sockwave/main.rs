@@ -165,6 +165,67 @@ struct Args {
     #[cfg(feature = "tls")]
     #[arg(long, env = "SOCKWAVE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+
+    /// Another certificate, for clients that ask for NAME (SNI):
+    /// NAME=CERT.pem,KEY.pem. Repeatable (in the environment, separated by
+    /// ';'). SIGHUP re-reads every TLS file.
+    #[cfg(feature = "tls")]
+    #[arg(
+        long,
+        env = "SOCKWAVE_TLS_SNI",
+        value_delimiter = ';',
+        requires = "tls_cert"
+    )]
+    tls_sni: Vec<String>,
+}
+
+/// SIGHUP: every TLS file read again; new handshakes get what they hold,
+/// open connections keep theirs; on any error the certificates in use stay.
+fn reload_tls(args: &Args, server: &sockwave::server::ServerHandle) {
+    #[cfg(feature = "tls")]
+    if let Some(current) = &server.config().tls {
+        match tls::load(args) {
+            Ok(Some(fresh)) => match current.reload_from(&fresh) {
+                Ok(()) => log::info!(
+                    "SIGHUP: TLS reloaded: {} (SNI: {:?})",
+                    args.tls_cert
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(""))
+                        .display(),
+                    fresh.sni_names()
+                ),
+                Err(e) => log::error!("SIGHUP: TLS not reloaded: {e}"),
+            },
+            Ok(None) => log::warn!("SIGHUP: no TLS files to read"),
+            Err(e) => log::error!("SIGHUP: TLS not reloaded, the certificates in use stay: {e}"),
+        }
+        return;
+    }
+    let _ = (args, server);
+    log::info!("SIGHUP: no TLS configured, nothing to reload");
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    use sockwave::server::TlsConfig;
+
+    use crate::Args;
+
+    /// The TLS configuration the flags name, read from its files.
+    pub(crate) fn load(args: &Args) -> Result<Option<TlsConfig>, String> {
+        let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+            return Ok(None);
+        };
+        let tls = TlsConfig::from_pem_files(cert, key).map_err(|e| e.to_string())?;
+        for entry in &args.tls_sni {
+            let bad = || format!("--tls-sni {entry:?}: expected NAME=CERT.pem,KEY.pem");
+            let (name, files) = entry.split_once('=').ok_or_else(bad)?;
+            let (cert, key) = files.split_once(',').ok_or_else(bad)?;
+            tls.add_sni_pem_files(name.trim(), cert.trim(), key.trim())
+                .map_err(|e| format!("--tls-sni {name}: {e}"))?;
+        }
+        Ok(Some(tls))
+    }
 }
 
 fn config_has_tls(config: &Config) -> bool {
@@ -266,6 +327,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -327,13 +389,11 @@ fn main() -> ExitCode {
     #[allow(unused_mut)]
     let mut config = args.config();
     #[cfg(feature = "tls")]
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        match sockwave::server::TlsConfig::from_pem_files(cert, key) {
-            Ok(tls) => config.tls = Some(tls),
-            Err(e) => {
-                log::error!("TLS: {e}");
-                return ExitCode::FAILURE;
-            }
+    match tls::load(&args) {
+        Ok(tls) => config.tls = tls,
+        Err(e) => {
+            log::error!("TLS: {e}");
+            return ExitCode::FAILURE;
         }
     }
     let (ws, http) = if config_has_tls(&config) {
@@ -354,7 +414,12 @@ fn main() -> ExitCode {
         server.local_addr(),
         server.local_addr()
     );
-    let sig = wait_for_signal(&signals);
+    let sig = loop {
+        match wait_for_signal(&signals) {
+            libc::SIGHUP => reload_tls(&args, &server),
+            sig => break sig,
+        }
+    };
     log::info!(
         "signal {sig}: closing every connection (1001), up to {:?}",
         args.shutdown_timeout
