@@ -48,6 +48,14 @@ typedef enum sw_result {
   SW_RESULT_WRONG_THREAD = 8,
   // A panic inside sockwave was caught at the API boundary.
   SW_RESULT_PANIC = 9,
+  // TLS: the certificate file could not be read or holds no PEM certificate.
+  SW_RESULT_TLS_CERTIFICATE = 10,
+  // TLS: the key file could not be read or holds no PEM private key.
+  SW_RESULT_TLS_KEY = 11,
+  // TLS: the key does not belong to the certificate, or its type is not supported.
+  SW_RESULT_TLS_REJECTED = 12,
+  // This library was built without the feature the call needs (TLS).
+  SW_RESULT_UNSUPPORTED = 13,
 } sw_result;
 
 // The kind of a WebSocket message.
@@ -428,6 +436,35 @@ enum sw_result sw_server_publish_binary(const struct sw_server *server,
 
 // Copies the server's counters into `*stats_out` (also after a shutdown).
 enum sw_result sw_server_stats(const struct sw_server *server, struct sw_stats *stats_out);
+
+// Serves wss:// (and the HTTP pages over https) with the PEM certificate
+// chain (leaf first) and private key in these files, read now: a missing or
+// unreadable certificate is `SW_RESULT_TLS_CERTIFICATE`, the key
+// `SW_RESULT_TLS_KEY`, a pair that does not match `SW_RESULT_TLS_REJECTED`.
+enum sw_result sw_config_set_tls_files(struct sw_config *config,
+                                       const char *cert_path,
+                                       const char *key_path);
+
+// As `sw_config_set_tls_files`, from PEM in memory (copied).
+enum sw_result sw_config_set_tls_pem(struct sw_config *config,
+                                     const uint8_t *cert_pem,
+                                     size_t cert_len,
+                                     const uint8_t *key_pem,
+                                     size_t key_len);
+
+// Adds a certificate for clients that ask for `server_name` (SNI), from
+// PEM files. Call after `sw_config_set_tls_files` (else
+// `SW_RESULT_INVALID_ARGUMENT`).
+enum sw_result sw_config_add_tls_sni_files(struct sw_config *config,
+                                           const char *server_name,
+                                           const char *cert_path,
+                                           const char *key_path);
+
+// Hot reload: new TLS handshakes use the certificates of `fresh` (a config
+// on which `sw_config_set_tls_*` and `sw_config_add_tls_sni_files`
+// succeeded; the rest of it is ignored); open connections keep theirs. Any
+// thread. `SW_RESULT_INVALID_ARGUMENT` when the server or `fresh` has no TLS.
+enum sw_result sw_server_reload_tls(const struct sw_server *server, const struct sw_config *fresh);
 
 #ifdef __cplusplus
 }  // extern "C"

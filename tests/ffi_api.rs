@@ -303,3 +303,134 @@ fn sibling_functions_answer_the_same_misuse_alike() {
         }
     }
 }
+
+#[cfg(feature = "tls")]
+unsafe extern "C" fn echo(
+    _ud: *mut c_void,
+    server: *const sw_server,
+    conn: sw_conn_id,
+    kind: sw_message_kind,
+    data: *const u8,
+    len: usize,
+) {
+    unsafe {
+        match kind {
+            sw_message_kind::Text => sw_conn_send_text(server, conn, data.cast(), len),
+            sw_message_kind::Binary => sw_conn_send_binary(server, conn, data, len),
+        };
+    }
+}
+
+/// wss:// from C: certificate files checked when set, with a result that
+/// says which input is wrong; an echo over TLS; a hot reload.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_from_c_files_errors_echo_and_reload() {
+    use std::ffi::CString;
+    use std::sync::Arc;
+    let make = || rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (first, second) = (make(), make());
+    let dir = std::env::temp_dir().join(format!("sockwave-ffi-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str, body: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        CString::new(p.to_str().unwrap()).unwrap()
+    };
+    let cert = path("cert.pem", &first.cert.pem());
+    let key = path("key.pem", &first.key_pair.serialize_pem());
+    let other_key = path("other.pem", &second.key_pair.serialize_pem());
+    let junk = path("junk.pem", "junk\n");
+    let missing = CString::new(dir.join("missing.pem").to_str().unwrap()).unwrap();
+    unsafe {
+        let cfg = sw_config_new();
+        sw_config_set_listen(cfg, c"127.0.0.1:0".as_ptr());
+        sw_config_set_shutdown_timeout(cfg, 300);
+        assert_eq!(
+            sw_config_set_tls_files(cfg, missing.as_ptr(), key.as_ptr()),
+            sw_result::TlsCertificate
+        );
+        assert_eq!(
+            sw_config_set_tls_files(cfg, cert.as_ptr(), junk.as_ptr()),
+            sw_result::TlsKey
+        );
+        assert_eq!(
+            sw_config_set_tls_files(cfg, cert.as_ptr(), other_key.as_ptr()),
+            sw_result::TlsRejected
+        );
+        assert_eq!(
+            CStr::from_ptr(sw_result_str(sw_result::TlsKey as u32))
+                .to_str()
+                .unwrap(),
+            "TLS key file unreadable or without a PEM private key"
+        );
+        assert_eq!(
+            sw_config_set_tls_files(cfg, cert.as_ptr(), key.as_ptr()),
+            sw_result::Ok
+        );
+        let cbs = sw_callbacks {
+            userdata: ptr::null_mut(),
+            on_handshake: None,
+            on_open: None,
+            on_message: Some(echo),
+            on_close: None,
+            on_drain: None,
+        };
+        let mut server: *mut sw_server = ptr::null_mut();
+        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
+        sw_config_free(cfg);
+        let mut port = 0u16;
+        sw_server_local_port(server, &mut port);
+        let addr = ([127, 0, 0, 1], port).into();
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(first.cert.der().clone()).unwrap();
+        roots.add(second.cert.der().clone()).unwrap();
+        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        client.resumption = rustls::client::Resumption::disabled();
+        let client = Arc::new(client);
+        let served = |c: &Client| c.tls.as_ref().unwrap().peer_certificates().unwrap()[0].to_vec();
+        let mut c = Client::connect_tls(addr, client.clone(), "localhost").unwrap();
+        c.send_text("from C over TLS").unwrap();
+        assert_eq!(c.recv().unwrap(), Ev::Text("from C over TLS".into()));
+        assert_eq!(served(&c), first.cert.der().to_vec());
+
+        let fresh = sw_config_new();
+        let (pem, key_pem) = (second.cert.pem(), second.key_pair.serialize_pem());
+        assert_eq!(
+            sw_config_set_tls_pem(
+                fresh,
+                pem.as_ptr(),
+                pem.len(),
+                key_pem.as_ptr(),
+                key_pem.len()
+            ),
+            sw_result::Ok
+        );
+        assert_eq!(sw_server_reload_tls(server, fresh), sw_result::Ok);
+        let plain = sw_config_new();
+        assert_eq!(
+            sw_server_reload_tls(server, plain),
+            sw_result::InvalidArgument
+        );
+        sw_config_free(plain);
+        sw_config_free(fresh);
+        let d = Client::connect_tls(addr, client, "localhost").unwrap();
+        assert_eq!(
+            served(&d),
+            second.cert.der().to_vec(),
+            "new handshakes after the reload"
+        );
+        c.send_text("still the first").unwrap();
+        assert_eq!(c.recv().unwrap(), Ev::Text("still the first".into()));
+        drop((c, d));
+        sw_server_free(server);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -28,6 +28,14 @@ pub enum sw_result {
     WrongThread = 8,
     /// A panic inside sockwave was caught at the API boundary.
     Panic = 9,
+    /// TLS: the certificate file could not be read or holds no PEM certificate.
+    TlsCertificate = 10,
+    /// TLS: the key file could not be read or holds no PEM private key.
+    TlsKey = 11,
+    /// TLS: the key does not belong to the certificate, or its type is not supported.
+    TlsRejected = 12,
+    /// This library was built without the feature the call needs (TLS).
+    Unsupported = 13,
 }
 
 /// A borrowed UTF-8 string: `ptr` to `len` bytes, not NUL-terminated.
@@ -152,6 +160,12 @@ pub extern "C" fn sw_result_str(result: u32) -> *const c_char {
         7 => c"server not running",
         8 => c"not allowed on this thread (it would wait for itself)",
         9 => c"panic caught at the API boundary",
+        10 => c"TLS certificate file unreadable or without a PEM certificate",
+        11 => c"TLS key file unreadable or without a PEM private key",
+        12 => {
+            c"TLS certificate and key refused (they do not match, or the key type is unsupported)"
+        }
+        13 => c"not supported by this build (TLS left out)",
         _ => c"unknown result",
     };
     s.as_ptr()

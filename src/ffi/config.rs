@@ -50,7 +50,7 @@ pub unsafe extern "C" fn sw_config_free(config: *mut sw_config) {
     })
 }
 
-fn with_config(
+pub(crate) fn with_config(
     config: *mut sw_config,
     f: impl FnOnce(&mut Config) -> Result<(), sw_result>,
 ) -> sw_result {

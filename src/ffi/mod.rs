@@ -10,18 +10,18 @@
 //!   borrowed for the duration of the call;
 //! - everything that takes a `const sw_server *` may be called from any thread,
 //!   including from inside callbacks.
+//!
+//! One file per C object: `boundary.rs` (result codes, the panic boundary,
+//! pointer checks), `config.rs` (`sw_config`), `server.rs` (`sw_server`),
+//! `conn.rs` (`sw_conn_*` by id), `callbacks.rs` (`sw_callbacks` and the
+//! handler that calls them), `request.rs` (`sw_request`, `sw_upgrade`),
+//! `tls.rs` (certificates, reload).
+//! Every entry point runs inside the panic boundary from its first line.
 #![allow(non_camel_case_types)]
 // Every `extern "C"` function here checks its pointers itself and documents
 // what it requires of them in the header; clippy's blanket lint does not know that.
 #![allow(clippy::missing_safety_doc)]
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
-
-//!
-//! One file per C object: `boundary.rs` (result codes, the panic boundary,
-//! pointer checks), `config.rs` (`sw_config`), `server.rs` (`sw_server`),
-//! `conn.rs` (`sw_conn_*` by id), `callbacks.rs` (`sw_callbacks` and the
-//! handler that calls them), `request.rs` (`sw_request`, `sw_upgrade`).
-//! Every entry point runs inside the panic boundary from its first line.
 
 mod boundary;
 mod callbacks;
@@ -29,6 +29,7 @@ mod config;
 mod conn;
 mod request;
 mod server;
+mod tls;
 
 pub use boundary::{sw_result, sw_result_str, sw_str, sw_version};
 pub use callbacks::*;
@@ -36,3 +37,4 @@ pub use config::*;
 pub use conn::*;
 pub use request::*;
 pub use server::*;
+pub use tls::*;
