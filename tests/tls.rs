@@ -266,3 +266,89 @@ fn certificates_by_sni_and_hot_reload() {
     server.shutdown_and_join();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// 5,000 TLS handshakes left half-open (a record header and nothing more)
+/// cost the open connections nothing: an established wss client keeps
+/// echoing among them, and the half-open ones are dropped by the handshake
+/// timeout.
+#[test]
+fn half_open_tls_handshakes_do_not_starve_an_open_connection() {
+    common::raise_fd_limit();
+    let pki = pki();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        shutdown_timeout: Duration::from_millis(500),
+        tls: Some(TlsConfig::from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap()),
+        ..Config::default()
+    };
+    let server = Server::start(config, Echo).unwrap();
+    let addr = server.local_addr();
+    let mut steady = Client::connect_tls(addr, Arc::clone(&pki.client), "localhost").unwrap();
+    let mut half_open = Vec::with_capacity(5000);
+    for i in 0..5000 {
+        let mut s = TcpStream::connect(addr).unwrap();
+        // A handshake record header announcing 512 bytes, then silence.
+        s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+        half_open.push(s);
+        if i % 500 == 0 {
+            steady.send_text(&format!("echo {i}")).unwrap();
+            assert_eq!(steady.recv().unwrap(), Ev::Text(format!("echo {i}")));
+        }
+    }
+    for i in 0..100 {
+        steady.send_binary(&[i as u8; 1000]).unwrap();
+        assert_eq!(steady.recv().unwrap(), Ev::Binary(vec![i as u8; 1000]));
+    }
+    drop(half_open);
+    server.shutdown_and_join();
+}
+
+/// A ClientHello trickled a byte at a time never completes: the handshake
+/// timeout (which covers the TLS handshake) drops it and counts it.
+#[test]
+fn a_trickled_client_hello_is_dropped_by_the_handshake_timeout() {
+    let pki = pki();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        shutdown_timeout: Duration::from_millis(500),
+        tls: Some(TlsConfig::from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap()),
+        ..Config::default()
+    };
+    config.protocol.handshake_timeout = Some(Duration::from_millis(300));
+    let server = Server::start(config, Echo).unwrap();
+    let mut s = TcpStream::connect(server.local_addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let hello = [
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let started = std::time::Instant::now();
+    let mut ended = false;
+    // One byte, then up to 50 ms of listening (the read timeout paces the
+    // trickle); the server's end shows as EOF, a reset or a failed write.
+    for byte in hello.iter().cycle().take(400) {
+        if s.write_all(&[*byte]).is_err() {
+            ended = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => ended = true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => ended = true,
+            Err(_) => {}
+        }
+        if ended {
+            break;
+        }
+    }
+    assert!(ended, "the trickling connection was never dropped");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert_eq!(server.stats().handshake_timeout, 1);
+    server.shutdown_and_join();
+}

@@ -45,6 +45,10 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER: Token = Token(usize::MAX - 2);
 /// How long accepting waits after the process ran out of descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Transport handshakes (TLS) a loop progresses per turn: a flood of them
+/// cannot starve the connections that are open (their reads and writes
+/// come first every turn; the rest of the handshakes wait for the next).
+const HANDSHAKES_PER_TURN: usize = 64;
 /// Reads per connection per turn before others get their turn.
 const READ_BUDGET: usize = 8;
 
@@ -67,6 +71,8 @@ pub(crate) struct EventLoop {
     pub(super) timers: Timers,
     /// Connections that used their read budget and have more to give.
     pub(super) pending_reads: Vec<usize>,
+    /// Transport handshakes this turn may still progress.
+    pub(super) handshake_budget: usize,
     pub(super) shutdown_deadline: Option<Instant>,
     /// Accepting failed (out of descriptors, say): try again at this instant.
     /// Under edge-triggered readiness the listener raises no new event for
@@ -105,6 +111,7 @@ impl EventLoop {
             topics: Topics::default(),
             timers: Timers::default(),
             pending_reads: Vec::new(),
+            handshake_budget: HANDSHAKES_PER_TURN,
             shutdown_deadline: None,
             accept_retry: None,
             stats: LoopStats::default(),
@@ -133,6 +140,7 @@ impl EventLoop {
                 }
             }
             let now = Instant::now();
+            self.handshake_budget = HANDSHAKES_PER_TURN;
             for event in events.iter() {
                 match event.token() {
                     WAKER => {}
@@ -298,6 +306,12 @@ impl EventLoop {
                     self.conns.mark_dirty(slot);
                 }
                 return;
+            }
+            if c.transport.handshaking() {
+                if self.handshake_budget == 0 {
+                    return self.pending_reads.push(slot);
+                }
+                self.handshake_budget -= 1;
             }
             let n = match c.transport.read(&mut self.read_buf[tail_room..]) {
                 Ok(0) => return self.release(slot),

@@ -46,6 +46,10 @@ impl Transport for Stream {
         each!(self, t => t.wants_write())
     }
 
+    fn handshaking(&self) -> bool {
+        each!(self, t => t.handshaking())
+    }
+
     fn goodbye(&mut self) {
         each!(self, t => t.goodbye())
     }

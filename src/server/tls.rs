@@ -375,6 +375,10 @@ impl Transport for TlsTransport {
         usize::from(self.tls.wants_write())
     }
 
+    fn handshaking(&self) -> bool {
+        self.tls.is_handshaking()
+    }
+
     fn goodbye(&mut self) {
         self.tls.send_close_notify();
         let _ = self.write_records();

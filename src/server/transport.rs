@@ -47,6 +47,12 @@ pub(crate) trait Transport {
         0
     }
 
+    /// The transport's own handshake (TLS) is under way: the loop budgets
+    /// how many of those it progresses per turn.
+    fn handshaking(&self) -> bool {
+        false
+    }
+
     /// Says goodbye at the transport's own level (TLS: close_notify) before
     /// the socket is closed; plain TCP has nothing to say.
     fn goodbye(&mut self) {}
