@@ -11,13 +11,18 @@ server's VmRSS from /proc before and after. Stdlib only.
                  dedicated compressor and inflater exist for each
       --max-bytes-per-conn B   fail (exit 1) when the server's RSS per
                  connection is above B
+      --tls      serve wss:// with a throwaway self-signed certificate (made
+                 with the openssl command) and open the N connections over
+                 TLS, one handshake after another
 """
 import os
 import resource
 import selectors
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 
 import zlib
@@ -26,6 +31,7 @@ ARGS = sys.argv[1:]
 SERVER_ARGS = ARGS[ARGS.index("--") + 1:] if "--" in ARGS else []
 ARGS = ARGS[:ARGS.index("--")] if "--" in ARGS else ARGS
 DEFLATE = "--deflate" in ARGS
+TLS = "--tls" in ARGS
 MAX_PER_CONN = None
 if "--max-bytes-per-conn" in ARGS:
     i = ARGS.index("--max-bytes-per-conn")
@@ -60,10 +66,42 @@ def rss_kib(pid):
     raise RuntimeError("no VmRSS")
 
 
+def throwaway_certificate(directory):
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+def open_tls(n, cert):
+    """N wss connections, upgraded, one after another (the server's loop is
+    what is measured, not the client's speed)."""
+    ctx = ssl.create_default_context(cafile=cert)
+    socks = []
+    for _ in range(n):
+        s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", PORT)), server_hostname="localhost")
+        s.sendall(REQ)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            if not chunk:
+                raise RuntimeError("closed during the upgrade")
+            head += chunk
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(head[:80])
+        socks.append(s)
+    return socks
+
+
 def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    server = subprocess.Popen(["target/release/sockwave", "--listen", f"127.0.0.1:{PORT}", *SERVER_ARGS],
+    tls_args, cert = [], None
+    if TLS:
+        cert, key = throwaway_certificate(tempfile.mkdtemp(prefix="sockwave-idle-tls-"))
+        tls_args = ["--tls-cert", cert, "--tls-key", key]
+    server = subprocess.Popen(["target/release/sockwave", "--listen", f"127.0.0.1:{PORT}", *tls_args, *SERVER_ARGS],
                               stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -75,6 +113,21 @@ def main():
         time.sleep(0.3)
         before = rss_kib(server.pid)
         t0 = time.time()
+        if TLS:
+            socks = open_tls(N, cert)
+            elapsed = time.time() - t0
+            time.sleep(1.0)
+            after = rss_kib(server.pid)
+            per_conn = (after - before) * 1024 / N
+            print(f"server: {' '.join(SERVER_ARGS) or 'defaults'}; clients: TLS")
+            print(f"connections upgraded over TLS: {N} in {elapsed:.2f}s ({N / elapsed:.0f}/s, one after another)")
+            print(f"server RSS: {before} KiB idle, {after} KiB with {N} open -> {per_conn:.0f} bytes per connection")
+            for s in socks:
+                s.close()
+            if MAX_PER_CONN is not None and per_conn > MAX_PER_CONN:
+                print(f"FAIL: {per_conn:.0f} bytes per connection, over the budget of {MAX_PER_CONN}")
+                return 1
+            return 0
         socks = []
         for _ in range(N):
             s = socket.socket()
