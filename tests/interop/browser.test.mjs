@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { startServer } from "./server.mjs";
+import { startServer, makeCertificate } from "./server.mjs";
 
 let browser;
 before(async () => {
@@ -200,5 +200,36 @@ test("permessage-deflate: Chromium negotiates it and exchanges compressed messag
       await page.close();
       assert.equal(await server.stop(), 0);
     }
+  }
+});
+
+test("https and wss: the demo page over https and the WebSocket API over wss on the same port", async () => {
+  const { cert, key } = makeCertificate();
+  const server = await startServer(["--tls-cert", cert, "--tls-key", key]);
+  // The test's own certificate, accepted for this context only.
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const page = await context.newPage();
+  try {
+    await page.goto(`${server.http}/`);
+    assert.equal(await page.title(), "sockwave demo");
+    const r = await page.evaluate(async (url) => {
+      const ws = new WebSocket(`${url}/browser`);
+      ws.binaryType = "arraybuffer";
+      await new Promise((res, rej) => { ws.onopen = res; ws.onerror = rej; });
+      const got = new Promise((res) => { ws.onmessage = (e) => res(e.data); });
+      ws.send("secure hello");
+      const text = await got;
+      const closed = new Promise((res) => { ws.onclose = (e) => res({ code: e.code, reason: e.reason, wasClean: e.wasClean }); });
+      ws.close(4003, "browser bye");
+      return { protocol: location.protocol, text, close: await closed };
+    }, server.url);
+    assert.deepEqual(r, {
+      protocol: "https:",
+      text: "secure hello",
+      close: { code: 4003, reason: "browser bye", wasClean: true },
+    });
+  } finally {
+    await context.close();
+    assert.equal(await server.stop(), 0);
   }
 });

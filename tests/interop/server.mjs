@@ -1,6 +1,8 @@
 // Starts the sockwave binary on an ephemeral port and stops it with SIGTERM.
-import { spawn } from "node:child_process";
+import { spawn, execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -15,14 +17,15 @@ export function startServer(args = []) {
     const timer = setTimeout(() => reject(new Error(`server did not start: ${log}`)), 10000);
     proc.stderr.on("data", (chunk) => {
       log += chunk;
-      const m = log.match(/listening on ws:\/\/127\.0\.0\.1:(\d+)/);
+      const m = log.match(/listening on (wss?):\/\/127\.0\.0\.1:(\d+)/);
       if (m && !proc.port) {
-        proc.port = Number(m[1]);
+        proc.port = Number(m[2]);
+        const tls = m[1] === "wss";
         clearTimeout(timer);
         resolve({
           port: proc.port,
-          url: `ws://127.0.0.1:${proc.port}`,
-          http: `http://127.0.0.1:${proc.port}`,
+          url: tls ? `wss://localhost:${proc.port}` : `ws://127.0.0.1:${proc.port}`,
+          http: tls ? `https://localhost:${proc.port}` : `http://127.0.0.1:${proc.port}`,
           log: () => log,
           // SIGTERM; resolves with the exit code.
           stop: () => new Promise((res) => { proc.once("exit", (code) => res(code)); proc.kill("SIGTERM"); }),
@@ -31,4 +34,15 @@ export function startServer(args = []) {
     });
     proc.once("exit", (code) => { if (!proc.port) reject(new Error(`server exited ${code}: ${log}`)); });
   });
+}
+
+// A throwaway self-signed certificate for localhost, made now with openssl.
+export function makeCertificate() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sockwave-interop-tls-"));
+  const cert = path.join(dir, "cert.pem");
+  const key = path.join(dir, "key.pem");
+  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-days", "1",
+    "-keyout", key, "-out", cert], { stdio: "ignore" });
+  return { cert, key, pem: fs.readFileSync(cert) };
 }

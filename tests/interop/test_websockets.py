@@ -145,3 +145,50 @@ def test_sigterm_closes_with_1001():
         assert e.value.rcvd.code == 1001
         assert await stopping == 0
     run(go())
+
+
+def make_certificate(directory):
+    """A throwaway self-signed certificate for localhost, made now."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+def test_wss_echo_close_and_subprotocol_over_tls(tmp_path):
+    import ssl
+    cert, key = make_certificate(str(tmp_path))
+    proc = subprocess.Popen(
+        [BIN, "--listen", "127.0.0.1:0", "--threads", "2", "--tls-cert", cert, "--tls-key", key,
+         "--subprotocol", "chat.v1"],
+        stderr=subprocess.PIPE, text=True)
+    port = None
+    for line in proc.stderr:
+        m = re.search(r"listening on wss://127\.0\.0\.1:(\d+)", line)
+        if m:
+            port = int(m.group(1))
+            break
+    assert port, "the server did not start with TLS"
+    ctx = ssl.create_default_context(cafile=cert)
+
+    async def go():
+        async with websockets.connect(f"wss://127.0.0.1:{port}/secure", ssl=ctx, server_hostname="localhost",
+                                      subprotocols=["chat.v1"], max_size=32 << 20) as ws:
+            assert ws.subprotocol == "chat.v1"
+            await ws.send("über TLS")
+            assert await ws.recv() == "über TLS"
+            big = os.urandom(4 << 20)
+            await ws.send(big)
+            assert await ws.recv() == big
+            await ws.close(4000, "bye")
+        assert ws.close_code == 4000
+        # Plain ws:// to the TLS port is refused at the TLS layer, not served.
+        with pytest.raises(Exception):
+            async with websockets.connect(f"ws://127.0.0.1:{port}/", open_timeout=5):
+                pass
+    try:
+        run(go())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0

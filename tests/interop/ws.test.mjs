@@ -3,11 +3,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
 import WebSocket from "ws";
-import { startServer } from "./server.mjs";
+import { startServer, makeCertificate } from "./server.mjs";
 
-function connect(url, protocols) {
+function connect(url, protocols, options = {}) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, protocols, { maxPayload: 64 << 20 });
+    const ws = new WebSocket(url, protocols, { maxPayload: 64 << 20, ...options });
     ws.inbox = [];
     ws.waiters = [];
     ws.on("message", (data, isBinary) => {
@@ -132,4 +132,26 @@ test("SIGTERM: every client sees 1001 and the server exits 0", async () => {
   const closes = clients.map(closed);
   assert.equal(await server.stop(), 0);
   for (const c of await Promise.all(closes)) assert.deepEqual(c, { code: 1001, reason: "server shutting down" });
+});
+
+test("wss: echo over TLS with the server's certificate trusted, and close codes", async () => {
+  const { cert, key, pem } = makeCertificate();
+  const server = await startServer(["--tls-cert", cert, "--tls-key", key]);
+  try {
+    assert.ok(server.url.startsWith("wss://"));
+    const ws = await connect(`${server.url}/secure`, [], { ca: pem });
+    ws.send("über TLS ✓");
+    assert.deepEqual(await next(ws), { data: "über TLS ✓", isBinary: false });
+    const big = Buffer.alloc(4 << 20, 9);
+    ws.send(big);
+    const echoed = await next(ws);
+    assert.ok(echoed.isBinary && echoed.data.equals(big), "4 MiB echoed intact over TLS");
+    const c = closed(ws);
+    ws.close(4002, "tls bye");
+    assert.deepEqual(await c, { code: 4002, reason: "tls bye" });
+    // Without trusting the certificate, the client refuses the server.
+    await assert.rejects(connect(`${server.url}/`, []));
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
 });
