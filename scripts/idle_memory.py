@@ -69,7 +69,7 @@ def rss_kib(pid):
 def throwaway_certificate(directory):
     cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE",
                     "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
     return cert, key
 

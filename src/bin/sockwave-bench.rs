@@ -9,7 +9,9 @@
 //!   each one connect → upgrade → close → the server's FIN, then a new one.
 //! - `idle`: opens C connections and reports server RSS per connection.
 //!
-//! Any RFC 6455 echo server will do (it must echo binary messages).
+//! Any RFC 6455 echo server will do (it must echo binary messages). With
+//! `--tls-ca CERT.pem` every mode speaks wss:// (rustls, trusting that
+//! certificate for `--tls-name`).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -66,6 +68,12 @@ struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// wss://: TLS to the server, trusting the PEM certificate (or CA) in this file.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The server name TLS checks the certificate for.
+    #[arg(long, default_value = "localhost")]
+    tls_name: String,
 }
 
 const REQUEST_NONCE: [u8; 16] = *b"sockwave-bench!!";
@@ -119,7 +127,7 @@ fn pattern(conn: u64, len: usize) -> Vec<u8> {
 }
 
 struct Conn {
-    stream: TcpStream,
+    link: Link,
     id: u64,
     upgraded: bool,
     inbuf: Vec<u8>,
@@ -188,10 +196,164 @@ fn run_client_threads(
     Ok((total, server_cpu))
 }
 
-fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+/// A client's byte stream: plain TCP, or TLS over it.
+enum Link {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(TcpStream, Box<rustls::ClientConnection>),
+}
+
+impl Link {
+    fn socket(&mut self) -> &mut TcpStream {
+        match self {
+            Link::Plain(s) => s,
+            #[cfg(feature = "tls")]
+            Link::Tls(s, _) => s,
+        }
+    }
+
+    /// Reads plaintext; `WouldBlock` when the socket has no more.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Link::Plain(s) => s.read(buf),
+            #[cfg(feature = "tls")]
+            Link::Tls(s, tls) => loop {
+                match tls.reader().read(buf) {
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                    Err(e) => return Err(e),
+                }
+                if tls.read_tls(s)? == 0 {
+                    return Ok(0);
+                }
+                tls.process_new_packets().map_err(io::Error::other)?;
+                while tls.wants_write() {
+                    match tls.write_tls(s) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        r => {
+                            r?;
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    /// Writes what it can of `buf` (TLS: encrypts it, up to rustls's limit).
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Link::Plain(s) => s.write(buf),
+            #[cfg(feature = "tls")]
+            Link::Tls(..) => {
+                if !self.flush()? {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let Link::Tls(_, tls) = self else {
+                    unreachable!()
+                };
+                let n = tls.writer().write(buf)?;
+                self.flush()?;
+                Ok(n)
+            }
+        }
+    }
+
+    /// Writes all of `buf` (small requests and close frames); TLS records
+    /// the socket does not take yet go out with the next [`Link::flush`].
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Link::Plain(s) => s.write_all(buf),
+            #[cfg(feature = "tls")]
+            Link::Tls(_, tls) => {
+                tls.writer().write_all(buf)?;
+                self.flush().map(|_| ())
+            }
+        }
+    }
+
+    /// Pushes TLS records to the socket; `Ok(true)` once none are left.
+    fn flush(&mut self) -> io::Result<bool> {
+        match self {
+            Link::Plain(_) => Ok(true),
+            #[cfg(feature = "tls")]
+            Link::Tls(s, tls) => {
+                while tls.wants_write() {
+                    match tls.write_tls(s) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// What `--tls-ca` asks for: a rustls client trusting that certificate.
+#[derive(Clone)]
+struct TlsClient {
+    #[cfg(feature = "tls")]
+    config: std::sync::Arc<rustls::ClientConfig>,
+    #[cfg(feature = "tls")]
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+fn tls_client(args: &Args) -> io::Result<Option<TlsClient>> {
+    let Some(ca) = &args.tls_ca else {
+        return Ok(None);
+    };
+    #[cfg(feature = "tls")]
+    {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in
+            rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(io::Error::other)?
+        {
+            roots
+                .add(cert.map_err(io::Error::other)?)
+                .map_err(io::Error::other)?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        // Every connection a full handshake: the connect mode measures them.
+        config.resumption = rustls::client::Resumption::disabled();
+        let name = rustls::pki_types::ServerName::try_from(args.tls_name.clone())
+            .map_err(io::Error::other)?;
+        Ok(Some(TlsClient {
+            config: std::sync::Arc::new(config),
+            name,
+        }))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = ca;
+        Err(io::Error::other("built without the tls feature"))
+    }
+}
+
+fn connect(addr: SocketAddr, tls: Option<&TlsClient>) -> io::Result<Link> {
     let s = TcpStream::connect(addr)?;
     s.set_nodelay(true)?;
-    Ok(s)
+    let Some(tls) = tls else {
+        return Ok(Link::Plain(s));
+    };
+    #[cfg(feature = "tls")]
+    {
+        let conn = rustls::ClientConnection::new(tls.config.clone(), tls.name.clone())
+            .map_err(io::Error::other)?;
+        Ok(Link::Tls(s, Box::new(conn)))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = tls;
+        unreachable!("tls_client refuses --tls-ca without the feature")
+    }
 }
 
 fn upgrade_request(addr: SocketAddr) -> (Vec<u8>, String) {
@@ -210,17 +372,18 @@ fn echo_thread(
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let (req, key) = upgrade_request(args.addr);
+    let tls = tls_client(&args)?;
     let mut conns: Vec<Conn> = Vec::with_capacity(count);
     for i in 0..count {
-        let mut stream = connect(args.addr)?;
+        let mut link = connect(args.addr, tls.as_ref())?;
         poll.registry().register(
-            &mut stream,
+            link.socket(),
             Token(i),
             Interest::READABLE | Interest::WRITABLE,
         )?;
         let id = first_id + i as u64;
         conns.push(Conn {
-            stream,
+            link,
             id,
             upgraded: false,
             inbuf: Vec::with_capacity(64 * 1024),
@@ -268,7 +431,7 @@ fn echo_thread(
             let c = &mut conns[i];
             // Read everything available, then parse.
             loop {
-                match c.stream.read(&mut read_buf) {
+                match c.link.read(&mut read_buf) {
                     Ok(0) => {
                         tally.errors += 1;
                         break;
@@ -345,9 +508,12 @@ fn echo_thread(
                 }
                 c.inbuf.drain(..pos);
             }
-            // Write what is queued.
+            // Write what is queued (and TLS records still waiting).
+            if c.link.flush().is_err() {
+                tally.errors += 1;
+            }
             while !c.outbuf.is_empty() {
-                match c.stream.write(&c.outbuf) {
+                match c.link.write(&c.outbuf) {
                     Ok(n) => {
                         c.outbuf.drain(..n);
                     }
@@ -434,7 +600,7 @@ enum Stage {
 }
 
 struct Attempt {
-    stream: TcpStream,
+    link: Link,
     stage: Stage,
     got: Vec<u8>,
     started: Instant,
@@ -466,15 +632,16 @@ fn connect_thread(
     let close = client_close_frame();
     let mut tally = Tally::default();
     let mut buf = vec![0u8; 4096];
+    let tls = tls_client(&args)?;
     let start = |poll: &Poll, i: usize| -> io::Result<Attempt> {
-        let mut stream = connect(args.addr)?;
+        let mut link = connect(args.addr, tls.as_ref())?;
         poll.registry().register(
-            &mut stream,
+            link.socket(),
             Token(i),
             Interest::READABLE | Interest::WRITABLE,
         )?;
         Ok(Attempt {
-            stream,
+            link,
             stage: Stage::Connecting,
             got: Vec::new(),
             started: Instant::now(),
@@ -495,17 +662,18 @@ fn connect_thread(
             // Ok(true): the cycle completed; Err: it failed and is counted.
             let outcome = (|| -> io::Result<bool> {
                 if a.stage == Stage::Connecting {
-                    if let Some(e) = a.stream.take_error()? {
+                    if let Some(e) = a.link.socket().take_error()? {
                         return Err(e);
                     }
                     if !ev.is_writable() {
                         return Ok(false);
                     }
-                    a.stream.write_all(&req)?;
+                    a.link.write_all(&req)?;
                     a.stage = Stage::Upgrading;
                 }
+                a.link.flush()?;
                 loop {
-                    match a.stream.read(&mut buf) {
+                    match a.link.read(&mut buf) {
                         Ok(0) if a.stage == Stage::Closing => return Ok(true),
                         Ok(0) => return Err(io::Error::other("closed during the handshake")),
                         Ok(n) => a.got.extend_from_slice(&buf[..n]),
@@ -517,7 +685,7 @@ fn connect_thread(
                         match client::parse_response(&a.got, &key) {
                             Ok(Some((_, used))) => {
                                 a.got.drain(..used);
-                                a.stream.write_all(&close)?;
+                                a.link.write_all(&close)?;
                                 a.stage = Stage::Closing;
                             }
                             Ok(None) => {}
@@ -539,7 +707,7 @@ fn connect_thread(
                 }
                 Err(_) => tally.errors += 1,
             }
-            let _ = poll.registry().deregister(&mut a.stream);
+            let _ = poll.registry().deregister(a.link.socket());
             attempts[i] = start(&poll, i)?;
         }
     }
@@ -590,13 +758,17 @@ fn run_idle(args: &Args) -> io::Result<String> {
     let (req, key) = upgrade_request(args.addr);
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
+    let tls = tls_client(args)?;
     let mut streams = Vec::with_capacity(args.connections);
     let mut answers: Vec<Vec<u8>> = vec![Vec::new(); args.connections];
     let mut sent = vec![false; args.connections];
     for i in 0..args.connections {
-        let mut s = connect(args.addr)?;
-        poll.registry()
-            .register(&mut s, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+        let mut s = connect(args.addr, tls.as_ref())?;
+        poll.registry().register(
+            s.socket(),
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         streams.push(s);
     }
     let mut upgraded = 0;
@@ -610,6 +782,7 @@ fn run_idle(args: &Args) -> io::Result<String> {
                 streams[i].write_all(&req)?;
                 sent[i] = true;
             }
+            streams[i].flush()?;
             loop {
                 match streams[i].read(&mut buf) {
                     Ok(0) => break,
@@ -621,7 +794,7 @@ fn run_idle(args: &Args) -> io::Result<String> {
                 if let Ok(Some(_)) = client::parse_response(&answers[i], &key) {
                     answers[i] = Vec::new();
                     upgraded += 1;
-                    let _ = poll.registry().deregister(&mut streams[i]);
+                    let _ = poll.registry().deregister(streams[i].socket());
                 }
             }
         }
