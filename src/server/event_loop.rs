@@ -4,8 +4,10 @@
 //! every connection that has something to say, once; hand the turn's events
 //! to the handler in one batch per worker.
 //!
-//! The loop owns its connections outright (no locks on the data path). The
-//! parts it turns are named types: [`ConnTable`] (slots and generations),
+//! The loop owns its connections outright (no locks on the data path). How
+//! it accepts, answers upgrades, carries out commands and acts on deadlines
+//! is in `loop_accept.rs`, `loop_upgrade.rs`, `loop_commands.rs` and
+//! `loop_timers.rs`. The parts it turns are named types: [`ConnTable`] (slots and generations),
 //! [`LoopConn`] and its [`Lifecycle`], [`OutQueue`](super::out_queue::OutQueue),
 //! [`Timers`], [`Topics`], [`Dispatcher`], the [`Transport`] under each
 //! connection, and [`decide`] for the upgrade. Every end of a connection
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
 use super::command::Command;
@@ -25,26 +27,21 @@ use super::conn_inner::ConnInner;
 use super::conn_table::ConnTable;
 use super::dispatch::{Dispatcher, WorkerEvent};
 use super::lifecycle::Lifecycle;
-use super::loop_conn::LoopConn;
 use super::out_queue::QueueSink;
-use super::prepared::{Encoding, PreparedMessage};
+use super::prepared::PreparedMessage;
 use super::server_state::ServerState;
 use super::stats::{HandshakeFailure, LoopStats};
-use super::stream::Stream;
 use super::timers::Timers;
-#[cfg(feature = "tls")]
-use super::tls::TlsTransport;
 use super::topics::Topics;
-use super::transport::{TcpTransport, Transport};
-use super::upgrade::{decide, Answer, Load};
+use super::transport::Transport;
 use super::{Conn, ConnId, Handler, Message, ServerHandle};
 use crate::protocol::close::code;
-use crate::protocol::{AcceptOptions, Connection, Event, ProtocolConfig, Request, Timeout};
+use crate::protocol::{Event, ProtocolConfig};
 
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER: Token = Token(usize::MAX - 2);
 /// How long accepting waits after the process ran out of descriptors.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+pub(super) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Transport handshakes (TLS) a loop progresses per turn: a flood of them
 /// cannot starve the connections that are open (their reads and writes
 /// come first every turn; the rest of the handshakes wait for the next).
@@ -199,87 +196,6 @@ impl EventLoop {
         polled
     }
 
-    /// Accepts every waiting connection. When that fails (EMFILE, ENFILE,
-    /// ENOBUFS ...), the rest stay in the backlog and accepting is tried
-    /// again after [`ACCEPT_RETRY`]: no spinning on the error, open
-    /// connections served meanwhile, and recovery once descriptors are free.
-    fn accept_all(&mut self, now: Instant) {
-        while let Some(listener) = &self.listener {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    self.accept_retry = None;
-                    self.add_conn(stream, now);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_retry = None;
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // Said once per episode, not at every retry.
-                    if self.accept_retry.is_none() {
-                        log::warn!(
-                            "loop {}: accept failed: {e}; retrying every {} ms",
-                            self.index,
-                            ACCEPT_RETRY.as_millis()
-                        );
-                    }
-                    self.accept_retry = Some(now + ACCEPT_RETRY);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn add_conn(&mut self, stream: TcpStream, now: Instant) {
-        let state = self.server.state();
-        let count = state.sockets.fetch_add(1, Ordering::AcqRel) + 1;
-        if count > state.config.max_sockets() {
-            // Far past the limit: not even a 503, the descriptor is what we must save.
-            state.sockets.fetch_sub(1, Ordering::AcqRel);
-            state
-                .stats
-                .handshake_failures
-                .count(HandshakeFailure::Capacity);
-            return;
-        }
-        let over_capacity = count > state.config.max_connections;
-        let Some(transport) = self.transport_for(stream) else {
-            state.sockets.fetch_sub(1, Ordering::AcqRel);
-            return;
-        };
-        let proto = Connection::server(Arc::clone(&self.proto_config), now);
-        let conn = LoopConn::new(transport, proto, over_capacity);
-        let Some(slot) = self.conns.insert(conn) else {
-            state.sockets.fetch_sub(1, Ordering::AcqRel);
-            return;
-        };
-        let c = self.conns.get_mut(slot).expect("just inserted");
-        if let Err(e) = c.transport.register(self.poll.registry(), Token(slot)) {
-            log::warn!("loop {}: register failed: {e}", self.index);
-            return self.release(slot);
-        }
-        // The request may already be waiting: edge-triggered readiness was
-        // armed at registration, so its event will come.
-        self.reschedule(slot);
-    }
-
-    /// The transport a new connection gets: TLS when the server has it.
-    fn transport_for(&self, stream: TcpStream) -> Option<Stream> {
-        let tcp = TcpTransport::new(stream);
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.server.config().tls {
-            return match TlsTransport::new(tcp, tls) {
-                Ok(t) => Some(Stream::Tls(Box::new(t))),
-                Err(e) => {
-                    log::warn!("loop {}: TLS refused a connection: {e}", self.index);
-                    None
-                }
-            };
-        }
-        Some(Stream::Tcp(tcp))
-    }
-
     /// Reads what the transport has. A short read means it is drained: under
     /// edge-triggered readiness any later data raises a new event, so the
     /// extra read that would only return EAGAIN is skipped (one syscall per
@@ -405,119 +321,11 @@ impl EventLoop {
         }
     }
 
-    fn count_failure(&self, why: HandshakeFailure) {
+    pub(super) fn count_failure(&self, why: HandshakeFailure) {
         self.state().stats.handshake_failures.count(why);
     }
 
-    /// Answers a request head (see [`decide`]) and opens the connection if
-    /// the answer is an upgrade.
-    fn on_request(&mut self, slot: usize, req: Request, now: Instant) {
-        let Some(c) = self.conns.get_mut(slot) else {
-            return;
-        };
-        let load = Load {
-            over_capacity: matches!(
-                c.lifecycle,
-                Lifecycle::Handshaking {
-                    over_capacity: true
-                }
-            ),
-            shutting_down: self.server.state().shutting_down.load(Ordering::Acquire),
-        };
-        // Asked now rather than kept from accept: idle connections are smaller without it.
-        let peer = c.transport.peer_addr();
-        let verdict = decide(
-            self.server.config(),
-            &*self.handler,
-            &req,
-            peer,
-            &self.server,
-            load,
-        );
-        let mut failure = verdict.failure;
-        let mut sink = QueueSink::new(&mut c.out);
-        match verdict.answer {
-            Answer::Respond(resp) => {
-                let headers: Vec<(&str, &str)> = resp
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect();
-                c.proto
-                    .respond(resp.status, &headers, &resp.body, now, &mut sink);
-            }
-            Answer::StandardError => {
-                let _ = c
-                    .proto
-                    .accept(&req, &AcceptOptions::default(), now, &mut sink);
-            }
-            Answer::Accept {
-                protocol,
-                headers,
-                subscribe,
-            } => {
-                let headers: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str(), v.as_str()))
-                    .collect();
-                let opts = AcceptOptions {
-                    protocol: protocol.as_deref(),
-                    extensions: None,
-                    headers: &headers,
-                };
-                if c.proto.accept(&req, &opts, now, &mut sink).is_ok() {
-                    self.open(slot, req, protocol, peer, subscribe);
-                } else {
-                    failure = Some(HandshakeFailure::Invalid);
-                }
-            }
-        }
-        if let Some(why) = failure {
-            self.count_failure(why);
-        }
-        self.conns.mark_dirty(slot);
-    }
-
-    /// The upgrade went out: the connection is open to the handler.
-    fn open(
-        &mut self,
-        slot: usize,
-        req: Request,
-        protocol: Option<String>,
-        peer: Option<std::net::SocketAddr>,
-        subscribe: Vec<String>,
-    ) {
-        let id = self.conns.id(slot);
-        let c = self.conns.get_mut(slot).expect("present");
-        let inner = Arc::new(ConnInner::new(
-            id,
-            protocol.map(String::into_boxed_str),
-            peer,
-            Encoding::negotiated(c.proto.deflate()),
-        ));
-        c.inner = Some(Arc::clone(&inner));
-        c.lifecycle = Lifecycle::Opening {
-            deferred: Vec::new(),
-        };
-        // Our answer to the peer's close waits until the handler is through
-        // with what arrived before it (see `WorkerEvent::Close`).
-        c.proto.hold_close_reply(true);
-        let state = self.server.state();
-        state.mailboxes[self.index].register(slot, Some(Arc::clone(&inner)));
-        state.stats.connections_open.fetch_add(1, Ordering::Relaxed);
-        state
-            .stats
-            .connections_total
-            .fetch_add(1, Ordering::Relaxed);
-        for topic in subscribe {
-            self.topics.subscribe(slot, topic.into());
-        }
-        let conn = self.handle_of(inner);
-        self.dispatcher
-            .dispatch(slot, WorkerEvent::Open(conn, Box::new(req)));
-    }
-
-    fn handle_of(&self, inner: Arc<ConnInner>) -> Conn {
+    pub(super) fn handle_of(&self, inner: Arc<ConnInner>) -> Conn {
         Conn {
             inner,
             server: Arc::clone(self.server.state()),
@@ -529,7 +337,7 @@ impl EventLoop {
     /// open flag cleared. When the protocol holds back its close frame (the
     /// peer closed), the worker acknowledges the close before it goes out,
     /// and sends made before that still go out first.
-    fn end(&mut self, slot: usize, code: u16, reason: String) {
+    pub(super) fn end(&mut self, slot: usize, code: u16, reason: String) {
         let Some(c) = self.conns.get_mut(slot) else {
             return;
         };
@@ -565,7 +373,7 @@ impl EventLoop {
 
     /// Frees the slot and the socket, reporting the end first if it is owed
     /// (as 1006: the connection ended without a close handshake).
-    fn release(&mut self, slot: usize) {
+    pub(super) fn release(&mut self, slot: usize) {
         self.end(slot, code::ABNORMAL, String::new());
         let Some(mut c) = self.conns.remove(slot) else {
             return;
@@ -598,73 +406,6 @@ impl EventLoop {
             }
             c.start_close(code::GOING_AWAY, "server shutting down", now);
             self.conns.mark_dirty(slot);
-        }
-    }
-
-    /// Acts on every deadline that has come.
-    fn fire_timers(&mut self, now: Instant) {
-        while let Some((key, at)) = self.timers.pop_due(now) {
-            let slot = key.slot as usize;
-            let Some(c) = self.conns.by_generation(slot, key.generation) else {
-                continue;
-            };
-            if c.timer != Some(at) {
-                // Superseded by an earlier entry for the same connection.
-                continue;
-            }
-            c.timer = None;
-            self.on_deadline(slot, now);
-            self.reschedule(slot);
-        }
-    }
-
-    fn on_deadline(&mut self, slot: usize, now: Instant) {
-        let close_timeout = self.proto_config.close_timeout;
-        let Some(c) = self.conns.get_mut(slot) else {
-            return;
-        };
-        if let Some(at) = c.proto.closed_since() {
-            // Closed, but the peer neither read our last bytes nor hung up.
-            if now >= at + close_timeout {
-                self.release(slot);
-            }
-            return;
-        }
-        if c.proto.poll_timeout().is_none_or(|t| t > now) {
-            return;
-        }
-        let fired = c.proto.handle_timeout(now, &mut QueueSink::new(&mut c.out));
-        if fired == Some(Timeout::Idle) {
-            // Our close frame is queued: the closing handshake has started.
-            c.stop_sends();
-        }
-        // A keep-alive ping may have been written even when nothing fired.
-        self.conns.mark_dirty(slot);
-        match fired {
-            Some(Timeout::Handshake) => {
-                self.count_failure(HandshakeFailure::Timeout);
-                self.release(slot);
-            }
-            Some(Timeout::Pong) => self.end(slot, code::ABNORMAL, "ping timeout".into()),
-            Some(Timeout::Close) => self.end(slot, code::ABNORMAL, "close timeout".into()),
-            Some(Timeout::Idle) | None => {}
-        }
-    }
-
-    /// Schedules the connection's next deadline: the protocol's next timer,
-    /// or, once closed, the end of the wait for the peer to hang up.
-    fn reschedule(&mut self, slot: usize) {
-        let close_timeout = self.proto_config.close_timeout;
-        let key = self.conns.timer_key(slot);
-        let Some(c) = self.conns.get_mut(slot) else {
-            return;
-        };
-        let deadline = match c.proto.closed_since() {
-            Some(at) => Some(at + close_timeout),
-            None => c.proto.poll_timeout(),
-        };
-        if let Some(at) = deadline {
-            self.timers.schedule(key, at, &mut c.timer);
         }
     }
 

@@ -33,16 +33,7 @@ impl EventLoop {
                 id,
                 payload,
                 accounted,
-            } => {
-                if let Some((slot, c)) = self.conns.live(id) {
-                    let sink = &mut QueueSink::accounted(&mut c.out, accounted);
-                    if c.proto.ping(&payload, sink).is_ok() {
-                        self.conns.mark_dirty(slot);
-                    } else {
-                        c.unreserve(accounted);
-                    }
-                }
-            }
+            } => self.ping(id, &payload, accounted),
             Command::Close { id, code, reason } => {
                 if let Some((slot, c)) = self.conns.live(id) {
                     c.start_close(code, &reason, now);
@@ -101,6 +92,19 @@ impl EventLoop {
                 }
             }
             Command::Shutdown => self.begin_shutdown(now),
+        }
+    }
+
+    /// A ping from another thread; its frame was reserved like a message.
+    fn ping(&mut self, id: ConnId, payload: &[u8], accounted: usize) {
+        let Some((slot, c)) = self.conns.live(id) else {
+            return;
+        };
+        let sink = &mut QueueSink::accounted(&mut c.out, accounted);
+        if c.proto.ping(payload, sink).is_ok() {
+            self.conns.mark_dirty(slot);
+        } else {
+            c.unreserve(accounted);
         }
     }
 

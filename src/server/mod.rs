@@ -30,6 +30,9 @@
 //! | `stats.rs` | [`Stats`], and per-loop tallies |
 //! | `command.rs` | what other threads ask of a loop |
 //! | `loop_commands.rs` | how the loop carries those out |
+//! | `loop_accept.rs` | how the loop accepts (and retries when out of descriptors) |
+//! | `loop_upgrade.rs` | how the loop answers a request head and opens the connection |
+//! | `loop_timers.rs` | how the loop acts on due deadlines |
 //! | `mailbox.rs` | a loop's channel, waker and id registry |
 //! | `event_loop.rs` | the loop's turn: poll, accept, read, process, commands, timers, flush |
 //! | `conn_table.rs` | slots, generations, free list, the flush list |
@@ -55,8 +58,11 @@ mod dispatch;
 mod event_loop;
 mod handler;
 mod lifecycle;
+mod loop_accept;
 mod loop_commands;
 mod loop_conn;
+mod loop_timers;
+mod loop_upgrade;
 mod mailbox;
 mod message;
 mod out_queue;

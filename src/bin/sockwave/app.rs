@@ -35,8 +35,51 @@ impl App {
 
     fn metrics(server: &ServerHandle) -> String {
         let s = server.stats();
+        let plain = |v: u64| vec![(String::new(), v)];
+        let by_reason = [
+            ("invalid", s.handshake_invalid),
+            ("origin", s.handshake_origin),
+            ("capacity", s.handshake_capacity),
+            ("rejected", s.handshake_rejected),
+            ("timeout", s.handshake_timeout),
+        ]
+        .map(|(r, v)| (format!("{{reason=\"{r}\"}}"), v))
+        .to_vec();
+        let metrics = [
+            ("connections_open", "gauge", "Open WebSocket connections.", plain(s.connections_open)),
+            ("connections_total", "counter", "WebSocket connections accepted since start.", plain(s.connections_total)),
+            ("messages_received_total", "counter", "Messages received from clients.", plain(s.messages_in)),
+            ("messages_sent_total", "counter", "Messages queued to clients.", plain(s.messages_out)),
+            ("bytes_received_total", "counter", "Payload bytes received from clients.", plain(s.bytes_in)),
+            ("bytes_sent_total", "counter", "Payload bytes queued to clients.", plain(s.bytes_out)),
+            (
+                "messages_dropped_backpressure_total",
+                "counter",
+                "Messages dropped because a connection's send buffer was full.",
+                plain(s.dropped_backpressure),
+            ),
+            (
+                "connections_closed_backpressure_total",
+                "counter",
+                "Connections closed (1008) because their send buffer was full.",
+                plain(s.closed_backpressure),
+            ),
+            (
+                "handler_panics_total",
+                "counter",
+                "Handler calls that panicked; each closed its connection with 1011.",
+                plain(s.handler_panics),
+            ),
+            (
+                "fanout_dropped_total",
+                "counter",
+                "Broadcasts and publishes an event loop refused: too many bytes of them were waiting for it.",
+                plain(s.dropped_fanout),
+            ),
+            ("handshake_failures_total", "counter", "Upgrade requests refused, by reason.", by_reason),
+        ];
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        for (name, kind, help, samples) in metrics {
             let _ = writeln!(
                 out,
                 "# HELP sockwave_{name} {help}\n# TYPE sockwave_{name} {kind}"
@@ -44,79 +87,7 @@ impl App {
             for (labels, v) in samples {
                 let _ = writeln!(out, "sockwave_{name}{labels} {v}");
             }
-        };
-        metric(
-            "connections_open",
-            "gauge",
-            "Open WebSocket connections.",
-            &[("", s.connections_open)],
-        );
-        metric(
-            "connections_total",
-            "counter",
-            "WebSocket connections accepted since start.",
-            &[("", s.connections_total)],
-        );
-        metric(
-            "messages_received_total",
-            "counter",
-            "Messages received from clients.",
-            &[("", s.messages_in)],
-        );
-        metric(
-            "messages_sent_total",
-            "counter",
-            "Messages queued to clients.",
-            &[("", s.messages_out)],
-        );
-        metric(
-            "bytes_received_total",
-            "counter",
-            "Payload bytes received from clients.",
-            &[("", s.bytes_in)],
-        );
-        metric(
-            "bytes_sent_total",
-            "counter",
-            "Payload bytes queued to clients.",
-            &[("", s.bytes_out)],
-        );
-        metric(
-            "messages_dropped_backpressure_total",
-            "counter",
-            "Messages dropped because a connection's send buffer was full.",
-            &[("", s.dropped_backpressure)],
-        );
-        metric(
-            "connections_closed_backpressure_total",
-            "counter",
-            "Connections closed (1008) because their send buffer was full.",
-            &[("", s.closed_backpressure)],
-        );
-        metric(
-            "handler_panics_total",
-            "counter",
-            "Handler calls that panicked; each closed its connection with 1011.",
-            &[("", s.handler_panics)],
-        );
-        metric(
-            "fanout_dropped_total",
-            "counter",
-            "Broadcasts and publishes an event loop refused: too many bytes of them were waiting for it.",
-            &[("", s.dropped_fanout)],
-        );
-        metric(
-            "handshake_failures_total",
-            "counter",
-            "Upgrade requests refused, by reason.",
-            &[
-                ("{reason=\"invalid\"}", s.handshake_invalid),
-                ("{reason=\"origin\"}", s.handshake_origin),
-                ("{reason=\"capacity\"}", s.handshake_capacity),
-                ("{reason=\"rejected\"}", s.handshake_rejected),
-                ("{reason=\"timeout\"}", s.handshake_timeout),
-            ],
-        );
+        }
         out
     }
 }

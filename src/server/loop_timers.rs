@@ -1,0 +1,80 @@
+//! How a loop acts on the deadlines in its [`super::timers::Timers`]: the
+//! protocol's timers (handshake, idle, ping, pong, close) and the end of the
+//! wait for a closed connection's peer to hang up.
+
+use std::time::Instant;
+
+use super::event_loop::EventLoop;
+use super::out_queue::QueueSink;
+use super::stats::HandshakeFailure;
+use crate::protocol::close::code;
+use crate::protocol::Timeout;
+
+impl EventLoop {
+    /// Acts on every deadline that has come.
+    pub(super) fn fire_timers(&mut self, now: Instant) {
+        while let Some((key, at)) = self.timers.pop_due(now) {
+            let slot = key.slot as usize;
+            let Some(c) = self.conns.by_generation(slot, key.generation) else {
+                continue;
+            };
+            if c.timer != Some(at) {
+                // Superseded by an earlier entry for the same connection.
+                continue;
+            }
+            c.timer = None;
+            self.on_deadline(slot, now);
+            self.reschedule(slot);
+        }
+    }
+
+    pub(super) fn on_deadline(&mut self, slot: usize, now: Instant) {
+        let close_timeout = self.proto_config.close_timeout;
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Some(at) = c.proto.closed_since() {
+            // Closed, but the peer neither read our last bytes nor hung up.
+            if now >= at + close_timeout {
+                self.release(slot);
+            }
+            return;
+        }
+        if c.proto.poll_timeout().is_none_or(|t| t > now) {
+            return;
+        }
+        let fired = c.proto.handle_timeout(now, &mut QueueSink::new(&mut c.out));
+        if fired == Some(Timeout::Idle) {
+            // Our close frame is queued: the closing handshake has started.
+            c.stop_sends();
+        }
+        // A keep-alive ping may have been written even when nothing fired.
+        self.conns.mark_dirty(slot);
+        match fired {
+            Some(Timeout::Handshake) => {
+                self.count_failure(HandshakeFailure::Timeout);
+                self.release(slot);
+            }
+            Some(Timeout::Pong) => self.end(slot, code::ABNORMAL, "ping timeout".into()),
+            Some(Timeout::Close) => self.end(slot, code::ABNORMAL, "close timeout".into()),
+            Some(Timeout::Idle) | None => {}
+        }
+    }
+
+    /// Schedules the connection's next deadline: the protocol's next timer,
+    /// or, once closed, the end of the wait for the peer to hang up.
+    pub(super) fn reschedule(&mut self, slot: usize) {
+        let close_timeout = self.proto_config.close_timeout;
+        let key = self.conns.timer_key(slot);
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let deadline = match c.proto.closed_since() {
+            Some(at) => Some(at + close_timeout),
+            None => c.proto.poll_timeout(),
+        };
+        if let Some(at) = deadline {
+            self.timers.schedule(key, at, &mut c.timer);
+        }
+    }
+}

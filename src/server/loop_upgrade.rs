@@ -1,0 +1,127 @@
+//! How a loop answers a request head (see `upgrade::decide`) and opens the
+//! connection when the answer is an upgrade.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::conn_inner::ConnInner;
+use super::dispatch::WorkerEvent;
+use super::event_loop::EventLoop;
+use super::lifecycle::Lifecycle;
+use super::out_queue::QueueSink;
+use super::prepared::Encoding;
+use super::stats::HandshakeFailure;
+use super::transport::Transport;
+use super::upgrade::{decide, Answer, Load};
+use crate::protocol::{AcceptOptions, Request};
+
+impl EventLoop {
+    /// Answers a request head (see [`decide`]) and opens the connection if
+    /// the answer is an upgrade.
+    pub(super) fn on_request(&mut self, slot: usize, req: Request, now: Instant) {
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let load = Load {
+            over_capacity: matches!(
+                c.lifecycle,
+                Lifecycle::Handshaking {
+                    over_capacity: true
+                }
+            ),
+            shutting_down: self.server.state().shutting_down.load(Ordering::Acquire),
+        };
+        // Asked now rather than kept from accept: idle connections are smaller without it.
+        let peer = c.transport.peer_addr();
+        let verdict = decide(
+            self.server.config(),
+            &*self.handler,
+            &req,
+            peer,
+            &self.server,
+            load,
+        );
+        let mut failure = verdict.failure;
+        let mut sink = QueueSink::new(&mut c.out);
+        match verdict.answer {
+            Answer::Respond(resp) => {
+                let headers: Vec<(&str, &str)> = resp
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                c.proto
+                    .respond(resp.status, &headers, &resp.body, now, &mut sink);
+            }
+            Answer::StandardError => {
+                let _ = c
+                    .proto
+                    .accept(&req, &AcceptOptions::default(), now, &mut sink);
+            }
+            Answer::Accept {
+                protocol,
+                headers,
+                subscribe,
+            } => {
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                let opts = AcceptOptions {
+                    protocol: protocol.as_deref(),
+                    extensions: None,
+                    headers: &headers,
+                };
+                if c.proto.accept(&req, &opts, now, &mut sink).is_ok() {
+                    self.open(slot, req, protocol, peer, subscribe);
+                } else {
+                    failure = Some(HandshakeFailure::Invalid);
+                }
+            }
+        }
+        if let Some(why) = failure {
+            self.count_failure(why);
+        }
+        self.conns.mark_dirty(slot);
+    }
+
+    /// The upgrade went out: the connection is open to the handler.
+    pub(super) fn open(
+        &mut self,
+        slot: usize,
+        req: Request,
+        protocol: Option<String>,
+        peer: Option<std::net::SocketAddr>,
+        subscribe: Vec<String>,
+    ) {
+        let id = self.conns.id(slot);
+        let c = self.conns.get_mut(slot).expect("present");
+        let inner = Arc::new(ConnInner::new(
+            id,
+            protocol.map(String::into_boxed_str),
+            peer,
+            Encoding::negotiated(c.proto.deflate()),
+        ));
+        c.inner = Some(Arc::clone(&inner));
+        c.lifecycle = Lifecycle::Opening {
+            deferred: Vec::new(),
+        };
+        // Our answer to the peer's close waits until the handler is through
+        // with what arrived before it (see `WorkerEvent::Close`).
+        c.proto.hold_close_reply(true);
+        let state = self.server.state();
+        state.mailboxes[self.index].register(slot, Some(Arc::clone(&inner)));
+        state.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        state
+            .stats
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        for topic in subscribe {
+            self.topics.subscribe(slot, topic.into());
+        }
+        let conn = self.handle_of(inner);
+        self.dispatcher
+            .dispatch(slot, WorkerEvent::Open(conn, Box::new(req)));
+    }
+}
