@@ -315,8 +315,13 @@ fn tls_client(args: &Args) -> io::Result<Option<TlsClient>> {
                 .add(cert.map_err(io::Error::other)?)
                 .map_err(io::Error::other)?;
         }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        // Suites in the order browsers offer them (Chromium and Firefox put
+        // AES-128-GCM first; rustls's own default is AES-256-GCM first).
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider
+            .cipher_suites
+            .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
             .with_safe_default_protocol_versions()
             .map_err(io::Error::other)?
             .with_root_certificates(roots)
