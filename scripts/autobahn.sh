@@ -23,9 +23,7 @@ case "$profile" in
         expected=autobahn/expected-results-dedicated.json ;;
     tls)
         certs=$(mktemp -d)
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-            -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
-            -keyout "$certs/key.pem" -out "$certs/cert.pem" 2>/dev/null
+        scripts/make-test-cert.sh "$certs"
         server_args=(--tls-cert "$certs/cert.pem" --tls-key "$certs/key.pem")
         scheme=wss
         cases="*"

@@ -12,9 +12,7 @@ shift || true
 cargo build --release --quiet --bin sockwave --bin sockwave-bench
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-    -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
-    -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
+scripts/make-test-cert.sh "$dir"
 port=9850
 run() { # scheme, bench args...
     local scheme=$1; shift

@@ -67,11 +67,8 @@ def rss_kib(pid):
 
 
 def throwaway_certificate(directory):
-    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE",
-                    "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
-    return cert, key
+    subprocess.run(["scripts/make-test-cert.sh", directory], check=True)
+    return os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
 
 
 def open_tls(n, cert):
@@ -92,6 +89,22 @@ def open_tls(n, cert):
             raise RuntimeError(head[:80])
         socks.append(s)
     return socks
+
+
+def report(server, before, socks, done, elapsed, clients, how):
+    """Prints the server's RSS per open connection; the exit status."""
+    time.sleep(1.0)
+    after = rss_kib(server.pid)
+    per_conn = (after - before) * 1024 / max(done, 1)
+    print(f"server: {' '.join(SERVER_ARGS) or 'defaults'}; clients: {clients}")
+    print(f"connections upgraded: {done}/{N} in {elapsed:.2f}s ({done / elapsed:.0f}/s, {how})")
+    print(f"server RSS: {before} KiB idle, {after} KiB with {done} open -> {per_conn:.0f} bytes per connection")
+    for s in socks:
+        s.close()
+    if MAX_PER_CONN is not None and per_conn > MAX_PER_CONN:
+        print(f"FAIL: {per_conn:.0f} bytes per connection, over the budget of {MAX_PER_CONN}")
+        return 1
+    return 0 if done == N else 1
 
 
 def main():
@@ -115,19 +128,7 @@ def main():
         t0 = time.time()
         if TLS:
             socks = open_tls(N, cert)
-            elapsed = time.time() - t0
-            time.sleep(1.0)
-            after = rss_kib(server.pid)
-            per_conn = (after - before) * 1024 / N
-            print(f"server: {' '.join(SERVER_ARGS) or 'defaults'}; clients: TLS")
-            print(f"connections upgraded over TLS: {N} in {elapsed:.2f}s ({N / elapsed:.0f}/s, one after another)")
-            print(f"server RSS: {before} KiB idle, {after} KiB with {N} open -> {per_conn:.0f} bytes per connection")
-            for s in socks:
-                s.close()
-            if MAX_PER_CONN is not None and per_conn > MAX_PER_CONN:
-                print(f"FAIL: {per_conn:.0f} bytes per connection, over the budget of {MAX_PER_CONN}")
-                return 1
-            return 0
+            return report(server, before, socks, N, time.time() - t0, "TLS", "one after another")
         socks = []
         for _ in range(N):
             s = socket.socket()
@@ -169,20 +170,8 @@ def main():
                         continue  # wait for the (compressed) echo
                 sel.unregister(s)
                 done += 1
-        elapsed = time.time() - t0
-        time.sleep(1.0)
-        after = rss_kib(server.pid)
-        per_conn = (after - before) * 1024 / max(done, 1)
-        mode = " ".join(SERVER_ARGS) or "defaults"
-        print(f"server: {mode}; clients: {'permessage-deflate + one compressed message each' if DEFLATE else 'plain'}")
-        print(f"connections upgraded: {done}/{N} in {elapsed:.2f}s ({done / elapsed:.0f}/s, burst of {N} connects)")
-        print(f"server RSS: {before} KiB idle, {after} KiB with {done} open -> {per_conn:.0f} bytes per connection")
-        for s in socks:
-            s.close()
-        if MAX_PER_CONN is not None and per_conn > MAX_PER_CONN:
-            print(f"FAIL: {per_conn:.0f} bytes per connection, over the budget of {MAX_PER_CONN}")
-            return 1
-        return 0 if done == N else 1
+        clients = "permessage-deflate + one compressed message each" if DEFLATE else "plain"
+        return report(server, before, socks, done, time.time() - t0, clients, f"burst of {N} connects")
     finally:
         server.terminate()
         server.wait(timeout=10)

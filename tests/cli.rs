@@ -476,20 +476,8 @@ fn tls_flags_serve_wss_and_the_page_over_https() {
         ],
         &[],
     );
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
     let fresh = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    roots.add(fresh.cert.der().clone()).unwrap();
-    let mut client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    // Full handshakes only, so the certificate served is the one seen.
-    client.resumption = rustls::client::Resumption::disabled();
-    let client = std::sync::Arc::new(client);
+    let client = common::trusting(&[cert.der(), fresh.cert.der()]);
     let mut c = Client::connect_tls(s.addr, client.clone(), "localhost").unwrap();
     c.send_text("secure").unwrap();
     assert_eq!(c.recv().unwrap(), Ev::Text("secure".into()));
@@ -509,7 +497,7 @@ fn tls_flags_serve_wss_and_the_page_over_https() {
     assert!(page.contains("new WebSocket("));
     // SIGHUP re-reads the files: new handshakes get the new certificate, the
     // open connection keeps going; broken files keep the old one.
-    let served = |c: &Client| c.tls.as_ref().unwrap().peer_certificates().unwrap()[0].to_vec();
+    let served = common::served_certificate;
     assert_eq!(served(&c), cert.der().to_vec());
     let hup = |pid: u32| unsafe { libc::kill(pid as i32, libc::SIGHUP) };
     std::fs::write(&cert_path, fresh.cert.pem()).unwrap();
@@ -537,6 +525,7 @@ fn tls_flags_serve_wss_and_the_page_over_https() {
         fresh.cert.der().to_vec(),
         "a broken reload kept the certificate"
     );
+    drop(probe);
     std::fs::write(&cert_path, fresh.cert.pem()).unwrap();
     // A key file that is not a key: a clear error naming it, exit 1.
     let out = Command::new(env!("CARGO_BIN_EXE_sockwave"))

@@ -327,7 +327,6 @@ unsafe extern "C" fn echo(
 #[test]
 fn tls_from_c_files_errors_echo_and_reload() {
     use std::ffi::CString;
-    use std::sync::Arc;
     let make = || rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let (first, second) = (make(), make());
     let dir = std::env::temp_dir().join(format!("sockwave-ffi-tls-{}", std::process::id()));
@@ -383,19 +382,8 @@ fn tls_from_c_files_errors_echo_and_reload() {
         sw_server_local_port(server, &mut port);
         let addr = ([127, 0, 0, 1], port).into();
 
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(first.cert.der().clone()).unwrap();
-        roots.add(second.cert.der().clone()).unwrap();
-        let mut client = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        client.resumption = rustls::client::Resumption::disabled();
-        let client = Arc::new(client);
-        let served = |c: &Client| c.tls.as_ref().unwrap().peer_certificates().unwrap()[0].to_vec();
+        let client = common::trusting(&[first.cert.der(), second.cert.der()]);
+        let served = common::served_certificate;
         let mut c = Client::connect_tls(addr, client.clone(), "localhost").unwrap();
         c.send_text("from C over TLS").unwrap();
         assert_eq!(c.recv().unwrap(), Ev::Text("from C over TLS".into()));

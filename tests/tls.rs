@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Client, Ev};
+use common::{served_certificate, Client, Ev};
 use sockwave::protocol::MessageKind;
 use sockwave::server::{Config, Echo, Server, ServerHandle, TlsConfig, TlsError};
 
@@ -23,19 +23,10 @@ struct Pki {
 fn pki() -> Pki {
     let rcgen::CertifiedKey { cert, key_pair } =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = vec![b"http/1.1".to_vec()];
     Pki {
+        client: common::trusting(&[cert.der()]),
         cert_pem: cert.pem(),
         key_pem: key_pair.serialize_pem(),
-        client: Arc::new(client),
     }
 }
 
@@ -168,27 +159,6 @@ fn self_signed(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
     (cert, key_pair)
 }
 
-fn trusting(certs: &[&rcgen::Certificate]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in certs {
-        roots.add(c.der().clone()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    // Every connection a full handshake: a resumed session would show the
-    // certificate of the session it resumes, not the one served now.
-    config.resumption = rustls::client::Resumption::disabled();
-    Arc::new(config)
-}
-
-fn served_certificate(c: &Client) -> Vec<u8> {
-    c.tls.as_ref().unwrap().peer_certificates().unwrap()[0].to_vec()
-}
-
 /// Several certificates chosen by SNI, and a reload that new handshakes see
 /// while open connections keep theirs; a broken reload changes nothing.
 #[test]
@@ -222,7 +192,7 @@ fn certificates_by_sni_and_hot_reload() {
         ..Config::default()
     };
     let server = Server::start(config, Echo).unwrap();
-    let client = trusting(&[&a, &b, &c]);
+    let client = common::trusting(&[a.der(), b.der(), c.der()]);
     let connect =
         |name: &str| Client::connect_tls(server.local_addr(), Arc::clone(&client), name).unwrap();
     let mut before = connect("localhost");

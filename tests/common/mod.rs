@@ -54,6 +54,34 @@ pub fn client_config() -> Arc<ProtocolConfig> {
     })
 }
 
+/// A rustls client that trusts `certificates` (DER) and makes a full
+/// handshake every time (a resumed session would show the certificate of
+/// the session it resumes, not the one served now).
+#[cfg(feature = "tls")]
+pub fn trusting(certificates: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in certificates {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.to_vec()))
+            .unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = rustls::client::Resumption::disabled();
+    Arc::new(config)
+}
+
+/// The leaf certificate a TLS client was served.
+#[cfg(feature = "tls")]
+pub fn served_certificate(c: &Client) -> Vec<u8> {
+    c.tls.as_ref().unwrap().peer_certificates().unwrap()[0].to_vec()
+}
+
 #[cfg(feature = "tls")]
 type TlsClient = rustls::ClientConnection;
 #[cfg(not(feature = "tls"))]

@@ -41,8 +41,6 @@ export function makeCertificate() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sockwave-interop-tls-"));
   const cert = path.join(dir, "cert.pem");
   const key = path.join(dir, "key.pem");
-  execFileSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE", "-days", "1",
-    "-keyout", key, "-out", cert], { stdio: "ignore" });
+  execFileSync(path.join(root, "scripts/make-test-cert.sh"), [dir], { stdio: "ignore" });
   return { cert, key, pem: fs.readFileSync(cert) };
 }

@@ -149,11 +149,8 @@ def test_sigterm_closes_with_1001():
 
 def make_certificate(directory):
     """A throwaway self-signed certificate for localhost, made now."""
-    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                    "-nodes", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-addext", "basicConstraints=critical,CA:FALSE",
-                    "-days", "1", "-keyout", key, "-out", cert], check=True, capture_output=True)
-    return cert, key
+    subprocess.run([os.path.join(ROOT, "scripts", "make-test-cert.sh"), directory], check=True)
+    return os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
 
 
 def test_wss_echo_close_and_subprotocol_over_tls(tmp_path):
