@@ -106,7 +106,7 @@ impl EventLoop {
             handler,
             dispatcher,
             topics: Topics::default(),
-            timers: Timers::default(),
+            timers: Timers::new(Instant::now()),
             pending_reads: Vec::new(),
             handshake_budget: HANDSHAKES_PER_TURN,
             shutdown_deadline: None,

@@ -29,7 +29,7 @@ pub(crate) enum Lifecycle {
     /// Upgraded; `on_open` is running and has not returned. Broadcast and
     /// published messages for the connection wait here, so they follow what
     /// `on_open` sends. `on_close` is owed.
-    Opening { deferred: Vec<Arc<PreparedMessage>> },
+    Opening { deferred: Deferred },
     /// Open: `on_close` is owed.
     Open,
     /// `on_close` was dispatched; what is queued still goes out (with the
@@ -40,6 +40,25 @@ pub(crate) enum Lifecycle {
     /// Our sending side is shut; waiting, bounded by the close timeout, for
     /// the peer's EOF, so unread input cannot turn our last bytes into a reset.
     Lingering,
+}
+
+/// Messages held for a connection while its `on_open` runs: rare and
+/// short-lived, so boxed, and nothing at all (a null box) while empty; an
+/// idle connection's lifecycle stays one word and a tag.
+#[derive(Debug, Default)]
+// The box is the point: one word in every connection's slot instead of a
+// Vec's three, for a list that exists only while on_open runs.
+#[allow(clippy::box_collection)]
+pub(crate) struct Deferred(Option<Box<Vec<Arc<PreparedMessage>>>>);
+
+impl Deferred {
+    pub(crate) fn push(&mut self, message: Arc<PreparedMessage>) {
+        self.0.get_or_insert_default().push(message);
+    }
+
+    pub(crate) fn take(&mut self) -> Vec<Arc<PreparedMessage>> {
+        self.0.take().map_or_else(Vec::new, |d| *d)
+    }
 }
 
 impl Lifecycle {
@@ -53,7 +72,7 @@ impl Lifecycle {
     pub(crate) fn end(&mut self) -> Vec<Arc<PreparedMessage>> {
         let was = std::mem::replace(self, Lifecycle::Closing { clean: false });
         match was {
-            Lifecycle::Opening { deferred } => deferred,
+            Lifecycle::Opening { mut deferred } => deferred.take(),
             Lifecycle::Open => Vec::new(),
             other => {
                 *self = other;
@@ -69,9 +88,16 @@ mod tests {
     use crate::protocol::MessageKind;
 
     #[test]
+    fn an_idle_lifecycle_is_two_words() {
+        assert_eq!(std::mem::size_of::<Lifecycle>(), 16);
+    }
+
+    #[test]
     fn only_an_opened_connection_is_owed_a_close_and_ends_once() {
         let m = PreparedMessage::new(MessageKind::Text, b"x");
-        let mut l = Lifecycle::Opening { deferred: vec![m] };
+        let mut deferred = Deferred::default();
+        deferred.push(m);
+        let mut l = Lifecycle::Opening { deferred };
         assert!(l.close_owed());
         assert_eq!(l.end().len(), 1, "the deferred messages come back");
         assert!(matches!(l, Lifecycle::Closing { clean: false }));

@@ -130,7 +130,7 @@ impl EventLoop {
         let Lifecycle::Opening { deferred } = &mut c.lifecycle else {
             return;
         };
-        let deferred = std::mem::take(deferred);
+        let deferred = deferred.take();
         c.lifecycle = Lifecycle::Open;
         let opts = &self.proto_config.deflate;
         let encoding = c.inner.as_ref().map_or(Encoding::Plain, |i| i.encoding);

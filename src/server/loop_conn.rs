@@ -15,6 +15,7 @@ use super::send_status::Refused;
 use super::server_state::ServerState;
 use super::stats::LoopStats;
 use super::stream::Stream;
+use super::timers::Tick;
 use super::transport::Transport;
 use super::ConnId;
 use crate::protocol::close::code;
@@ -30,8 +31,8 @@ pub(crate) struct LoopConn {
     /// The part other threads share, from the upgrade on.
     pub(crate) inner: Option<Arc<ConnInner>>,
     pub(crate) lifecycle: Lifecycle,
-    /// The deadline this connection is scheduled at in the loop's timers.
-    pub(crate) timer: Option<Instant>,
+    /// The tick this connection is scheduled at in the loop's timers (0: none).
+    pub(crate) timer: Tick,
     /// Listed in the loop's connections to flush this turn.
     pub(crate) dirty: bool,
     /// Not read while its queue is over the cap (see `EventLoop::read_conn`).
@@ -47,7 +48,7 @@ impl LoopConn {
             out: OutQueue::default(),
             inner: None,
             lifecycle: Lifecycle::Handshaking { over_capacity },
-            timer: None,
+            timer: 0,
             dirty: false,
             read_paused: false,
         }

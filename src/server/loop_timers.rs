@@ -18,11 +18,11 @@ impl EventLoop {
             let Some(c) = self.conns.by_generation(slot, key.generation) else {
                 continue;
             };
-            if c.timer != Some(at) {
+            if c.timer != at {
                 // Superseded by an earlier entry for the same connection.
                 continue;
             }
-            c.timer = None;
+            c.timer = 0;
             self.on_deadline(slot, now);
             self.reschedule(slot);
         }

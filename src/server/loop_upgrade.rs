@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::conn_inner::ConnInner;
 use super::dispatch::WorkerEvent;
 use super::event_loop::EventLoop;
-use super::lifecycle::Lifecycle;
+use super::lifecycle::{Deferred, Lifecycle};
 use super::out_queue::QueueSink;
 use super::prepared::Encoding;
 use super::stats::HandshakeFailure;
@@ -105,7 +105,7 @@ impl EventLoop {
         ));
         c.inner = Some(Arc::clone(&inner));
         c.lifecycle = Lifecycle::Opening {
-            deferred: Vec::new(),
+            deferred: Deferred::default(),
         };
         // Our answer to the peer's close waits until the handler is through
         // with what arrived before it (see `WorkerEvent::Close`).

@@ -9,6 +9,10 @@
 //! ping sent) is pushed as a new entry; [`Timers::schedule`] keeps only the
 //! earliest entry per connection live, and a popped entry that is not the
 //! connection's live one is ignored.
+//!
+//! Deadlines are kept as [`Tick`]s, nanoseconds from the loop's start
+//! (8 bytes rather than an `Instant`'s 16): the heap holds one entry per
+//! connection, and each connection records the tick it is scheduled at.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -21,10 +25,14 @@ pub(crate) struct TimerKey {
     pub(crate) generation: u32,
 }
 
+/// A deadline: nanoseconds after the loop's start, plus one; 0 is "none".
+pub(crate) type Tick = u64;
+
 /// The deadlines of one loop's connections.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, TimerKey)>>,
+    epoch: Instant,
+    heap: BinaryHeap<Reverse<(Tick, TimerKey)>>,
     /// Entries popped since the count was last taken (work done, for tests
     /// and for anyone checking that a tick costs what is due, not the table).
     #[cfg(test)]
@@ -32,22 +40,38 @@ pub(crate) struct Timers {
 }
 
 impl Timers {
+    /// Timers counting from `epoch` (the loop's start).
+    pub(crate) fn new(epoch: Instant) -> Timers {
+        Timers {
+            epoch,
+            heap: BinaryHeap::new(),
+            #[cfg(test)]
+            popped: 0,
+        }
+    }
+
+    fn tick(&self, at: Instant) -> Tick {
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+    }
+
     /// Schedules `key` at `at`. `live` is the connection's own record of its
-    /// earliest scheduled deadline: nothing is pushed when that is already no
-    /// later than `at`.
-    pub(crate) fn schedule(&mut self, key: TimerKey, at: Instant, live: &mut Option<Instant>) {
-        if live.is_some_and(|l| l <= at) {
+    /// earliest scheduled deadline (0: none): nothing is pushed when that is
+    /// already no later than `at`.
+    pub(crate) fn schedule(&mut self, key: TimerKey, at: Instant, live: &mut Tick) {
+        let at = self.tick(at);
+        if *live != 0 && *live <= at {
             return;
         }
-        *live = Some(at);
+        *live = at;
         self.heap.push(Reverse((at, key)));
     }
 
-    /// The next entry due at `now`, with the deadline it was scheduled for.
-    /// The caller checks it against the connection's live deadline.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, Instant)> {
+    /// The next entry due at `now`, with the tick it was scheduled for.
+    /// The caller checks it against the connection's live tick.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, Tick)> {
         let &Reverse((at, key)) = self.heap.peek()?;
-        if at > now {
+        if at > self.tick(now) {
             return None;
         }
         self.heap.pop();
@@ -60,7 +84,9 @@ impl Timers {
 
     /// The earliest deadline, for the poll timeout.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _))| *at)
+        self.heap
+            .peek()
+            .map(|Reverse((at, _))| self.epoch + std::time::Duration::from_nanos(at - 1))
     }
 
     /// Entries in the heap, stale ones included.
@@ -91,8 +117,8 @@ mod tests {
     #[test]
     fn a_tick_pops_only_what_is_due() {
         let t0 = Instant::now();
-        let mut timers = Timers::default();
-        let mut live = vec![None; 100_000];
+        let mut timers = Timers::new(t0);
+        let mut live = vec![0; 100_000];
         for (slot, l) in live.iter_mut().enumerate() {
             // Every connection due in a minute but three.
             let at = if slot % 40_000 == 7 {
@@ -105,7 +131,7 @@ mod tests {
         let now = t0 + Duration::from_secs(2);
         let mut due = Vec::new();
         while let Some((k, at)) = timers.pop_due(now) {
-            assert_eq!(live[k.slot as usize], Some(at));
+            assert_eq!(live[k.slot as usize], at);
             due.push(k.slot);
         }
         due.sort_unstable();
@@ -122,8 +148,9 @@ mod tests {
     fn only_an_earlier_deadline_pushes_and_order_holds() {
         let t0 = Instant::now();
         let s = Duration::from_secs;
-        let mut timers = Timers::default();
-        let mut live = None;
+        let mut timers = Timers::new(t0);
+        let tick = |d: Duration| d.as_nanos() as u64 + 1;
+        let mut live = 0;
         timers.schedule(key(1), t0 + s(30), &mut live);
         timers.schedule(key(1), t0 + s(40), &mut live);
         assert_eq!(
@@ -133,19 +160,16 @@ mod tests {
         );
         timers.schedule(key(1), t0 + s(5), &mut live);
         assert_eq!(timers.len(), 2);
-        assert_eq!(live, Some(t0 + s(5)));
-        let mut other = None;
+        assert_eq!(live, tick(s(5)));
+        let mut other = 0;
         timers.schedule(key(2), t0 + s(10), &mut other);
         assert_eq!(timers.pop_due(t0 + s(4)), None);
-        assert_eq!(timers.pop_due(t0 + s(60)), Some((key(1), t0 + s(5))));
-        assert_eq!(timers.pop_due(t0 + s(60)), Some((key(2), t0 + s(10))));
+        assert_eq!(timers.next_deadline(), Some(t0 + s(5)));
+        assert_eq!(timers.pop_due(t0 + s(60)), Some((key(1), tick(s(5)))));
+        assert_eq!(timers.pop_due(t0 + s(60)), Some((key(2), tick(s(10)))));
         let (k, stale) = timers.pop_due(t0 + s(60)).unwrap();
-        assert_eq!((k, stale), (key(1), t0 + s(30)));
-        assert_ne!(
-            live,
-            Some(stale),
-            "not the live entry: the caller ignores it"
-        );
+        assert_eq!((k, stale), (key(1), tick(s(30))));
+        assert_ne!(live, stale, "not the live entry: the caller ignores it");
         assert_eq!(timers.pop_due(t0 + s(60)), None);
     }
 }
