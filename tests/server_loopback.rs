@@ -939,3 +939,82 @@ fn broadcasts_waiting_for_a_busy_loop_are_bounded_in_bytes() {
     assert_eq!(c.recv().unwrap(), Ev::Binary(vec![5; 900]));
     server.shutdown_and_join();
 }
+
+/// A handler that blocks stalls only the connections of its own worker: the
+/// other worker's connections are served, and the loop goes on writing
+/// pings and closing the peers that stop answering them.
+#[test]
+fn a_blocked_handler_stalls_only_its_worker() {
+    use std::sync::mpsc::{channel, Receiver, Sender};
+    struct Blocking {
+        entered: Mutex<Sender<()>>,
+        gate: Mutex<Receiver<()>>,
+    }
+    impl Handler for Blocking {
+        fn on_message(&self, conn: &Conn, m: Message) {
+            if m.as_text() == Some("block") {
+                self.entered.lock().unwrap().send(()).unwrap();
+                self.gate.lock().unwrap().recv().unwrap();
+            }
+            conn.send_owned(m.kind(), m.into_bytes());
+        }
+    }
+    let (entered_tx, entered) = channel();
+    let (gate, gate_rx) = channel();
+    let mut cfg = config();
+    // One loop and two workers: connections alternate between the workers
+    // in the order they are accepted (slots 0, 1, 2, 3).
+    cfg.threads = 1;
+    cfg.dispatch = Dispatch::Workers(2);
+    cfg.protocol.ping_interval = Some(Duration::from_millis(100));
+    cfg.protocol.pong_timeout = Duration::from_millis(200);
+    cfg.protocol.idle_timeout = None;
+    let handler = Blocking {
+        entered: Mutex::new(entered_tx),
+        gate: Mutex::new(gate_rx),
+    };
+    let server = Server::start(cfg, handler).unwrap();
+    let addr = server.local_addr();
+    let mut blocker = Client::connect(addr).unwrap(); // worker 0
+    let mut other_worker = Client::connect(addr).unwrap(); // worker 1
+    let mut same_worker = Client::connect(addr).unwrap(); // worker 0 again
+    blocker.send_text("block").unwrap();
+    entered.recv().unwrap();
+    same_worker.send_text("queued behind it").unwrap();
+    // Both wait for their answer, answering the loop's pings meanwhile.
+    let blocked_reply = std::thread::spawn(move || blocker.recv_message().unwrap());
+    let queued_reply = std::thread::spawn(move || same_worker.recv_message().unwrap());
+    // Worker 1 serves its connection while worker 0 is blocked.
+    for i in 0..20 {
+        other_worker.send_text(&format!("served {i}")).unwrap();
+        assert_eq!(
+            other_worker.recv_message().unwrap(),
+            Ev::Text(format!("served {i}"))
+        );
+    }
+    // The loop still pings, and closes a peer that never answers.
+    let silent = std::thread::spawn(move || {
+        raw_exchange(
+            addr,
+            format!("{UPGRADE}\r\n").as_bytes(),
+            Duration::from_secs(5),
+        )
+    });
+    let got = silent.join().unwrap();
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut expect = vec![0x89, 0x00, 0x88, 14, 0x03, 0xe9];
+    expect.extend_from_slice(b"ping timeout");
+    assert_eq!(&got[head_end..], &expect[..]);
+    // Released, the blocked worker answers what waited for it, in order.
+    assert!(
+        !queued_reply.is_finished(),
+        "nothing for the blocked worker's connections yet"
+    );
+    gate.send(()).unwrap();
+    assert_eq!(blocked_reply.join().unwrap(), Ev::Text("block".into()));
+    assert_eq!(
+        queued_reply.join().unwrap(),
+        Ev::Text("queued behind it".into())
+    );
+    server.shutdown_and_join();
+}
