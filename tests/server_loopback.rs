@@ -246,6 +246,57 @@ fn broadcast_from_a_foreign_thread_reaches_everyone_once_in_order() {
 }
 
 /// A client socket with a tiny receive buffer that never reads.
+/// What a peer that upgrades and then never answers receives: the
+/// server's keep-alive ping, then its close for the ping timeout (1001).
+fn assert_pinged_then_closed_for_silence(got: &[u8]) {
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let mut expect = vec![0x89, 0x00, 0x88, 14, 0x03, 0xe9];
+    expect.extend_from_slice(b"ping timeout");
+    assert_eq!(&got[head_end..], &expect[..]);
+}
+
+/// Lets a handler say it has started, then wait until the test lets it go:
+/// the handler holds the [`Gate`], the test its [`GateControl`].
+struct Gate {
+    entered: Mutex<std::sync::mpsc::Sender<()>>,
+    release: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+struct GateControl {
+    entered: std::sync::mpsc::Receiver<()>,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+fn gate() -> (Gate, GateControl) {
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let gate = Gate {
+        entered: Mutex::new(entered_tx),
+        release: Mutex::new(release_rx),
+    };
+    (gate, GateControl { entered, release })
+}
+
+impl Gate {
+    /// In the handler: announce, then block until released.
+    fn pass(&self) {
+        self.entered.lock().unwrap().send(()).unwrap();
+        self.release.lock().unwrap().recv().unwrap();
+    }
+}
+
+impl GateControl {
+    /// Waits until a handler is blocked at the gate.
+    fn wait_entered(&self) {
+        self.entered.recv().unwrap();
+    }
+
+    /// Lets it go on.
+    fn open(&self) {
+        self.release.send(()).unwrap();
+    }
+}
+
 fn stalled_client(addr: std::net::SocketAddr) -> TcpStream {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
@@ -403,11 +454,7 @@ fn pings_are_sent_and_a_silent_peer_is_dropped() {
     while !silent.is_finished() {
         assert_eq!(alive.recv().unwrap(), Ev::Ping(Vec::new()));
     }
-    let got = silent.join().unwrap();
-    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let mut expect = vec![0x89, 0x00, 0x88, 14, 0x03, 0xe9];
-    expect.extend_from_slice(b"ping timeout");
-    assert_eq!(&got[head_end..], &expect[..]);
+    assert_pinged_then_closed_for_silence(&silent.join().unwrap());
     wait_until("close report", || {
         registry
             .closes
@@ -523,34 +570,25 @@ fn upgrade_hook_picks_subprotocol_adds_headers_or_rejects() {
 
 #[test]
 fn nothing_broadcast_overtakes_what_on_open_sends() {
-    use std::sync::mpsc::{channel, Receiver, Sender};
     // on_open tells the test it runs, then waits for the test's broadcast
     // before it sends: the broadcast reaches the loop while on_open has not
     // returned, every time, and must still arrive after "welcome".
-    struct Welcome {
-        opened: Mutex<Sender<()>>,
-        gate: Mutex<Receiver<()>>,
-    }
+    struct Welcome(Gate);
     impl Handler for Welcome {
         fn on_open(&self, conn: &Conn, _req: &sockwave::protocol::Request) {
-            self.opened.lock().unwrap().send(()).unwrap();
-            self.gate.lock().unwrap().recv().unwrap();
+            self.0.pass();
             conn.send_text("welcome");
         }
         fn on_message(&self, _conn: &Conn, _m: Message) {}
     }
-    let (opened_tx, opened) = channel();
-    let (gate, gate_rx) = channel();
-    let handler = Welcome {
-        opened: Mutex::new(opened_tx),
-        gate: Mutex::new(gate_rx),
-    };
+    let (g, control) = gate();
+    let handler = Welcome(g);
     let server = Server::start(config(), handler).unwrap();
     for _ in 0..20 {
         let mut c = Client::connect(server.local_addr()).unwrap();
-        opened.recv().unwrap();
+        control.wait_entered();
         server.broadcast(MessageKind::Text, b"news");
-        gate.send(()).unwrap();
+        control.open();
         assert_eq!(c.recv().unwrap(), Ev::Text("welcome".into()));
         assert_eq!(c.recv().unwrap(), Ev::Text("news".into()));
     }
@@ -888,32 +926,23 @@ fn a_second_server_on_the_same_port_fails_instead_of_sharing_it() {
 
 #[test]
 fn broadcasts_waiting_for_a_busy_loop_are_bounded_in_bytes() {
-    use std::sync::mpsc::{channel, Receiver, Sender};
     // An inline handler that blocks holds its loop: broadcasts queue for it.
-    struct Stuck {
-        entered: Mutex<Sender<()>>,
-        gate: Mutex<Receiver<()>>,
-    }
+    struct Stuck(Gate);
     impl Handler for Stuck {
         fn on_message(&self, _conn: &Conn, _m: Message) {
-            self.entered.lock().unwrap().send(()).unwrap();
-            self.gate.lock().unwrap().recv().unwrap();
+            self.0.pass();
         }
     }
-    let (entered_tx, entered) = channel();
-    let (gate, gate_rx) = channel();
+    let (g, control) = gate();
     let mut cfg = config();
     cfg.threads = 1;
     cfg.dispatch = Dispatch::Inline;
     cfg.max_pending_fanout = 1000;
-    let handler = Stuck {
-        entered: Mutex::new(entered_tx),
-        gate: Mutex::new(gate_rx),
-    };
+    let handler = Stuck(g);
     let server = Server::start(cfg, handler).unwrap();
     let mut c = Client::connect(server.local_addr()).unwrap();
     c.send_text("hold the loop").unwrap();
-    entered.recv().unwrap();
+    control.wait_entered();
     assert!(
         server.broadcast(MessageKind::Binary, &[1; 500]),
         "an empty queue takes one"
@@ -928,14 +957,14 @@ fn broadcasts_waiting_for_a_busy_loop_are_bounded_in_bytes() {
     );
     assert!(!server.publish("t", MessageKind::Binary, &[4; 200], None));
     assert_eq!(server.stats().dropped_fanout, 2);
-    gate.send(()).unwrap();
+    control.open();
     assert_eq!(c.recv().unwrap(), Ev::Binary(vec![1; 500]));
     assert_eq!(c.recv().unwrap(), Ev::Binary(vec![3; 400]));
     // Taken by the loop: the budget is free again.
     c.send_text("hold it again").unwrap();
-    entered.recv().unwrap();
+    control.wait_entered();
     assert!(server.broadcast(MessageKind::Binary, &[5; 900]));
-    gate.send(()).unwrap();
+    control.open();
     assert_eq!(c.recv().unwrap(), Ev::Binary(vec![5; 900]));
     server.shutdown_and_join();
 }
@@ -945,22 +974,16 @@ fn broadcasts_waiting_for_a_busy_loop_are_bounded_in_bytes() {
 /// pings and closing the peers that stop answering them.
 #[test]
 fn a_blocked_handler_stalls_only_its_worker() {
-    use std::sync::mpsc::{channel, Receiver, Sender};
-    struct Blocking {
-        entered: Mutex<Sender<()>>,
-        gate: Mutex<Receiver<()>>,
-    }
+    struct Blocking(Gate);
     impl Handler for Blocking {
         fn on_message(&self, conn: &Conn, m: Message) {
             if m.as_text() == Some("block") {
-                self.entered.lock().unwrap().send(()).unwrap();
-                self.gate.lock().unwrap().recv().unwrap();
+                self.0.pass();
             }
             conn.send_owned(m.kind(), m.into_bytes());
         }
     }
-    let (entered_tx, entered) = channel();
-    let (gate, gate_rx) = channel();
+    let (g, control) = gate();
     let mut cfg = config();
     // One loop and two workers: connections alternate between the workers
     // in the order they are accepted (slots 0, 1, 2, 3).
@@ -969,17 +992,14 @@ fn a_blocked_handler_stalls_only_its_worker() {
     cfg.protocol.ping_interval = Some(Duration::from_millis(100));
     cfg.protocol.pong_timeout = Duration::from_millis(200);
     cfg.protocol.idle_timeout = None;
-    let handler = Blocking {
-        entered: Mutex::new(entered_tx),
-        gate: Mutex::new(gate_rx),
-    };
+    let handler = Blocking(g);
     let server = Server::start(cfg, handler).unwrap();
     let addr = server.local_addr();
     let mut blocker = Client::connect(addr).unwrap(); // worker 0
     let mut other_worker = Client::connect(addr).unwrap(); // worker 1
     let mut same_worker = Client::connect(addr).unwrap(); // worker 0 again
     blocker.send_text("block").unwrap();
-    entered.recv().unwrap();
+    control.wait_entered();
     same_worker.send_text("queued behind it").unwrap();
     // Both wait for their answer, answering the loop's pings meanwhile.
     let blocked_reply = std::thread::spawn(move || blocker.recv_message().unwrap());
@@ -1000,17 +1020,13 @@ fn a_blocked_handler_stalls_only_its_worker() {
             Duration::from_secs(5),
         )
     });
-    let got = silent.join().unwrap();
-    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let mut expect = vec![0x89, 0x00, 0x88, 14, 0x03, 0xe9];
-    expect.extend_from_slice(b"ping timeout");
-    assert_eq!(&got[head_end..], &expect[..]);
+    assert_pinged_then_closed_for_silence(&silent.join().unwrap());
     // Released, the blocked worker answers what waited for it, in order.
     assert!(
         !queued_reply.is_finished(),
         "nothing for the blocked worker's connections yet"
     );
-    gate.send(()).unwrap();
+    control.open();
     assert_eq!(blocked_reply.join().unwrap(), Ev::Text("block".into()));
     assert_eq!(
         queued_reply.join().unwrap(),
