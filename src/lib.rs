@@ -7,11 +7,14 @@
 //!
 //! The crate has layers that only depend downwards:
 //! - [`server`]: the runtime (event loops, workers, handles).
+//! - [`broker`]: pub/sub across nodes (the [`broker::Broker`] interface the
+//!   server talks to; Redis as its implementation).
 //! - [`protocol`]: the sans-IO RFC 6455 core it is built on (handshake,
 //!   frames, messages, close), usable on its own.
 //! - [`ffi`]: the C API over the server's public API (`include/sockwave.h`).
 #![warn(missing_debug_implementations, missing_docs, unreachable_pub)]
 
+pub mod broker;
 pub mod ffi;
 pub mod protocol;
 pub mod server;
