@@ -1,8 +1,10 @@
 //! Server configuration with the defaults a production deployment would pick.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::broker::Broker;
 use crate::protocol::ProtocolConfig;
 
 /// What to do when a connection's unsent bytes would exceed
@@ -66,6 +68,11 @@ pub struct Config {
     /// /metrics too). `None` (the default) serves plain ws://.
     #[cfg(feature = "tls")]
     pub tls: Option<super::TlsConfig>,
+    /// Pub/sub across nodes: publishes and broadcasts also go to the other
+    /// nodes of this broker, and theirs come here (for example a
+    /// [`RedisBroker`](crate::broker::RedisBroker)). `None` (the default):
+    /// this node alone. A broker serves one server.
+    pub broker: Option<Arc<dyn Broker>>,
 }
 
 impl Default for Config {
@@ -86,6 +93,7 @@ impl Default for Config {
             backlog: 65_535,
             #[cfg(feature = "tls")]
             tls: None,
+            broker: None,
         }
     }
 }

@@ -93,6 +93,7 @@ impl EventLoop {
         let cfg = server.config();
         let tail_room = cfg.protocol.handshake.max_request_bytes.max(4096);
         let read_buf = vec![0u8; tail_room + cfg.read_buffer_size.max(4096)].into_boxed_slice();
+        let topics = Topics::new(server.state().interest.clone());
         Ok(EventLoop {
             index,
             poll,
@@ -105,7 +106,7 @@ impl EventLoop {
             server,
             handler,
             dispatcher,
-            topics: Topics::default(),
+            topics,
             timers: Timers::new(Instant::now()),
             pending_reads: Vec::new(),
             handshake_budget: HANDSHAKES_PER_TURN,

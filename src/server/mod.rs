@@ -45,6 +45,8 @@
 //! | `prepared.rs` | encoding decided once per connection; messages framed once for many |
 //! | `dispatch.rs` | inline or worker dispatch, the worker thread, batches |
 //! | `topics.rs` | pub/sub subscriptions of one loop |
+//! | `topic_interest.rs` | with a broker: the topics the node has subscribers of, over all loops |
+//! | `node_sink.rs` | with a broker: other nodes' messages into this node's loops |
 //! | `timers.rs` | deadlines in a heap: a tick costs what is due |
 //! | `upgrade.rs` | the upgrade decision, a pure function of config, handler, request and load |
 
@@ -65,6 +67,7 @@ mod loop_timers;
 mod loop_upgrade;
 mod mailbox;
 mod message;
+mod node_sink;
 mod out_queue;
 mod prepared;
 mod send_status;
@@ -76,6 +79,7 @@ mod stream;
 mod timers;
 #[cfg(feature = "tls")]
 mod tls;
+mod topic_interest;
 mod topics;
 mod transport;
 mod upgrade;

@@ -8,6 +8,7 @@ use super::command::Command;
 use super::prepared::PreparedMessage;
 use super::server_state::ServerState;
 use super::{Config, Conn, ConnId, DropReason, SendStatus, StatsSnapshot};
+use crate::broker::{BrokerHealth, BrokerStats, Target};
 use crate::protocol::MessageKind;
 
 /// Controls a running server from any thread. Cloning is cheap; every clone
@@ -46,6 +47,7 @@ impl ServerHandle {
             sockets: Default::default(),
             shutting_down: Default::default(),
             threads: Default::default(),
+            interest: None,
         }))
     }
 
@@ -115,10 +117,14 @@ impl ServerHandle {
         exclude: Option<ConnId>,
     ) -> bool {
         let message = PreparedMessage::new(kind, data);
-        self.fan_out(&message, || Command::Broadcast {
+        let local = self.state.fan_out(&message, || Command::Broadcast {
             message: Arc::clone(&message),
             exclude,
-        })
+        });
+        if let Some(broker) = &self.state.config.broker {
+            broker.publish(Target::Broadcast, kind, data, exclude.map(ConnId::as_u64));
+        }
+        local
     }
 
     /// Sends one message to every subscriber of `topic` (on every loop) but
@@ -132,30 +138,32 @@ impl ServerHandle {
         exclude: Option<ConnId>,
     ) -> bool {
         let message = PreparedMessage::new(kind, data);
-        let topic: Arc<str> = topic.into();
-        self.fan_out(&message, || Command::Publish {
-            topic: Arc::clone(&topic),
+        let shared: Arc<str> = topic.into();
+        let local = self.state.fan_out(&message, || Command::Publish {
+            topic: Arc::clone(&shared),
             message: Arc::clone(&message),
             exclude,
-        })
+        });
+        if let Some(broker) = &self.state.config.broker {
+            broker.publish(
+                Target::Topic(topic),
+                kind,
+                data,
+                exclude.map(ConnId::as_u64),
+            );
+        }
+        local
     }
 
-    /// Hands a broadcast or publish to every loop that has room for it.
-    fn fan_out(&self, message: &PreparedMessage, cmd: impl Fn() -> Command) -> bool {
-        let cap = self.state.config.max_pending_fanout;
-        let mut all = true;
-        for mailbox in &self.state.mailboxes {
-            if mailbox.reserve_fanout(message.len(), cap) {
-                mailbox.push(cmd());
-            } else {
-                all = false;
-                self.state
-                    .stats
-                    .dropped_fanout
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        all
+    /// With a broker (`Config::broker`): whether messages cross nodes now.
+    /// `None` without one.
+    pub fn broker_health(&self) -> Option<BrokerHealth> {
+        self.state.config.broker.as_ref().map(|b| b.health())
+    }
+
+    /// With a broker: its counters. `None` without one.
+    pub fn broker_stats(&self) -> Option<BrokerStats> {
+        self.state.config.broker.as_ref().map(|b| b.stats())
     }
 
     /// Starts a graceful shutdown: stop accepting, close every connection with
@@ -191,6 +199,9 @@ impl ServerHandle {
             std::mem::take(&mut *self.state.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
             let _ = t.join();
+        }
+        if let Some(broker) = &self.state.config.broker {
+            broker.stop();
         }
     }
 

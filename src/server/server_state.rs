@@ -6,9 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use std::sync::atomic::Ordering;
+
 use super::command::Command;
 use super::conn_inner::ConnInner;
 use super::mailbox::Mailbox;
+use super::prepared::PreparedMessage;
+use super::topic_interest::TopicInterest;
 use super::{Config, ConnId, Stats};
 
 /// What every thread of one server shares (the handler is not here: the
@@ -24,6 +28,8 @@ pub(crate) struct ServerState {
     pub(crate) local_addr: SocketAddr,
     /// Every loop and worker thread, joined by whichever handle joins first.
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    /// With a broker: the topics this node has subscribers of, node-wide.
+    pub(crate) interest: Option<Arc<TopicInterest>>,
 }
 
 impl ServerState {
@@ -39,6 +45,22 @@ impl ServerState {
         for mailbox in &self.mailboxes {
             mailbox.push(cmd());
         }
+    }
+
+    /// Hands a broadcast or publish to every loop that has room for it;
+    /// false if any loop refused it (counted in `dropped_fanout`).
+    pub(crate) fn fan_out(&self, message: &PreparedMessage, cmd: impl Fn() -> Command) -> bool {
+        let cap = self.config.max_pending_fanout;
+        let mut all = true;
+        for mailbox in &self.mailboxes {
+            if mailbox.reserve_fanout(message.len(), cap) {
+                mailbox.push(cmd());
+            } else {
+                all = false;
+                self.stats.dropped_fanout.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        all
     }
 
     /// The open connection `id`, if it is still that connection.

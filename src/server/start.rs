@@ -10,7 +10,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::dispatch::{spawn_workers, Dispatcher};
 use super::event_loop::{EventLoop, WAKER};
 use super::mailbox::Mailbox;
+use super::node_sink::NodeSink;
 use super::server_state::ServerState;
+use super::topic_interest::TopicInterest;
 use super::{Config, ConnId, Handler, ServerHandle};
 
 /// Starts servers.
@@ -42,7 +44,11 @@ impl Server {
             receivers.push(rx);
         }
         let dispatch = config.dispatch;
+        let broker = config.broker.clone();
         let server = ServerHandle::new(Arc::new(ServerState {
+            interest: broker
+                .as_ref()
+                .map(|b| Arc::new(TopicInterest::new(Arc::clone(b)))),
             config,
             mailboxes,
             stats: Default::default(),
@@ -51,6 +57,9 @@ impl Server {
             local_addr,
             threads: Mutex::new(Vec::new()),
         }));
+        if let Some(broker) = &broker {
+            broker.start(Arc::new(NodeSink(Arc::downgrade(server.state()))))?;
+        }
         let (inboxes, mut threads) = spawn_workers(dispatch, &handler, server.state())?;
         for (index, ((poll, rx), listener)) in
             polls.into_iter().zip(receivers).zip(listeners).enumerate()

@@ -1,17 +1,30 @@
 //! [`Topics`]: one loop's pub/sub table: topic → subscribed slots, and the
-//! reverse, so a closing connection leaves every topic it was in.
+//! reverse, so a closing connection leaves every topic it was in. With a
+//! broker, the node-wide [`TopicInterest`] hears of the loop's first
+//! subscriber of a topic and of its last one leaving.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use super::topic_interest::TopicInterest;
 
 /// Topic subscriptions of one loop's connections, by slot.
 #[derive(Debug, Default)]
 pub(crate) struct Topics {
     by_topic: HashMap<Arc<str>, Vec<usize>>,
     by_slot: HashMap<usize, Vec<Arc<str>>>,
+    interest: Option<Arc<TopicInterest>>,
 }
 
 impl Topics {
+    /// A loop's table that tells `interest` (when there is a broker).
+    pub(crate) fn new(interest: Option<Arc<TopicInterest>>) -> Topics {
+        Topics {
+            interest,
+            ..Topics::default()
+        }
+    }
+
     /// Subscribes `slot` to `topic`; false if it already was.
     pub(crate) fn subscribe(&mut self, slot: usize, topic: Arc<str>) -> bool {
         let subs = self.by_slot.entry(slot).or_default();
@@ -19,7 +32,13 @@ impl Topics {
             return false;
         }
         subs.push(Arc::clone(&topic));
-        self.by_topic.entry(topic).or_default().push(slot);
+        let slots = self.by_topic.entry(Arc::clone(&topic)).or_default();
+        slots.push(slot);
+        if slots.len() == 1 {
+            if let Some(interest) = &self.interest {
+                interest.joined(&topic);
+            }
+        }
         true
     }
 
@@ -52,6 +71,9 @@ impl Topics {
             slots.retain(|s| *s != slot);
             if slots.is_empty() {
                 self.by_topic.remove(topic);
+                if let Some(interest) = &self.interest {
+                    interest.left(topic);
+                }
             }
         }
     }
