@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+use sockwave::broker::BrokerHealth;
 use sockwave::server::{
     Conn, Decision, Handler, HttpResponse, Message, Request, ServerHandle, Upgrade,
 };
@@ -31,6 +32,16 @@ impl App {
 
     fn shard(&self, conn: &Conn) -> &Mutex<HashMap<u64, Arc<str>>> {
         &self.channels[(conn.id().as_u64() as usize) % SHARDS]
+    }
+
+    /// 200 either way: a node whose broker is away still serves its own
+    /// clients (degraded, not down), so a load balancer keeps it.
+    fn health(server: &ServerHandle) -> String {
+        match server.broker_health() {
+            None => "ok\n".into(),
+            Some(BrokerHealth::Healthy) => "ok\nbroker: healthy\n".into(),
+            Some(BrokerHealth::Degraded(why)) => format!("degraded\nbroker: {why}\n"),
+        }
     }
 
     fn metrics(server: &ServerHandle) -> String {
@@ -79,7 +90,21 @@ impl App {
             ("handshake_failures_total", "counter", "Upgrade requests refused, by reason.", by_reason),
         ];
         let mut out = String::new();
-        for (name, kind, help, samples) in metrics {
+        let broker = server.broker_stats();
+        let broker_metrics = broker.iter().flat_map(|b| {
+            [
+                ("broker_connected", "gauge", "1 while both Redis connections are up.", plain(b.connected.into())),
+                ("broker_published_total", "counter", "Messages handed to the broker for other nodes.", plain(b.published)),
+                ("broker_lost_total", "counter", "Messages for other nodes lost: the broker was unreachable or the publish queue full.", plain(b.lost)),
+                ("broker_unconfirmed_total", "counter", "Messages written to the broker whose batch failed before its reply.", plain(b.unconfirmed)),
+                ("broker_received_total", "counter", "Messages received from other nodes.", plain(b.received)),
+                ("broker_missed_total", "counter", "Messages from other nodes known missed (gaps in their sequence).", plain(b.missed)),
+                ("broker_dropped_total", "counter", "Messages from other nodes this node's loops refused (fan-out queues full).", plain(b.dropped)),
+                ("broker_malformed_total", "counter", "Messages on broker channels that were not sockwave's.", plain(b.malformed)),
+                ("broker_reconnects_total", "counter", "Connections to the broker made again after one was lost.", plain(b.reconnects)),
+            ]
+        });
+        for (name, kind, help, samples) in metrics.into_iter().chain(broker_metrics) {
             let _ = writeln!(
                 out,
                 "# HELP sockwave_{name} {help}\n# TYPE sockwave_{name} {kind}"
@@ -87,6 +112,20 @@ impl App {
             for (labels, v) in samples {
                 let _ = writeln!(out, "sockwave_{name}{labels} {v}");
             }
+        }
+        if let Some(b) = broker {
+            let name = "sockwave_broker_delivery_latency_seconds";
+            let _ = writeln!(out, "# HELP {name} From the publish on the origin node to the arrival here.\n# TYPE {name} histogram");
+            for (bound_us, n) in &b.latency.buckets {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{le=\"{}\"}} {n}",
+                    *bound_us as f64 / 1e6
+                );
+            }
+            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", b.latency.count);
+            let _ = writeln!(out, "{name}_sum {}", b.latency.sum_us as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count {}", b.latency.count);
         }
         out
     }
@@ -112,7 +151,7 @@ impl Handler for App {
         }
         match request.path() {
             "/" | "/index.html" => page(200, "text/html; charset=utf-8", DEMO_PAGE),
-            "/healthz" => page(200, "text/plain; charset=utf-8", "ok\n"),
+            "/healthz" => page(200, "text/plain; charset=utf-8", Self::health(server)),
             "/metrics" => page(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",

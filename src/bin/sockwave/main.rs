@@ -177,6 +177,23 @@ struct Args {
         requires = "tls_cert"
     )]
     tls_sni: Vec<String>,
+
+    /// Pub/sub and broadcast across nodes through Redis:
+    /// redis://[user:password@]host:port/. Every node given the same Redis
+    /// (and prefix) behaves as one server.
+    #[cfg(feature = "redis")]
+    #[arg(long, env = "SOCKWAVE_REDIS")]
+    redis: Option<String>,
+
+    /// Prefix of the Redis channel names (deployments sharing a Redis differ here).
+    #[cfg(feature = "redis")]
+    #[arg(
+        long,
+        env = "SOCKWAVE_REDIS_PREFIX",
+        default_value = "sockwave:",
+        requires = "redis"
+    )]
+    redis_prefix: String,
 }
 
 /// SIGHUP: every TLS file read again; new handshakes get what they hold,
@@ -394,6 +411,25 @@ fn main() -> ExitCode {
         Err(e) => {
             log::error!("TLS: {e}");
             return ExitCode::FAILURE;
+        }
+    }
+    #[cfg(feature = "redis")]
+    if let Some(url) = &args.redis {
+        let mut redis = sockwave::broker::RedisConfig::new(url.clone());
+        redis.prefix = args.redis_prefix.clone();
+        match sockwave::broker::RedisBroker::new(redis) {
+            Ok(broker) => {
+                log::info!(
+                    "broker: redis at {url} (channels under {:?}), node {:016x}",
+                    args.redis_prefix,
+                    broker.node_id()
+                );
+                config.broker = Some(broker);
+            }
+            Err(e) => {
+                log::error!("--redis: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
     let (ws, http) = if config_has_tls(&config) {
