@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Every test that needs nothing beyond this repository and a Rust toolchain:
-# formatting, clippy with -D warnings, docs, the unit/protocol/loopback/fuzz-replay
-# tests, and the criterion benches run once each in test mode.
+# Every test that needs nothing beyond this repository, a Rust toolchain and
+# Debian's redis-server (installed here if missing, for the broker tests):
+# formatting, clippy with -D warnings, docs, the unit/protocol/loopback/
+# broker/fuzz-replay tests, and the criterion benches run once each in test mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/setup-redis.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
-# The crate and the C library build without TLS too.
+# The crate and the C library build without TLS and Redis too.
 cargo check --no-default-features --lib --quiet
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 cargo test --release
