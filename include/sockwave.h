@@ -101,6 +101,34 @@ typedef struct sw_server sw_server;
 // subprotocol the server picked from its configured list.
 typedef struct sw_upgrade sw_upgrade;
 
+// A node's link to the other nodes (`sw_server_broker_stats`).
+typedef struct sw_broker_stats {
+  // Connected, and every topic with a local subscriber is subscribed:
+  // messages cross nodes now. False: this node still serves its own
+  // clients; messages to and from other nodes are lost and counted.
+  bool healthy;
+  // Messages handed to the broker for the other nodes.
+  uint64_t published;
+  // Messages for other nodes lost: the broker was unreachable, or the
+  // publish queue (64 MiB) was full.
+  uint64_t lost;
+  // Messages written in a batch whose reply never came.
+  uint64_t unconfirmed;
+  // Messages received from other nodes.
+  uint64_t received;
+  // Messages from other nodes known missed (gaps in their numbering).
+  uint64_t missed;
+  // Messages from other nodes this node's loops refused (fan-out full).
+  uint64_t dropped;
+  // Reconnects to the broker after a lost connection.
+  uint64_t reconnects;
+  // Messages from other nodes whose latency was measured, and the sum
+  // of those latencies in microseconds (publish there to arrival here).
+  uint64_t latency_count;
+  // See `latency_count`.
+  uint64_t latency_sum_us;
+} sw_broker_stats;
+
 // A connection id. Ids carry a generation: an id whose connection closed
 // never reaches a newer connection (calls report `SW_RESULT_CLOSED`).
 typedef uint64_t sw_conn_id;
@@ -210,6 +238,23 @@ const char *sw_result_str(uint32_t result);
 // The library version, `"MAJOR.MINOR.PATCH"` (static, NUL-terminated). The
 // header's `SW_VERSION_*` macros say which version a program was compiled against.
 const char *sw_version(void);
+
+// Publishes and broadcasts of servers started with this config also reach
+// every other node given the same Redis and prefix, and theirs reach this
+// one (`sw_server_publish_*`, `sw_server_broadcast_*`, and the topics of
+// `sw_conn_subscribe` / `sw_upgrade_subscribe`). `url` is
+// `redis://[user:password@]host[:port][/db]`; `prefix` (NULL: "sockwave:")
+// starts every Redis channel name. Nothing connects until
+// `sw_server_start`; a server whose Redis is away starts and serves its own
+// clients. A URL it cannot use is `SW_RESULT_INVALID_ARGUMENT`.
+enum sw_result sw_config_set_broker_redis(struct sw_config *config,
+                                          const char *url,
+                                          const char *prefix);
+
+// The broker's counters and health. `SW_RESULT_INVALID_ARGUMENT` for a
+// server started without a broker. Any thread.
+enum sw_result sw_server_broker_stats(const struct sw_server *server,
+                                      struct sw_broker_stats *stats_out);
 
 // A new configuration with the defaults: 127.0.0.1:9001, one event loop and
 // one worker per core, 16 MiB messages, 4 MiB send buffer per connection

@@ -557,3 +557,96 @@ fn a_redis_that_speaks_garbage_or_hangs_up_is_logged_and_the_node_serves_locally
         std::mem::forget(fake); // no child to kill
     }
 }
+
+/// C: every connection subscribes to "news"; what a client sends is
+/// published there, excluding the sender.
+mod from_c {
+    use std::ffi::c_void;
+
+    use sockwave::ffi::*;
+
+    pub unsafe extern "C" fn subscribe_news(
+        _: *mut c_void,
+        _: *const sw_server,
+        _: *const sw_request,
+        up: *mut sw_upgrade,
+    ) {
+        unsafe { assert_eq!(sw_upgrade_subscribe(up, c"news".as_ptr()), sw_result::Ok) };
+    }
+
+    pub unsafe extern "C" fn publish_news(
+        _: *mut c_void,
+        server: *const sw_server,
+        conn: sw_conn_id,
+        _: sw_message_kind,
+        data: *const u8,
+        len: usize,
+    ) {
+        let r = unsafe { sw_server_publish_binary(server, c"news".as_ptr(), data, len, conn) };
+        assert_eq!(r, sw_result::Ok);
+    }
+}
+
+#[test]
+fn c_servers_started_from_one_config_publish_across_nodes() {
+    use sockwave::ffi::*;
+    use std::ptr;
+
+    let redis = Redis::start(&[]);
+    unsafe {
+        let cfg = sw_config_new();
+        sw_config_set_listen(cfg, c"127.0.0.1:0".as_ptr());
+        assert_eq!(
+            sw_config_set_broker_redis(cfg, c"http://not-redis/".as_ptr(), ptr::null()),
+            sw_result::InvalidArgument
+        );
+        let url = std::ffi::CString::new(redis.url()).unwrap();
+        assert_eq!(
+            sw_config_set_broker_redis(cfg, url.as_ptr(), c"c:".as_ptr()),
+            sw_result::Ok
+        );
+        let cbs = sw_callbacks {
+            userdata: ptr::null_mut(),
+            on_handshake: Some(from_c::subscribe_news),
+            on_open: None,
+            on_message: Some(from_c::publish_news),
+            on_close: None,
+            on_drain: None,
+        };
+        // One config, two servers: each gets a broker of its own.
+        let mut servers = [ptr::null_mut(); 2];
+        for s in &mut servers {
+            assert_eq!(sw_server_start(cfg, &cbs, s), sw_result::Ok);
+        }
+        sw_config_free(cfg);
+        let port = |s: *mut sw_server| {
+            let mut p = 0u16;
+            assert_eq!(sw_server_local_port(s, &mut p), sw_result::Ok);
+            SocketAddr::from(([127, 0, 0, 1], p))
+        };
+        let mut a = Client::connect_with(port(servers[0]), "/", &[], &[]).unwrap();
+        let mut b = Client::connect_with(port(servers[1]), "/", &[], &[]).unwrap();
+        wait_until("both subscribed", || redis.numsub("c:topic:news") == 2);
+        let stats = |s: *mut sw_server| {
+            let mut out = sw_broker_stats::default();
+            assert_eq!(sw_server_broker_stats(s, &mut out), sw_result::Ok);
+            out
+        };
+        wait_until("both healthy", || servers.iter().all(|&s| stats(s).healthy));
+        a.send_binary(b"from a").unwrap();
+        assert_eq!(b.recv_message().unwrap(), Ev::Binary(b"from a".to_vec()));
+        b.send_binary(b"from b").unwrap();
+        assert_eq!(a.recv_message().unwrap(), Ev::Binary(b"from b".to_vec()));
+        let (sa, sb) = (stats(servers[0]), stats(servers[1]));
+        assert_eq!((sa.published, sa.received), (1, 1));
+        assert_eq!((sb.published, sb.received, sb.latency_count), (1, 1, 1));
+        assert_eq!(
+            sw_server_broker_stats(servers[0], ptr::null_mut()),
+            sw_result::NullParameter
+        );
+        drop((a, b));
+        for s in servers {
+            sw_server_free(s);
+        }
+    }
+}

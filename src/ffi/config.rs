@@ -13,6 +13,10 @@ use crate::server::{BackpressurePolicy, Config, Dispatch};
 #[derive(Debug)]
 pub struct sw_config {
     pub(crate) inner: Config,
+    /// Made into a fresh broker at each `sw_server_start` (a broker serves
+    /// one server; a config may start several).
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<crate::broker::RedisConfig>,
 }
 
 /// What to do when a connection's unsent bytes would exceed the cap
@@ -35,6 +39,8 @@ pub extern "C" fn sw_config_new() -> *mut sw_config {
     boundary(|| {
         Box::into_raw(Box::new(sw_config {
             inner: Config::default(),
+            #[cfg(feature = "redis")]
+            redis: None,
         }))
     })
 }

@@ -15,7 +15,7 @@
 //! pointer checks), `config.rs` (`sw_config`), `server.rs` (`sw_server`),
 //! `conn.rs` (`sw_conn_*` by id), `callbacks.rs` (`sw_callbacks` and the
 //! handler that calls them), `request.rs` (`sw_request`, `sw_upgrade`),
-//! `tls.rs` (certificates, reload).
+//! `tls.rs` (certificates, reload), `broker.rs` (pub/sub across nodes).
 //! Every entry point runs inside the panic boundary from its first line.
 #![allow(non_camel_case_types)]
 // Every `extern "C"` function here checks its pointers itself and documents
@@ -24,6 +24,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod boundary;
+mod broker;
 mod callbacks;
 mod config;
 mod conn;
@@ -32,6 +33,7 @@ mod server;
 mod tls;
 
 pub use boundary::{sw_result, sw_result_str, sw_str, sw_version};
+pub use broker::*;
 pub use callbacks::*;
 pub use config::*;
 pub use conn::*;

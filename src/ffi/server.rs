@@ -73,11 +73,19 @@ pub unsafe extern "C" fn sw_server_start(
         if server_out.is_null() {
             return Err(sw_result::NullParameter);
         }
+        #[allow(unused_mut)]
+        let mut inner = config.inner.clone();
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &config.redis {
+            let broker = crate::broker::RedisBroker::new(redis.clone())
+                .map_err(|_| sw_result::InvalidArgument)?;
+            inner.broker = Some(broker);
+        }
         let server = Box::into_raw(Box::new(sw_server {
             handle: OnceLock::new(),
         }));
         let handler = CHandler { cbs: *cbs, server };
-        match Server::start(config.inner.clone(), handler) {
+        match Server::start(inner, handler) {
             Ok(handle) => {
                 // SAFETY: `server` was just allocated above.
                 let _ = unsafe { &*server }.handle.set(handle);
