@@ -7,115 +7,18 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::redis_server::{wait_until, Redis};
 use common::{Client, Ev};
 use sockwave::broker::{BrokerHealth, BrokerStats, RedisBroker, RedisConfig};
 use sockwave::server::{
     BackpressurePolicy, Config, Conn, Decision, Dispatch, Handler, Message, Server, ServerHandle,
     Upgrade,
 };
-
-/// A redis-server of this test's own, on a free loopback port.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-    extra: Vec<String>,
-}
-
-impl Redis {
-    fn start(extra: &[&str]) -> Redis {
-        let port = free_port();
-        let mut r = Redis {
-            port,
-            child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        r.restart();
-        r
-    }
-
-    /// (Re)starts the server on its port and returns once it says it is
-    /// ready to accept connections.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let mut child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--dir", std::env::temp_dir().to_str().unwrap()])
-            .args(&self.extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: run scripts/setup-redis.sh (scripts/test.sh does)");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let mut lines = out.lines();
-        for line in lines.by_ref() {
-            if line.unwrap().contains("Ready to accept connections") {
-                break;
-            }
-        }
-        // Keep draining its log so it never blocks on a full pipe.
-        thread::spawn(move || lines.for_each(drop));
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap()
-    }
-
-    /// Subscribers Redis counts on `channel`.
-    fn numsub(&self, channel: &str) -> i64 {
-        let v: Vec<(String, i64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query(&mut self.client())
-            .unwrap();
-        v[0].1
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits (up to 20 s) for `cond`, checking every few milliseconds.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
 
 /// The binary's pub/sub, stateless: a client subscribes to the topic its
 /// path names; a message `T|topic|...` is published to that topic, one

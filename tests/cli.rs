@@ -545,3 +545,49 @@ fn tls_flags_serve_wss_and_the_page_over_https() {
     assert_eq!(s.sigterm(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[cfg(feature = "redis")]
+#[test]
+fn redis_flag_makes_pubsub_span_nodes_and_healthz_tells_the_broker_state() {
+    use common::redis_server::{wait_until, Redis};
+
+    let mut redis = Redis::start(&[]);
+    let url = redis.url();
+    // One node from the flag, one from the environment.
+    let one = start(&["--mode", "pubsub", "--redis", &url], &[]);
+    let two = start(
+        &["--mode", "pubsub"],
+        &[
+            ("SOCKWAVE_REDIS", &url),
+            ("SOCKWAVE_REDIS_PREFIX", "sockwave:"),
+        ],
+    );
+    let mut a = Client::connect_with(one.addr, "/room", &[], &[]).unwrap();
+    let mut b = Client::connect_with(two.addr, "/room", &[], &[]).unwrap();
+    wait_until("both nodes subscribed", || {
+        redis.numsub("sockwave:topic:/room") == 2
+    });
+    wait_until("both nodes healthy", || {
+        [&one, &two].iter().all(|n| {
+            n.get("/healthz") == ("HTTP/1.1 200 OK".into(), "ok\nbroker: healthy\n".into())
+        })
+    });
+    a.send_text("across").unwrap();
+    assert_eq!(b.recv_message().unwrap(), Ev::Text("across".into()));
+    assert_eq!(one.metric("sockwave_broker_published_total"), 1);
+    assert_eq!(two.metric("sockwave_broker_received_total"), 1);
+    assert_eq!(
+        two.metric("sockwave_broker_delivery_latency_seconds_count"),
+        1
+    );
+
+    redis.kill();
+    wait_until("degraded, still 200", || {
+        let (status, body) = one.get("/healthz");
+        status == "HTTP/1.1 200 OK" && body.starts_with("degraded\nbroker: ")
+    });
+    assert_eq!(one.metric("sockwave_broker_connected"), 0);
+    drop((a, b));
+    assert_eq!(one.sigterm(), 0);
+    assert_eq!(two.sigterm(), 0);
+}
