@@ -21,6 +21,8 @@ if ! "$py" -c 'import websockets' 2>/dev/null; then
         target/demo-venv/bin/pip install --quiet --disable-pip-version-check websockets
     fi
 fi
+# GET a page (python3 rather than curl: nothing else to install).
+get() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end="")' "$1" 2>/dev/null; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 pids=()
@@ -42,8 +44,8 @@ for n in 1 2 3; do
     ports+=("$port")
 done
 for port in "${ports[@]}"; do
-    until curl -sf "http://127.0.0.1:$port/healthz" | grep -q 'broker: healthy'; do sleep 0.05; done
-    echo "node on 127.0.0.1:$port: $(curl -s "http://127.0.0.1:$port/healthz" | tr '\n' ' ')"
+    until get "http://127.0.0.1:$port/healthz" | grep -q 'broker: healthy'; do sleep 0.05; done
+    echo "node on 127.0.0.1:$port: $(get "http://127.0.0.1:$port/healthz" | tr '\n' ' ')"
 done
 
 "$py" - "$redis_port" "${ports[@]}" <<'PY'
@@ -76,6 +78,6 @@ async def main():
 asyncio.run(main())
 PY
 for port in "${ports[@]}"; do
-    echo "node $port: $(curl -s "http://127.0.0.1:$port/metrics" | grep -E '^sockwave_broker_(published|received|lost)_total' | tr '\n' ' ')"
+    echo "node $port: $(get "http://127.0.0.1:$port/metrics" | grep -E '^sockwave_broker_(published|received|lost)_total' | tr '\n' ' ')"
 done
 echo "cluster demo: every message crossed to the other nodes"
