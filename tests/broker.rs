@@ -553,3 +553,93 @@ fn c_servers_started_from_one_config_publish_across_nodes() {
         }
     }
 }
+
+/// The binary's pub/sub for sockwave-bench: the path names the topic, a
+/// message is published there; `to_sender` is a deliberate bug.
+struct PathPubSub {
+    to_sender: bool,
+}
+
+impl Handler for PathPubSub {
+    fn on_upgrade(&self, upgrade: &Upgrade<'_>) -> Decision {
+        Decision::Accept {
+            protocol: None,
+            headers: Vec::new(),
+            subscribe: vec![upgrade.request().path().to_string()],
+        }
+    }
+
+    fn on_message(&self, conn: &Conn, message: Message) {
+        // The bench runs one topic here, so every path is /topic-0.
+        let exclude = (!self.to_sender).then(|| conn.id());
+        conn.server()
+            .publish("/topic-0", message.kind(), message.as_bytes(), exclude);
+    }
+}
+
+fn bench_fanout(publish_at: SocketAddr, subscribe_at: SocketAddr) -> BenchReport {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sockwave-bench"))
+        .args(["--mode", "fanout", "--json", "--payload", "32"])
+        .args(["--subscribers", "20", "--publishers", "2", "--window", "8"])
+        .args(["--duration", "0.5", "--warmup", "0.2", "--settle", "0.3"])
+        .args(["--addr", &publish_at.to_string()])
+        .args(["--sub-addr", &subscribe_at.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    BenchReport::parse(&String::from_utf8(out.stdout).unwrap())
+}
+
+/// The two numbers of sockwave-bench's JSON line these tests read.
+struct BenchReport {
+    deliveries_per_sec: f64,
+    errors: u64,
+}
+
+impl BenchReport {
+    fn parse(json: &str) -> BenchReport {
+        let field = |name: &str| -> f64 {
+            let at = json.find(&format!("\"{name}\":")).unwrap() + name.len() + 3;
+            json[at..]
+                .split([',', '}'])
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        BenchReport {
+            deliveries_per_sec: field("deliveries_per_sec"),
+            errors: field("errors") as u64,
+        }
+    }
+}
+
+#[test]
+fn the_fanout_bench_verifies_cross_node_delivery_and_catches_a_server_that_echoes_the_sender() {
+    let redis = Redis::start(&[]);
+    let start = |to_sender: bool| {
+        let mut rc = RedisConfig::new(redis.url());
+        rc.prefix = format!("bench{to_sender}:");
+        let config = Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            threads: 1,
+            broker: Some(RedisBroker::new(rc).unwrap()),
+            ..Config::default()
+        };
+        Server::start(config, PathPubSub { to_sender }).unwrap()
+    };
+    let (a, b) = (start(false), start(false));
+    let good = bench_fanout(a.local_addr(), b.local_addr());
+    assert_eq!(good.errors, 0);
+    assert!(good.deliveries_per_sec > 0.0);
+    let bad = start(true);
+    let caught = bench_fanout(bad.local_addr(), bad.local_addr());
+    assert!(caught.errors > 0, "a delivery to the sender went unnoticed");
+    for n in [a, b, bad] {
+        n.shutdown_and_join();
+    }
+}

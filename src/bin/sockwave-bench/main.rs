@@ -8,10 +8,20 @@
 //! - `connect`: handshake + close cycles per second, C attempts in flight,
 //!   each one connect → upgrade → close → the server's FIN, then a new one.
 //! - `idle`: opens C connections and reports server RSS per connection.
+//! - `fanout`: S subscribers over T topics, P publishers per topic, each
+//!   keeping W messages in flight until every member of its topic has them;
+//!   every delivery verified (exactly once, in order, never to the sender);
+//!   deliveries/s, per server CPU-second, latency from a timestamp in the
+//!   payload. Subscribers may be spread over several nodes (`--sub-addr`).
 //!
-//! Any RFC 6455 echo server will do (it must echo binary messages). With
+//! Any RFC 6455 echo server will do for `echo` (it must echo binary
+//! messages); `fanout` needs a server that subscribes each connection to
+//! the topic its path names and publishes what it sends there (`sockwave
+//! --mode pubsub`). With
 //! `--tls-ca CERT.pem` every mode speaks wss:// (rustls, trusting that
 //! certificate for `--tls-name`).
+
+mod fanout;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -31,6 +41,7 @@ enum Mode {
     Echo,
     Connect,
     Idle,
+    Fanout,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -74,6 +85,32 @@ struct Args {
     /// The server name TLS checks the certificate for.
     #[arg(long, default_value = "localhost")]
     tls_name: String,
+    /// fanout: subscribers (spread over the topics).
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// fanout: topics (paths /topic-0, /topic-1, ...).
+    #[arg(long, default_value_t = 1)]
+    topics: usize,
+    /// fanout: publishers per topic (they receive each other's messages too).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// fanout: messages per publisher not yet received by every member of its topic.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// fanout: where subscribers connect, round-robin (repeatable; other
+    /// nodes of a cluster). Default: --addr.
+    #[arg(long)]
+    sub_addr: Vec<SocketAddr>,
+    /// fanout: the pid of another node, whose CPU counts as the server's too (repeatable).
+    #[arg(long)]
+    node_pid: Vec<u32>,
+    /// fanout: the pid of redis-server, to report its CPU per published message.
+    #[arg(long)]
+    redis_pid: Option<u32>,
+    /// fanout: seconds between connecting and publishing, for nodes to
+    /// subscribe at their broker.
+    #[arg(long, default_value_t = 0.0)]
+    settle: f64,
 }
 
 const REQUEST_NONCE: [u8; 16] = *b"sockwave-bench!!";
@@ -831,6 +868,7 @@ fn main() {
         Mode::Echo => run_echo(&args),
         Mode::Connect => run_connect(&args),
         Mode::Idle => run_idle(&args),
+        Mode::Fanout => fanout::run(&args),
     };
     match result {
         Ok(line) => println!("{line}"),
