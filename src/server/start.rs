@@ -3,17 +3,21 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Receiver;
 
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::command::Command;
 use super::dispatch::{spawn_workers, Dispatcher};
 use super::event_loop::{EventLoop, WAKER};
 use super::mailbox::Mailbox;
 use super::node_sink::NodeSink;
 use super::server_state::ServerState;
 use super::topic_interest::TopicInterest;
-use super::{Config, ConnId, Handler, ServerHandle};
+use super::{Config, ConnId, Dispatch, Handler, ServerHandle};
 
 /// Starts servers.
 #[derive(Debug)]
@@ -60,41 +64,65 @@ impl Server {
         if let Some(broker) = &broker {
             broker.start(Arc::new(NodeSink(Arc::downgrade(server.state()))))?;
         }
-        let (inboxes, mut threads) = spawn_workers(dispatch, &handler, server.state())?;
-        for (index, ((poll, rx), listener)) in
-            polls.into_iter().zip(receivers).zip(listeners).enumerate()
-        {
-            listener.set_nonblocking(true)?;
-            let listener = mio::net::TcpListener::from_std(listener);
-            let dispatcher =
-                Dispatcher::new(Arc::clone(&handler), Arc::clone(&inboxes), index, loops);
-            let event_loop = EventLoop::new(
-                index,
-                poll,
-                listener,
-                rx,
-                server.clone(),
-                handler.clone(),
-                dispatcher,
-            )?;
-            let state = Arc::clone(server.state());
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("sockwave-loop-{index}"))
-                    .spawn(move || {
-                        state.adopt_current_thread();
-                        drop(state);
-                        event_loop.run()
-                    })?,
-            );
+        match spawn_threads(&server, &handler, dispatch, polls, receivers, listeners) {
+            Ok(threads) => {
+                *server
+                    .state()
+                    .threads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = threads;
+                Ok(server)
+            }
+            Err(e) => {
+                // What did start winds down; the broker's threads end now.
+                server.shutdown();
+                if let Some(broker) = &broker {
+                    broker.stop();
+                }
+                Err(e)
+            }
         }
-        *server
-            .state()
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = threads;
-        Ok(server)
     }
+}
+
+/// The worker threads, then one thread per loop.
+fn spawn_threads(
+    server: &ServerHandle,
+    handler: &Arc<dyn Handler>,
+    dispatch: Dispatch,
+    polls: Vec<Poll>,
+    receivers: Vec<Receiver<Command>>,
+    listeners: Vec<StdTcpListener>,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    let loops = polls.len();
+    let (inboxes, mut threads) = spawn_workers(dispatch, handler, server.state())?;
+    for (index, ((poll, rx), listener)) in
+        polls.into_iter().zip(receivers).zip(listeners).enumerate()
+    {
+        listener.set_nonblocking(true)?;
+        let listener = mio::net::TcpListener::from_std(listener);
+        let dispatcher = Dispatcher::new(Arc::clone(handler), Arc::clone(&inboxes), index, loops);
+        let event_loop = EventLoop::new(
+            index,
+            poll,
+            listener,
+            rx,
+            server.clone(),
+            handler.clone(),
+            dispatcher,
+        )?;
+        let state = Arc::clone(server.state());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("sockwave-loop-{index}"))
+                .spawn(move || {
+                    state.adopt_current_thread();
+                    drop(state);
+                    event_loop.run()
+                })?,
+        );
+    }
+    Ok(threads)
 }
 
 /// One listener per loop on the same address with SO_REUSEPORT, so the kernel
