@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::rate_limit::RateLimit;
 use crate::broker::Broker;
 use crate::protocol::ProtocolConfig;
 
@@ -54,6 +55,9 @@ pub struct Config {
     /// channel for the loop to take them; past it, a broadcast is refused for
     /// that loop (`ServerHandle::broadcast` returns false). One always fits.
     pub max_pending_fanout: usize,
+    /// How fast clients may send, per connection and per source address.
+    /// Off by default.
+    pub rate_limit: RateLimit,
     /// Subprotocols the server speaks; the first one in the client's order of preference wins.
     pub subprotocols: Vec<String>,
     /// Allowed `Origin` values (exact, case-insensitive); empty allows any. Others get 403.
@@ -86,6 +90,7 @@ impl Default for Config {
             max_buffered: 4 << 20,
             backpressure: BackpressurePolicy::Close,
             max_pending_fanout: 64 << 20,
+            rate_limit: RateLimit::default(),
             subprotocols: Vec::new(),
             allowed_origins: Vec::new(),
             shutdown_timeout: Duration::from_secs(5),

@@ -29,6 +29,7 @@ use super::dispatch::{Dispatcher, WorkerEvent};
 use super::lifecycle::Lifecycle;
 use super::out_queue::QueueSink;
 use super::prepared::PreparedMessage;
+use super::rate_limit::RateLimitPolicy;
 use super::server_state::ServerState;
 use super::stats::{HandshakeFailure, LoopStats};
 use super::timers::Timers;
@@ -216,6 +217,10 @@ impl EventLoop {
             let Some(c) = self.conns.get_mut(slot) else {
                 return;
             };
+            if c.limits.as_ref().is_some_and(|l| l.paused_until.is_some()) {
+                // Over its rate: the timer that ends the pause reads it again.
+                return;
+            }
             if c.out.queued() >= cap {
                 c.read_paused = true;
                 if to_eof {
@@ -288,6 +293,9 @@ impl EventLoop {
                 Some(Event::Message(kind, payload)) => {
                     let data = payload.into_vec();
                     self.stats.received(data.len());
+                    if !self.within_rate(slot, data.len(), now) {
+                        continue;
+                    }
                     if let Some(inner) = inner {
                         let conn = self.handle_of(inner);
                         self.dispatcher
@@ -319,6 +327,51 @@ impl EventLoop {
             self.conns.mark_dirty(slot);
         } else if pos < end {
             c.tail = self.read_buf[pos..end].into();
+        }
+    }
+
+    /// Charges a message of `len` bytes to the connection's rate limits.
+    /// Over them, the policy: close with 1008 (and the message is not
+    /// handed on: false), or stop reading until the buckets have refilled.
+    fn within_rate(&mut self, slot: usize, len: usize, now: Instant) -> bool {
+        let state = self.server.state();
+        let limit = &state.config.rate_limit;
+        let Some(c) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        let Some(limits) = c.limits.as_mut() else {
+            return true;
+        };
+        let Some(wait) = limits.charge(limit, len, now) else {
+            return true;
+        };
+        match limit.policy {
+            RateLimitPolicy::Close => {
+                // What it sent after the first breach is dropped unseen.
+                if c.inner
+                    .as_ref()
+                    .is_none_or(|i| i.open.load(Ordering::Acquire))
+                {
+                    state
+                        .stats
+                        .rate_limit_closed
+                        .fetch_add(1, Ordering::Relaxed);
+                    c.start_close(code::POLICY_VIOLATION, "rate limit exceeded", now);
+                    self.conns.mark_dirty(slot);
+                }
+                false
+            }
+            RateLimitPolicy::Pause => {
+                if limits.paused_until.is_none() {
+                    state
+                        .stats
+                        .rate_limit_paused
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                limits.paused_until = Some(now + wait);
+                self.reschedule(slot);
+                true
+            }
         }
     }
 
@@ -385,7 +438,11 @@ impl EventLoop {
             self.server.state().mailboxes[self.index].register(slot, None);
         }
         self.topics.remove(slot);
-        self.server.state().sockets.fetch_sub(1, Ordering::AcqRel);
+        let state = self.server.state();
+        if let Some(ip) = c.limits.as_ref().and_then(|l| l.ip) {
+            state.ip_limits.release(ip, &state.config.rate_limit);
+        }
+        state.sockets.fetch_sub(1, Ordering::AcqRel);
     }
 
     pub(super) fn begin_shutdown(&mut self, now: Instant) {

@@ -2,6 +2,7 @@
 //! than spins, and each new socket gets its transport (TLS when configured).
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use mio::Token;
 
 use super::event_loop::{EventLoop, ACCEPT_RETRY};
 use super::loop_conn::LoopConn;
+use super::rate_limit::ConnLimits;
 use super::stats::HandshakeFailure;
 use super::stream::Stream;
 #[cfg(feature = "tls")]
@@ -26,9 +28,9 @@ impl EventLoop {
     pub(super) fn accept_all(&mut self, now: Instant) {
         while let Some(listener) = &self.listener {
             match listener.accept() {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     self.accept_retry = None;
-                    self.add_conn(stream, now);
+                    self.add_conn(stream, peer, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.accept_retry = None;
@@ -51,8 +53,23 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn add_conn(&mut self, stream: TcpStream, now: Instant) {
+    pub(super) fn add_conn(&mut self, stream: TcpStream, peer: SocketAddr, now: Instant) {
         let state = self.server.state();
+        let limit = &state.config.rate_limit;
+        let ip = limit.per_ip().then(|| peer.ip());
+        if let Some(ip) = ip {
+            if !state.ip_limits.admit(ip, limit, now) {
+                // Closed before its request is read: under a flood, the
+                // cheapest answer.
+                state
+                    .stats
+                    .handshake_failures
+                    .count(HandshakeFailure::PerIp);
+                return;
+            }
+        }
+        let limits = (ip.is_some() || limit.per_connection())
+            .then(|| Box::new(ConnLimits::new(limit, ip, now)));
         let count = state.sockets.fetch_add(1, Ordering::AcqRel) + 1;
         if count > state.config.max_sockets() {
             // Far past the limit: not even a 503, the descriptor is what we must save.
@@ -61,18 +78,26 @@ impl EventLoop {
                 .stats
                 .handshake_failures
                 .count(HandshakeFailure::Capacity);
+            if let Some(ip) = ip {
+                state.ip_limits.release(ip, limit);
+            }
             return;
         }
         let over_capacity = count > state.config.max_connections;
-        let Some(transport) = self.transport_for(stream) else {
+        let refuse = || {
             state.sockets.fetch_sub(1, Ordering::AcqRel);
-            return;
+            if let Some(ip) = ip {
+                state.ip_limits.release(ip, limit);
+            }
+        };
+        let Some(transport) = self.transport_for(stream) else {
+            return refuse();
         };
         let proto = Connection::server(Arc::clone(&self.proto_config), now);
-        let conn = LoopConn::new(transport, proto, over_capacity);
+        let mut conn = LoopConn::new(transport, proto, over_capacity);
+        conn.limits = limits;
         let Some(slot) = self.conns.insert(conn) else {
-            state.sockets.fetch_sub(1, Ordering::AcqRel);
-            return;
+            return refuse();
         };
         let c = self.conns.get_mut(slot).expect("just inserted");
         if let Err(e) = c.transport.register(self.poll.registry(), Token(slot)) {

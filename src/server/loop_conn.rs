@@ -11,6 +11,7 @@ use super::conn_inner::ConnInner;
 use super::lifecycle::Lifecycle;
 use super::out_queue::{OutQueue, QueueSink, MAX_IOVECS};
 use super::prepared::{Prepared, PreparedMessage};
+use super::rate_limit::ConnLimits;
 use super::send_status::Refused;
 use super::server_state::ServerState;
 use super::stats::LoopStats;
@@ -37,6 +38,8 @@ pub(crate) struct LoopConn {
     pub(crate) dirty: bool,
     /// Not read while its queue is over the cap (see `EventLoop::read_conn`).
     pub(crate) read_paused: bool,
+    /// Its rate limits and address, when the server limits either.
+    pub(crate) limits: Option<Box<ConnLimits>>,
 }
 
 impl LoopConn {
@@ -51,6 +54,7 @@ impl LoopConn {
             timer: 0,
             dirty: false,
             read_paused: false,
+            limits: None,
         }
     }
 

@@ -33,6 +33,14 @@ impl EventLoop {
         let Some(c) = self.conns.get_mut(slot) else {
             return;
         };
+        if let Some(limits) = c.limits.as_mut() {
+            if limits.paused_until.is_some_and(|t| t <= now) {
+                // Back within its rate: what it sent meanwhile waits in the
+                // socket, and no new edge will say so.
+                limits.paused_until = None;
+                self.pending_reads.push(slot);
+            }
+        }
         if let Some(at) = c.proto.closed_since() {
             // Closed, but the peer neither read our last bytes nor hung up.
             if now >= at + close_timeout {
@@ -72,6 +80,11 @@ impl EventLoop {
         let deadline = match c.proto.closed_since() {
             Some(at) => Some(at + close_timeout),
             None => c.proto.poll_timeout(),
+        };
+        let paused = c.limits.as_ref().and_then(|l| l.paused_until);
+        let deadline = match (deadline, paused) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         if let Some(at) = deadline {
             self.timers.schedule(key, at, &mut c.timer);

@@ -44,6 +44,8 @@
 //! | `out_queue.rs` | the bytes a connection owes, coalesced, written by iovecs |
 //! | `prepared.rs` | encoding decided once per connection; messages framed once for many |
 //! | `dispatch.rs` | inline or worker dispatch, the worker thread, batches |
+//! | `rate_limit.rs` | [`RateLimit`]: per-connection and per-address limits, token buckets |
+//! | `ip_limits.rs` | connections and handshakes per source address, shared by the loops |
 //! | `topics.rs` | pub/sub subscriptions of one loop |
 //! | `topic_interest.rs` | with a broker: the topics the node has subscribers of, over all loops |
 //! | `node_sink.rs` | with a broker: other nodes' messages into this node's loops |
@@ -59,6 +61,7 @@ mod conn_table;
 mod dispatch;
 mod event_loop;
 mod handler;
+mod ip_limits;
 mod lifecycle;
 mod loop_accept;
 mod loop_commands;
@@ -70,6 +73,7 @@ mod message;
 mod node_sink;
 mod out_queue;
 mod prepared;
+mod rate_limit;
 mod send_status;
 mod server_handle;
 mod server_state;
@@ -89,6 +93,7 @@ pub use conn::Conn;
 pub use conn_id::ConnId;
 pub use handler::{Decision, Echo, Handler, HttpResponse, Upgrade};
 pub use message::Message;
+pub use rate_limit::{Rate, RateLimit, RateLimitPolicy};
 pub use send_status::{DropReason, PayloadTooLong, SendStatus};
 pub use server_handle::ServerHandle;
 pub use start::Server;

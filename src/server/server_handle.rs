@@ -48,6 +48,7 @@ impl ServerHandle {
             shutting_down: Default::default(),
             threads: Default::default(),
             interest: None,
+            ip_limits: Default::default(),
         }))
     }
 

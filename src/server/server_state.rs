@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use super::command::Command;
 use super::conn_inner::ConnInner;
+use super::ip_limits::IpLimits;
 use super::mailbox::Mailbox;
 use super::prepared::PreparedMessage;
 use super::topic_interest::TopicInterest;
@@ -28,6 +29,8 @@ pub(crate) struct ServerState {
     pub(crate) local_addr: SocketAddr,
     /// Every loop and worker thread, joined by whichever handle joins first.
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Per source address, when `Config::rate_limit` limits addresses.
+    pub(crate) ip_limits: IpLimits,
     /// With a broker: the topics this node has subscribers of, node-wide.
     pub(crate) interest: Option<Arc<TopicInterest>>,
 }

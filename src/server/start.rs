@@ -60,6 +60,7 @@ impl Server {
             shutting_down: false.into(),
             local_addr,
             threads: Mutex::new(Vec::new()),
+            ip_limits: Default::default(),
         }));
         if let Some(broker) = &broker {
             broker.start(Arc::new(NodeSink(Arc::downgrade(server.state()))))?;

@@ -26,6 +26,11 @@ pub struct Stats {
     /// Broadcasts and publishes a loop refused, because
     /// `Config::max_pending_fanout` bytes of them were already waiting for it.
     pub dropped_fanout: AtomicU64,
+    /// Connections closed (1008) for sending faster than `Config::rate_limit`.
+    pub rate_limit_closed: AtomicU64,
+    /// Times a connection was not read for a while for sending faster than
+    /// `Config::rate_limit` (the `Pause` policy).
+    pub rate_limit_paused: AtomicU64,
     /// Handshakes that did not end in an open connection, by reason.
     pub handshake_failures: HandshakeFailures,
 }
@@ -43,6 +48,10 @@ pub struct HandshakeFailures {
     pub rejected: AtomicU64,
     /// No complete request within the handshake timeout.
     pub timeout: AtomicU64,
+    /// Closed at once: its address had too many connections open or made
+    /// too many of them lately (`RateLimit::connections_per_ip`,
+    /// `RateLimit::handshakes_per_ip`).
+    pub per_ip: AtomicU64,
 }
 
 /// Why a handshake failed, for [`HandshakeFailures`].
@@ -53,6 +62,7 @@ pub(crate) enum HandshakeFailure {
     Capacity,
     Rejected,
     Timeout,
+    PerIp,
 }
 
 impl HandshakeFailures {
@@ -63,6 +73,7 @@ impl HandshakeFailures {
             HandshakeFailure::Capacity => &self.capacity,
             HandshakeFailure::Rejected => &self.rejected,
             HandshakeFailure::Timeout => &self.timeout,
+            HandshakeFailure::PerIp => &self.per_ip,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -82,11 +93,14 @@ pub struct StatsSnapshot {
     pub closed_backpressure: u64,
     pub handler_panics: u64,
     pub dropped_fanout: u64,
+    pub rate_limit_closed: u64,
+    pub rate_limit_paused: u64,
     pub handshake_invalid: u64,
     pub handshake_origin: u64,
     pub handshake_capacity: u64,
     pub handshake_rejected: u64,
     pub handshake_timeout: u64,
+    pub handshake_per_ip: u64,
 }
 
 impl Stats {
@@ -105,11 +119,14 @@ impl Stats {
             closed_backpressure: r(&self.closed_backpressure),
             handler_panics: r(&self.handler_panics),
             dropped_fanout: r(&self.dropped_fanout),
+            rate_limit_closed: r(&self.rate_limit_closed),
+            rate_limit_paused: r(&self.rate_limit_paused),
             handshake_invalid: r(&h.invalid),
             handshake_origin: r(&h.origin),
             handshake_capacity: r(&h.capacity),
             handshake_rejected: r(&h.rejected),
             handshake_timeout: r(&h.timeout),
+            handshake_per_ip: r(&h.per_ip),
         }
     }
 }
