@@ -222,6 +222,14 @@ typedef struct sw_stats {
   // Broadcasts and publishes an event loop refused (see
   // `sw_server_broadcast_text`).
   uint64_t dropped_fanout;
+  // Connections closed (1008) for sending faster than their rate limit.
+  uint64_t rate_limit_closed;
+  // Times a connection was not read for a while for sending faster than
+  // its rate limit (`SW_RATE_POLICY_PAUSE`).
+  uint64_t rate_limit_paused;
+  // Connections closed before their upgrade because their address had
+  // too many open or opened too many lately (also in `handshake_failures`).
+  uint64_t handshake_per_ip;
 } sw_stats;
 
 // "No connection" (for `sw_server_broadcast_*`'s `except`).
@@ -305,6 +313,24 @@ enum sw_result sw_config_set_shutdown_timeout(struct sw_config *config, uint32_t
 enum sw_result sw_config_set_backpressure(struct sw_config *config,
                                           uint64_t max_buffered,
                                           uint32_t policy);
+
+// Per-connection limits on what a client sends: `messages_per_sec`
+// messages and `bytes_per_sec` payload bytes a second, each with bursts
+// of twice that; 0 leaves that one unlimited (the default: both).
+// `policy` is an `sw_rate_policy` value.
+enum sw_result sw_config_set_rate_limit(struct sw_config *config,
+                                        uint32_t messages_per_sec,
+                                        uint64_t bytes_per_sec,
+                                        uint32_t policy);
+
+// Per client address: at most `max_connections` open at once and
+// `handshakes_per_sec` new ones a second (bursts of twice that); a
+// connection past either is closed before its request is read. 0 leaves
+// that one unlimited (the default: both; behind a proxy every client has
+// the proxy's address).
+enum sw_result sw_config_set_ip_limits(struct sw_config *config,
+                                       uint32_t max_connections,
+                                       uint32_t handshakes_per_sec);
 
 // permessage-deflate (RFC 7692): `mode` is an `sw_deflate_mode`;
 // `window_bits` 9..15 is our LZ77 window (and the one asked of clients that

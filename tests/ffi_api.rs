@@ -422,3 +422,46 @@ fn tls_from_c_files_errors_echo_and_reload() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn rate_and_address_limits_from_c() {
+    unsafe {
+        let cfg = sw_config_new();
+        sw_config_set_listen(cfg, c"127.0.0.1:0".as_ptr());
+        assert_eq!(
+            sw_config_set_rate_limit(ptr::null_mut(), 1, 1, 0),
+            sw_result::NullParameter
+        );
+        assert_eq!(
+            sw_config_set_rate_limit(cfg, 100, 0, 7),
+            sw_result::InvalidArgument
+        );
+        assert_eq!(
+            sw_config_set_rate_limit(cfg, 100, 1 << 20, sw_rate_policy::Pause as u32),
+            sw_result::Ok
+        );
+        assert_eq!(sw_config_set_ip_limits(cfg, 1, 0), sw_result::Ok);
+        let cbs = sw_callbacks {
+            userdata: ptr::null_mut(),
+            on_handshake: None,
+            on_open: None,
+            on_message: None,
+            on_close: None,
+            on_drain: None,
+        };
+        let mut server: *mut sw_server = ptr::null_mut();
+        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
+        sw_config_free(cfg);
+        let mut port = 0u16;
+        assert_eq!(sw_server_local_port(server, &mut port), sw_result::Ok);
+        let addr = ([127, 0, 0, 1], port).into();
+        let mut first = Client::connect(addr).unwrap();
+        assert!(Client::connect(addr).is_err(), "one connection per address");
+        let mut stats = sw_stats::default();
+        assert_eq!(sw_server_stats(server, &mut stats), sw_result::Ok);
+        assert_eq!((stats.handshake_per_ip, stats.handshake_failures), (1, 1));
+        first.close(1000, "").unwrap();
+        while !matches!(first.recv().unwrap(), Ev::Close(..) | Ev::Eof) {}
+        sw_server_free(server);
+    }
+}

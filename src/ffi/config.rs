@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::boundary::{boundary, c_str, sw_result};
 use crate::protocol::deflate::DeflateOptions;
-use crate::server::{BackpressurePolicy, Config, Dispatch};
+use crate::server::{BackpressurePolicy, Config, Dispatch, Rate, RateLimitPolicy};
 
 /// Server configuration. Create with `sw_config_new`, adjust with the
 /// setters, pass to `sw_server_start` (which copies it), free with `sw_config_free`.
@@ -193,6 +193,62 @@ pub unsafe extern "C" fn sw_config_set_backpressure(
             _ => return Err(sw_result::InvalidArgument),
         };
         c.max_buffered = usize::try_from(max_buffered).map_err(|_| sw_result::InvalidArgument)?;
+        Ok(())
+    })
+}
+
+/// What happens to a connection over its rate (pass as `uint32_t` to
+/// `sw_config_set_rate_limit`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum sw_rate_policy {
+    /// Close it with 1008 at once (the message over the limit is not handed
+    /// to `on_message`; replies not yet sent are dropped).
+    Close = 0,
+    /// Stop reading it until it is within its rate again (TCP slows the
+    /// client; nothing is lost).
+    Pause = 1,
+}
+
+/// Per-connection limits on what a client sends: `messages_per_sec`
+/// messages and `bytes_per_sec` payload bytes a second, each with bursts
+/// of twice that; 0 leaves that one unlimited (the default: both).
+/// `policy` is an `sw_rate_policy` value.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_rate_limit(
+    config: *mut sw_config,
+    messages_per_sec: u32,
+    bytes_per_sec: u64,
+    policy: u32,
+) -> sw_result {
+    with_config(config, |c| {
+        c.rate_limit.policy = match policy {
+            0 => RateLimitPolicy::Close,
+            1 => RateLimitPolicy::Pause,
+            _ => return Err(sw_result::InvalidArgument),
+        };
+        c.rate_limit.messages =
+            (messages_per_sec > 0).then(|| Rate::per_sec(f64::from(messages_per_sec)));
+        c.rate_limit.bytes = (bytes_per_sec > 0).then(|| Rate::per_sec(bytes_per_sec as f64));
+        Ok(())
+    })
+}
+
+/// Per client address: at most `max_connections` open at once and
+/// `handshakes_per_sec` new ones a second (bursts of twice that); a
+/// connection past either is closed before its request is read. 0 leaves
+/// that one unlimited (the default: both; behind a proxy every client has
+/// the proxy's address).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_ip_limits(
+    config: *mut sw_config,
+    max_connections: u32,
+    handshakes_per_sec: u32,
+) -> sw_result {
+    with_config(config, |c| {
+        c.rate_limit.connections_per_ip = (max_connections > 0).then_some(max_connections);
+        c.rate_limit.handshakes_per_ip =
+            (handshakes_per_sec > 0).then(|| Rate::per_sec(f64::from(handshakes_per_sec)));
         Ok(())
     })
 }

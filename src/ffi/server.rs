@@ -44,6 +44,14 @@ pub struct sw_stats {
     /// Broadcasts and publishes an event loop refused (see
     /// `sw_server_broadcast_text`).
     pub dropped_fanout: u64,
+    /// Connections closed (1008) for sending faster than their rate limit.
+    pub rate_limit_closed: u64,
+    /// Times a connection was not read for a while for sending faster than
+    /// its rate limit (`SW_RATE_POLICY_PAUSE`).
+    pub rate_limit_paused: u64,
+    /// Connections closed before their upgrade because their address had
+    /// too many open or opened too many lately (also in `handshake_failures`).
+    pub handshake_per_ip: u64,
 }
 
 impl sw_server {
@@ -293,9 +301,13 @@ pub unsafe extern "C" fn sw_server_stats(
                 + s.handshake_origin
                 + s.handshake_capacity
                 + s.handshake_rejected
-                + s.handshake_timeout,
+                + s.handshake_timeout
+                + s.handshake_per_ip,
             handler_panics: s.handler_panics,
             dropped_fanout: s.dropped_fanout,
+            rate_limit_closed: s.rate_limit_closed,
+            rate_limit_paused: s.rate_limit_paused,
+            handshake_per_ip: s.handshake_per_ip,
         };
         unsafe { *stats_out = out };
         Ok(())
