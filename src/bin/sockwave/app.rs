@@ -53,6 +53,7 @@ impl App {
             ("capacity", s.handshake_capacity),
             ("rejected", s.handshake_rejected),
             ("timeout", s.handshake_timeout),
+            ("per_ip", s.handshake_per_ip),
         ]
         .map(|(r, v)| (format!("{{reason=\"{r}\"}}"), v))
         .to_vec();
@@ -86,6 +87,18 @@ impl App {
                 "counter",
                 "Broadcasts and publishes an event loop refused: too many bytes of them were waiting for it.",
                 plain(s.dropped_fanout),
+            ),
+            (
+                "rate_limit_closed_total",
+                "counter",
+                "Connections closed (1008) for sending faster than their rate limit.",
+                plain(s.rate_limit_closed),
+            ),
+            (
+                "rate_limit_paused_total",
+                "counter",
+                "Times a connection was not read for a while for sending faster than its rate limit.",
+                plain(s.rate_limit_paused),
             ),
             ("handshake_failures_total", "counter", "Upgrade requests refused, by reason.", by_reason),
         ];

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use sockwave::protocol::deflate::DeflateOptions;
-use sockwave::server::{BackpressurePolicy, Config, Dispatch, Server};
+use sockwave::server::{
+    BackpressurePolicy, Config, Dispatch, Rate, RateLimit, RateLimitPolicy, Server,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -55,6 +57,14 @@ enum Overflow {
     Close,
     /// Drop the messages that do not fit.
     Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OverRate {
+    /// Close the connection (1008).
+    Close,
+    /// Stop reading it until it is within its rate again.
+    Pause,
 }
 
 #[derive(Debug, Parser)]
@@ -126,6 +136,29 @@ struct Args {
     /// What happens to a connection whose unsent bytes would pass --max-buffered.
     #[arg(long, env = "SOCKWAVE_ON_OVERFLOW", value_enum, default_value_t = Overflow::Close)]
     on_overflow: Overflow,
+
+    /// Messages per second one connection may send (bursts of twice that); 0 = no limit.
+    #[arg(long, env = "SOCKWAVE_RATE_MESSAGES", default_value_t = 100_000)]
+    rate_messages: u32,
+
+    /// Payload bytes per second one connection may send (bursts of twice
+    /// that); 0 = no limit. Accepts K, M, G suffixes.
+    #[arg(long, env = "SOCKWAVE_RATE_BYTES", default_value = "64M", value_parser = parse_size)]
+    rate_bytes: u64,
+
+    /// What happens to a connection over --rate-messages or --rate-bytes.
+    #[arg(long, env = "SOCKWAVE_ON_RATE_LIMIT", value_enum, default_value_t = OverRate::Close)]
+    on_rate_limit: OverRate,
+
+    /// Open connections per client address; 0 = no limit (the default: behind
+    /// a proxy every client has the proxy's address).
+    #[arg(long, env = "SOCKWAVE_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    max_connections_per_ip: u32,
+
+    /// New connections per second per client address (bursts of twice
+    /// that); 0 = no limit (the default, for the same reason).
+    #[arg(long, env = "SOCKWAVE_HANDSHAKES_PER_IP", default_value_t = 0)]
+    handshakes_per_ip: u32,
 
     /// permessage-deflate (RFC 7692) when clients offer it (browsers do).
     #[arg(long, env = "SOCKWAVE_DEFLATE", value_enum, default_value_t = Compression::Stateless)]
@@ -310,6 +343,18 @@ impl Args {
             },
             shutdown_timeout: self.shutdown_timeout,
             ..Config::default()
+        };
+        let rate = |n: f64| (n > 0.0).then(|| Rate::per_sec(n));
+        c.rate_limit = RateLimit {
+            messages: rate(f64::from(self.rate_messages)),
+            bytes: rate(self.rate_bytes as f64),
+            policy: match self.on_rate_limit {
+                OverRate::Close => RateLimitPolicy::Close,
+                OverRate::Pause => RateLimitPolicy::Pause,
+            },
+            connections_per_ip: (self.max_connections_per_ip > 0)
+                .then_some(self.max_connections_per_ip),
+            handshakes_per_ip: rate(f64::from(self.handshakes_per_ip)),
         };
         c.protocol.max_message_size = self.max_message_size;
         c.protocol.max_frame_size = self.max_message_size;
