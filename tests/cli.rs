@@ -591,3 +591,22 @@ fn redis_flag_makes_pubsub_span_nodes_and_healthz_tells_the_broker_state() {
     assert_eq!(one.sigterm(), 0);
     assert_eq!(two.sigterm(), 0);
 }
+
+#[test]
+fn rate_limit_flags_close_a_fast_client_and_count_it() {
+    let server = start(&["--rate-messages", "1", "--on-rate-limit", "close"], &[]);
+    let mut c = Client::connect(server.addr).unwrap();
+    // A burst of two, then one a second: the third, sent at once, is over.
+    for i in 0..3 {
+        c.send_text(&format!("m{i}")).unwrap();
+    }
+    let close = loop {
+        match c.recv_message().unwrap() {
+            Ev::Text(_) => {}
+            other => break other,
+        }
+    };
+    assert_eq!(close, Ev::Close(1008, "rate limit exceeded".into()));
+    assert_eq!(server.metric("sockwave_rate_limit_closed_total"), 1);
+    assert_eq!(server.sigterm(), 0);
+}
