@@ -388,11 +388,14 @@ enum sw_result sw_conn_buffered_amount(const struct sw_server *server,
 
 // Subscribes `conn` to `topic` (a NUL-terminated UTF-8 string). Ordered with
 // the connection's sends: a publish after this call reaches it.
+// `SW_RESULT_BACKPRESSURE` (nothing done) when 1,024 subscribes and
+// unsubscribes of `conn` are already waiting for its event loop.
 enum sw_result sw_conn_subscribe(const struct sw_server *server,
                                  sw_conn_id conn,
                                  const char *topic);
 
-// Removes `conn`'s subscription to `topic`.
+// Removes `conn`'s subscription to `topic`; `SW_RESULT_BACKPRESSURE` as
+// `sw_conn_subscribe`.
 enum sw_result sw_conn_unsubscribe(const struct sw_server *server,
                                    sw_conn_id conn,
                                    const char *topic);

@@ -1034,3 +1034,40 @@ fn a_blocked_handler_stalls_only_its_worker() {
     );
     server.shutdown_and_join();
 }
+
+/// Subscribes its connection to 2,000 topics from inside `on_message`, on
+/// the loop's own thread (inline dispatch), so the loop takes none of them
+/// until the handler returns; reports how many were accepted.
+struct SubscribeStorm;
+
+impl Handler for SubscribeStorm {
+    fn on_message(&self, conn: &Conn, _: Message) {
+        let accepted = (0..2000)
+            .filter(|i| conn.subscribe(&format!("t{i}")))
+            .count();
+        conn.send_text(&accepted.to_string());
+    }
+}
+
+#[test]
+fn subscribes_waiting_for_a_loop_are_bounded_per_connection() {
+    let s = Server::start(
+        Config {
+            dispatch: Dispatch::Inline,
+            ..config()
+        },
+        SubscribeStorm,
+    )
+    .unwrap();
+    let mut c = Client::connect(s.local_addr()).unwrap();
+    c.send_text("go").unwrap();
+    assert_eq!(c.recv_message().unwrap(), Ev::Text("1024".into()));
+    // Those accepted took effect; the loop has them all by the time the
+    // echo above was written, so a publish now reaches the connection.
+    assert!(s.publish("t1023", MessageKind::Text, b"kept", None));
+    assert_eq!(c.recv_message().unwrap(), Ev::Text("kept".into()));
+    // And the count came back down: another storm gets the full share.
+    c.send_text("again").unwrap();
+    assert_eq!(c.recv_message().unwrap(), Ev::Text("1024".into()));
+    s.shutdown_and_join();
+}

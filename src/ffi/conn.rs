@@ -127,6 +127,8 @@ pub unsafe extern "C" fn sw_conn_buffered_amount(
 
 /// Subscribes `conn` to `topic` (a NUL-terminated UTF-8 string). Ordered with
 /// the connection's sends: a publish after this call reaches it.
+/// `SW_RESULT_BACKPRESSURE` (nothing done) when 1,024 subscribes and
+/// unsubscribes of `conn` are already waiting for its event loop.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_conn_subscribe(
     server: *const sw_server,
@@ -136,12 +138,15 @@ pub unsafe extern "C" fn sw_conn_subscribe(
     call(|| {
         started(server)?;
         let topic = unsafe { c_str(topic) }?;
-        conn_of(server, conn)?.subscribe(topic);
+        if !conn_of(server, conn)?.subscribe(topic) {
+            return Err(sw_result::Backpressure);
+        }
         Ok(())
     })
 }
 
-/// Removes `conn`'s subscription to `topic`.
+/// Removes `conn`'s subscription to `topic`; `SW_RESULT_BACKPRESSURE` as
+/// `sw_conn_subscribe`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_conn_unsubscribe(
     server: *const sw_server,
@@ -151,7 +156,9 @@ pub unsafe extern "C" fn sw_conn_unsubscribe(
     call(|| {
         started(server)?;
         let topic = unsafe { c_str(topic) }?;
-        conn_of(server, conn)?.unsubscribe(topic);
+        if !conn_of(server, conn)?.unsubscribe(topic) {
+            return Err(sw_result::Backpressure);
+        }
         Ok(())
     })
 }

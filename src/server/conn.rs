@@ -138,20 +138,31 @@ impl Conn {
     }
 
     /// Subscribes the connection to `topic` (see [`ServerHandle::publish`](super::ServerHandle::publish)).
-    /// Ordered with this connection's sends: a publish after this call reaches it.
-    pub fn subscribe(&self, topic: &str) {
-        self.command(Command::Subscribe {
-            id: self.inner.id,
-            topic: topic.into(),
-        });
+    /// Ordered with this connection's sends: a publish after this call
+    /// reaches it. False (nothing done) when 1,024 subscribes and
+    /// unsubscribes of this connection are already waiting for its loop: a
+    /// thread that subscribes in a tight loop cannot grow the loop's queue
+    /// without bound.
+    pub fn subscribe(&self, topic: &str) -> bool {
+        self.inner.reserve_subscription() && {
+            self.command(Command::Subscribe {
+                id: self.inner.id,
+                topic: topic.into(),
+            });
+            true
+        }
     }
 
-    /// Undoes [`Conn::subscribe`]; a publish after this call does not reach it.
-    pub fn unsubscribe(&self, topic: &str) {
-        self.command(Command::Unsubscribe {
-            id: self.inner.id,
-            topic: topic.into(),
-        });
+    /// Undoes [`Conn::subscribe`]; a publish after this call does not reach
+    /// it. False as [`Conn::subscribe`] is.
+    pub fn unsubscribe(&self, topic: &str) -> bool {
+        self.inner.reserve_subscription() && {
+            self.command(Command::Unsubscribe {
+                id: self.inner.id,
+                topic: topic.into(),
+            });
+            true
+        }
     }
 
     /// Starts the closing handshake with `code` and `reason` (cut to 123

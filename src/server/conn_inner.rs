@@ -3,7 +3,7 @@
 //! whether it still takes messages, and how they are encoded.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use super::prepared::Encoding;
 use super::send_status::Refused;
@@ -24,7 +24,13 @@ pub(crate) struct ConnInner {
     pub(crate) peer: Option<SocketAddr>,
     /// How messages to this connection are encoded, fixed at the upgrade.
     pub(crate) encoding: Encoding,
+    /// Subscribes and unsubscribes sent to the loop and not yet taken: the
+    /// one kind of command not bounded by a byte count, so bounded by number.
+    pub(crate) pending_subscriptions: AtomicU32,
 }
+
+/// Subscribes and unsubscribes one connection may have waiting for its loop.
+pub(crate) const MAX_PENDING_SUBSCRIPTIONS: u32 = 1024;
 
 impl ConnInner {
     pub(crate) fn new(
@@ -41,7 +47,19 @@ impl ConnInner {
             protocol,
             peer,
             encoding,
+            pending_subscriptions: AtomicU32::new(0),
         }
+    }
+
+    /// Counts a subscribe or unsubscribe on its way to the loop; false (not
+    /// counted) when [`MAX_PENDING_SUBSCRIPTIONS`] are already waiting.
+    pub(crate) fn reserve_subscription(&self) -> bool {
+        let before = self.pending_subscriptions.fetch_add(1, Ordering::AcqRel);
+        if before >= MAX_PENDING_SUBSCRIPTIONS {
+            self.pending_subscriptions.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// Gives back `len` reserved bytes; returns what is still buffered.

@@ -56,12 +56,14 @@ impl EventLoop {
                 }
             }
             Command::Subscribe { id, topic } => {
-                if let Some((slot, _)) = self.conns.live(id) {
+                if let Some((slot, c)) = self.conns.live(id) {
+                    c.took_subscription();
                     self.topics.subscribe(slot, topic);
                 }
             }
             Command::Unsubscribe { id, topic } => {
-                if let Some((slot, _)) = self.conns.live(id) {
+                if let Some((slot, c)) = self.conns.live(id) {
+                    c.took_subscription();
                     self.topics.unsubscribe(slot, &topic);
                 }
             }

@@ -77,6 +77,13 @@ impl LoopConn {
         }
     }
 
+    /// A subscribe or unsubscribe from another thread reached the loop.
+    pub(crate) fn took_subscription(&self) {
+        if let Some(inner) = &self.inner {
+            inner.pending_subscriptions.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     /// Gives back `len` bytes reserved for a message that was not queued.
     pub(crate) fn unreserve(&self, len: usize) {
         if let Some(inner) = &self.inner {
