@@ -149,3 +149,15 @@ pub fn conn_deflate(data: &[u8]) {
 }
 
 const REQUEST_DEFLATE: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+
+/// The outbound queue against a plain byte queue (see
+/// `sockwave::server::fuzzing::out_queue`).
+pub fn out_queue(data: &[u8]) {
+    sockwave::server::fuzzing::out_queue(data);
+}
+
+/// The upgrade decision on any request, configuration and load (see
+/// `sockwave::server::fuzzing::upgrade_decision`).
+pub fn upgrade(data: &[u8]) {
+    sockwave::server::fuzzing::upgrade_decision(data);
+}

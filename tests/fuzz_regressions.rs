@@ -42,3 +42,13 @@ fn conn_inputs() {
 fn conn_deflate_inputs() {
     replay("conn_deflate", harness::conn_deflate);
 }
+
+#[test]
+fn out_queue_inputs() {
+    replay("out_queue", harness::out_queue);
+}
+
+#[test]
+fn upgrade_inputs() {
+    replay("upgrade", harness::upgrade);
+}

@@ -60,6 +60,8 @@ mod conn_inner;
 mod conn_table;
 mod dispatch;
 mod event_loop;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod ip_limits;
 mod lifecycle;

@@ -36,8 +36,7 @@ impl ServerHandle {
     }
 
     /// A handle to no running server (no loops, no threads), for unit tests
-    /// of the parts that take a handle.
-    #[cfg(test)]
+    /// and fuzz harnesses of the parts that take a handle.
     pub(crate) fn detached(config: Config) -> ServerHandle {
         ServerHandle::new(Arc::new(ServerState {
             local_addr: config.listen,
