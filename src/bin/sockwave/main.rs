@@ -107,6 +107,14 @@ struct Args {
     #[arg(long, env = "SOCKWAVE_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
     idle_timeout: Duration,
 
+    /// Connections that have not sent a complete upgrade request by then are dropped (0 = never).
+    #[arg(long, env = "SOCKWAVE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    handshake_timeout: Duration,
+
+    /// How long a ping may wait for its pong before the connection is dropped.
+    #[arg(long, env = "SOCKWAVE_PONG_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pong_timeout: Duration,
+
     /// Ping connections silent for this long, and drop them if no answer comes (0 = off).
     #[arg(long, env = "SOCKWAVE_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     ping_interval: Duration,
@@ -360,6 +368,8 @@ impl Args {
         c.protocol.max_frame_size = self.max_message_size;
         c.protocol.idle_timeout = off_if_zero(self.idle_timeout);
         c.protocol.ping_interval = off_if_zero(self.ping_interval);
+        c.protocol.handshake_timeout = off_if_zero(self.handshake_timeout);
+        c.protocol.pong_timeout = self.pong_timeout;
         let base = match self.deflate {
             Compression::Off => DeflateOptions::disabled(),
             Compression::Stateless => DeflateOptions::stateless(),
