@@ -84,6 +84,9 @@ impl RateLimit {
     }
 }
 
+/// Rounding the refill may leave: a token short by this much is a token.
+const EPSILON: f64 = 1e-6;
+
 /// A token bucket.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TokenBucket {
@@ -108,7 +111,7 @@ impl TokenBucket {
     /// Takes `n` tokens if the bucket has them.
     pub(crate) fn try_take(&mut self, n: f64, rate: Rate, now: Instant) -> bool {
         self.refill(rate, now);
-        if self.tokens >= n {
+        if self.tokens + EPSILON >= n {
             self.tokens -= n;
             true
         } else {
@@ -121,13 +124,13 @@ impl TokenBucket {
     pub(crate) fn take(&mut self, n: f64, rate: Rate, now: Instant) -> Option<Duration> {
         self.refill(rate, now);
         self.tokens -= n;
-        (self.tokens < 0.0).then(|| Duration::from_secs_f64(-self.tokens / rate.per_sec))
+        (self.tokens < -EPSILON).then(|| Duration::from_secs_f64(-self.tokens / rate.per_sec))
     }
 
     /// Full again (nothing owed, nothing spent that has not come back).
     pub(crate) fn is_full(&self, rate: Rate, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens + elapsed * rate.per_sec >= rate.burst
+        self.tokens + elapsed * rate.per_sec + EPSILON >= rate.burst
     }
 }
 
