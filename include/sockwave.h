@@ -374,7 +374,10 @@ enum sw_result sw_conn_ping(const struct sw_server *server,
                             size_t len);
 
 // Starts the closing handshake with `code` and a UTF-8 `reason` (up to 123
-// bytes are sent). `SW_RESULT_CLOSED` if it is already closing or gone.
+// bytes are sent). `code` must be one an endpoint may send (RFC 6455 7.4):
+// 1000-1003, 1007-1014, or 3000-4999; any other (0, 999, 1004, 1005,
+// 1006, 1015, 2999, 5000 ...) is `SW_RESULT_INVALID_ARGUMENT` and nothing
+// happens. `SW_RESULT_CLOSED` if it is already closing or gone.
 enum sw_result sw_conn_close(const struct sw_server *server,
                              sw_conn_id conn,
                              uint16_t code,
@@ -436,6 +439,12 @@ struct sw_str sw_request_protocol_at(const struct sw_request *req, size_t index)
 enum sw_result sw_upgrade_select_protocol(struct sw_upgrade *up, const char *protocol);
 
 // Adds a header to the response (the 101, or the rejection).
+// `SW_RESULT_INVALID_ARGUMENT` (nothing added) for a name that is not an
+// HTTP token (empty, a space, a tab, a colon, a control character ...), a
+// value with a control character (CR, LF, NUL ...), or a header the server
+// writes itself: `Content-Length`, `Transfer-Encoding`, `Connection`,
+// `Upgrade`, any `Sec-WebSocket-*` (the subprotocol is chosen with
+// `sw_upgrade_select_protocol`).
 enum sw_result sw_upgrade_add_header(struct sw_upgrade *up, const char *name, const char *value);
 
 // Refuses the upgrade with HTTP `status` (400-599) and `body` (copied).

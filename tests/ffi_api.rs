@@ -465,3 +465,98 @@ fn rate_and_address_limits_from_c() {
         sw_server_free(server);
     }
 }
+
+/// What the callbacks of `refusals_are_told_and_nothing_happens` saw.
+static HEADER_RESULTS: std::sync::Mutex<Vec<sw_result>> = std::sync::Mutex::new(Vec::new());
+static CLOSE_RESULTS: std::sync::Mutex<Vec<sw_result>> = std::sync::Mutex::new(Vec::new());
+
+unsafe extern "C" fn add_headers(
+    _: *mut c_void,
+    _: *const sw_server,
+    _: *const sw_request,
+    up: *mut sw_upgrade,
+) {
+    let tries: [(&CStr, &CStr); 7] = [
+        (c"Content-Length", c"1"),
+        (c"Sec-WebSocket-Accept", c"forged"),
+        (c"connection", c"keep-alive"),
+        (c"X Bad", c"1"),
+        (c"X\tBad", c"1"),
+        (c"X-Split", c"a\r\nX-Evil: 1"),
+        (c"X-Fine", c"fine"),
+    ];
+    let results = tries
+        .iter()
+        .map(|(n, v)| unsafe { sw_upgrade_add_header(up, n.as_ptr(), v.as_ptr()) })
+        .collect();
+    *HEADER_RESULTS.lock().unwrap() = results;
+}
+
+unsafe extern "C" fn close_with_codes(
+    _: *mut c_void,
+    server: *const sw_server,
+    conn: sw_conn_id,
+    _: sw_message_kind,
+    _: *const u8,
+    _: usize,
+) {
+    let mut results = Vec::new();
+    for code in [0, 999, 1004, 1005, 1006, 1015, 2999, 5000, 4001] {
+        results.push(unsafe { sw_conn_close(server, conn, code, c"bye".as_ptr(), 3) });
+    }
+    *CLOSE_RESULTS.lock().unwrap() = results;
+}
+
+#[test]
+fn refusals_are_told_and_nothing_happens() {
+    unsafe {
+        let cfg = sw_config_new();
+        sw_config_set_listen(cfg, c"127.0.0.1:0".as_ptr());
+        let cbs = sw_callbacks {
+            userdata: ptr::null_mut(),
+            on_handshake: Some(add_headers),
+            on_open: None,
+            on_message: Some(close_with_codes),
+            on_close: None,
+            on_drain: None,
+        };
+        let mut server: *mut sw_server = ptr::null_mut();
+        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
+        sw_config_free(cfg);
+        let mut port = 0u16;
+        assert_eq!(sw_server_local_port(server, &mut port), sw_result::Ok);
+        let mut c = Client::connect(([127, 0, 0, 1], port).into()).unwrap();
+        let refused = sw_result::InvalidArgument;
+        assert_eq!(
+            *HEADER_RESULTS.lock().unwrap(),
+            [
+                refused,
+                refused,
+                refused,
+                refused,
+                refused,
+                refused,
+                sw_result::Ok
+            ]
+        );
+        c.send_text("close me").unwrap();
+        // Every code that may not go on the wire is refused; the last one,
+        // an application's 4001, is sent.
+        assert_eq!(c.recv_message().unwrap(), Ev::Close(4001, "bye".into()));
+        let mut want = vec![refused; 8];
+        want.push(sw_result::Ok);
+        // The close can reach us before the callback stored what it saw.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while CLOSE_RESULTS.lock().unwrap().len() < want.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the callback never finished"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(*CLOSE_RESULTS.lock().unwrap(), want);
+        // Our client answered the close; the server then ends the socket.
+        while c.recv().unwrap() != Ev::Eof {}
+        sw_server_free(server);
+    }
+}

@@ -4,6 +4,7 @@ use std::ffi::c_char;
 
 use super::boundary::{bytes, c_str, call, str_bytes, sw_result};
 use super::server::{started, sw_server};
+use crate::protocol::close::is_valid_wire_code;
 use crate::server::{Conn, ConnId, DropReason, MessageKind, SendStatus};
 
 /// A connection id. Ids carry a generation: an id whose connection closed
@@ -86,7 +87,10 @@ pub unsafe extern "C" fn sw_conn_ping(
 }
 
 /// Starts the closing handshake with `code` and a UTF-8 `reason` (up to 123
-/// bytes are sent). `SW_RESULT_CLOSED` if it is already closing or gone.
+/// bytes are sent). `code` must be one an endpoint may send (RFC 6455 7.4):
+/// 1000-1003, 1007-1014, or 3000-4999; any other (0, 999, 1004, 1005,
+/// 1006, 1015, 2999, 5000 ...) is `SW_RESULT_INVALID_ARGUMENT` and nothing
+/// happens. `SW_RESULT_CLOSED` if it is already closing or gone.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_conn_close(
     server: *const sw_server,
@@ -98,6 +102,9 @@ pub unsafe extern "C" fn sw_conn_close(
     call(|| {
         started(server)?;
         let reason = unsafe { str_bytes(reason, reason_len) }?;
+        if !is_valid_wire_code(code) {
+            return Err(sw_result::InvalidArgument);
+        }
         let c = conn_of(server, conn)?;
         if !c.is_open() {
             return Err(sw_result::Closed);

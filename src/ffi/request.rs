@@ -4,7 +4,7 @@
 use std::ffi::c_char;
 
 use super::boundary::{boundary, bytes, c_str, sw_result, sw_str};
-use crate::protocol::Request;
+use crate::protocol::{check_extra_header, Request};
 
 /// An HTTP upgrade request, borrowed for the duration of a callback.
 #[derive(Debug)]
@@ -149,6 +149,12 @@ pub unsafe extern "C" fn sw_upgrade_select_protocol(
 }
 
 /// Adds a header to the response (the 101, or the rejection).
+/// `SW_RESULT_INVALID_ARGUMENT` (nothing added) for a name that is not an
+/// HTTP token (empty, a space, a tab, a colon, a control character ...), a
+/// value with a control character (CR, LF, NUL ...), or a header the server
+/// writes itself: `Content-Length`, `Transfer-Encoding`, `Connection`,
+/// `Upgrade`, any `Sec-WebSocket-*` (the subprotocol is chosen with
+/// `sw_upgrade_select_protocol`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_upgrade_add_header(
     up: *mut sw_upgrade,
@@ -160,7 +166,7 @@ pub unsafe extern "C" fn sw_upgrade_add_header(
             (Ok(n), Ok(v)) => (n, v),
             (Err(e), _) | (_, Err(e)) => return e,
         };
-        if n.is_empty() || n.contains([':', '\r', '\n', ' ']) || v.contains(['\r', '\n']) {
+        if check_extra_header(n, v).is_err() {
             return sw_result::InvalidArgument;
         }
         u.headers.push((n.to_string(), v.to_string()));

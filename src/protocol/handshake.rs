@@ -382,6 +382,42 @@ pub struct AcceptOptions<'a> {
     pub headers: &'a [(&'a str, &'a str)],
 }
 
+/// Why an application's response header is refused ([`check_extra_header`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderRefused {
+    /// The name is empty or has a character outside an HTTP token (RFC 9110
+    /// 5.6.2): a space, a tab, a colon, a control ...
+    BadName,
+    /// The value has a control character (CR or LF would split the response).
+    BadValue,
+    /// A header the server writes itself: `Content-Length`,
+    /// `Transfer-Encoding`, `Connection`, `Upgrade`, any `Sec-WebSocket-*`.
+    Reserved,
+}
+
+/// Whether an application may add `name: value` to a response (a 101, a
+/// rejection or a plain HTTP answer).
+pub fn check_extra_header(name: &str, value: &str) -> Result<(), HeaderRefused> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Err(HeaderRefused::BadName);
+    }
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(HeaderRefused::BadValue);
+    }
+    let reserved = [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "upgrade",
+    ];
+    let lower = name.to_ascii_lowercase();
+    if reserved.contains(&lower.as_str()) || lower.starts_with("sec-websocket-") {
+        return Err(HeaderRefused::Reserved);
+    }
+    Ok(())
+}
+
 fn check_header_text(s: &str) -> Result<(), BufferTooSmall> {
     // A CR or LF in a caller's header would split the response: refuse it
     // rather than write a response the caller did not mean.
@@ -517,6 +553,39 @@ mod tests {
 
     fn parse(buf: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
         Request::parse(buf, &HandshakeLimits::default())
+    }
+
+    #[test]
+    fn extra_headers_the_server_refuses() {
+        assert_eq!(check_extra_header("X-Trace", "a b\tc"), Ok(()));
+        assert_eq!(check_extra_header("Set-Cookie", "k=v; Path=/"), Ok(()));
+        for bad in ["", "X Trace", "X:Trace", "X\tT", "X\r\nEvil"] {
+            assert_eq!(
+                check_extra_header(bad, "v"),
+                Err(HeaderRefused::BadName),
+                "{bad:?}"
+            );
+        }
+        for bad in ["a\r\nb", "a\nb", "a\0b", "a\x7fb"] {
+            assert_eq!(
+                check_extra_header("X", bad),
+                Err(HeaderRefused::BadValue),
+                "{bad:?}"
+            );
+        }
+        for reserved in [
+            "Content-Length",
+            "transfer-encoding",
+            "CONNECTION",
+            "Upgrade",
+            "Sec-WebSocket-Accept",
+            "sec-websocket-protocol",
+        ] {
+            assert_eq!(
+                check_extra_header(reserved, "1"),
+                Err(HeaderRefused::Reserved)
+            );
+        }
     }
 
     fn with_headers(lines: &[&str]) -> Vec<u8> {

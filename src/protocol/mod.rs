@@ -30,4 +30,6 @@ pub use conn::{
 };
 pub use error::ProtocolError;
 pub use frame::{EncodedHeader, FrameHeader, OpCode};
-pub use handshake::{AcceptOptions, HandshakeError, HandshakeLimits, Request};
+pub use handshake::{
+    check_extra_header, AcceptOptions, HandshakeError, HandshakeLimits, HeaderRefused, Request,
+};

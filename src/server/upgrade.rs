@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::stats::HandshakeFailure;
 use super::{Config, Decision, Handler, HttpResponse, ServerHandle, Upgrade};
-use crate::protocol::Request;
+use crate::protocol::{check_extra_header, Request};
 
 /// What the loop answers a request head.
 #[derive(Debug, PartialEq, Eq)]
@@ -52,8 +52,38 @@ fn respond(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Answer {
 }
 
 /// Decides what to answer `request`. Runs the handler's HTTP and upgrade
-/// hooks (a panic in one answers 500); touches no socket.
+/// hooks (a panic in one answers 500, and so does a header the server may
+/// not send: see [`check_extra_header`]); touches no socket.
 pub(crate) fn decide(
+    config: &Config,
+    handler: &dyn Handler,
+    request: &Request,
+    peer: Option<SocketAddr>,
+    server: &ServerHandle,
+    load: Load,
+) -> Verdict {
+    let verdict = decide_unchecked(config, handler, request, peer, server, load);
+    let headers = match &verdict.answer {
+        Answer::Respond(r) => &r.headers,
+        Answer::Accept { headers, .. } => headers,
+        Answer::StandardError => return verdict,
+    };
+    match headers
+        .iter()
+        .find_map(|(n, v)| check_extra_header(n, v).err().map(|e| (n, e)))
+    {
+        None => verdict,
+        Some((name, why)) => {
+            log::error!("the handler answered {} with header {name:?}, which the server may not send ({why:?}): 500", request.path());
+            Verdict {
+                answer: respond(500, &[], b"handler error"),
+                failure: Some(HandshakeFailure::Rejected),
+            }
+        }
+    }
+}
+
+fn decide_unchecked(
     config: &Config,
     handler: &dyn Handler,
     request: &Request,
@@ -146,6 +176,11 @@ mod tests {
             match upgrade.request().path() {
                 "/reject" => Decision::reject(401, "no"),
                 "/panic" => panic!("hook panicked"),
+                "/reserved" => Decision::Accept {
+                    protocol: None,
+                    headers: vec![("Sec-WebSocket-Accept".into(), "forged".into())],
+                    subscribe: Vec::new(),
+                },
                 _ => Decision::Accept {
                     protocol: upgrade.protocol().map(str::to_string),
                     headers: vec![("X-Peer".into(), format!("{:?}", upgrade.peer_addr()))],
@@ -155,9 +190,14 @@ mod tests {
         }
 
         fn on_http(&self, request: &Request, _: &ServerHandle) -> Option<HttpResponse> {
-            (request.path() == "/page").then(|| HttpResponse {
+            let headers = match request.path() {
+                "/page" => Vec::new(),
+                "/split" => vec![("X-A".into(), "1\r\nX-B: 2".into())],
+                _ => return None,
+            };
+            Some(HttpResponse {
                 status: 200,
-                headers: Vec::new(),
+                headers,
                 body: b"page".to_vec(),
             })
         }
@@ -217,6 +257,21 @@ mod tests {
             let v = decide_with(&cfg, &upgrade("/", ""), load);
             assert_eq!(status(&v), 503);
             assert_eq!(v.failure, Some(HandshakeFailure::Capacity));
+        }
+    }
+
+    #[test]
+    fn a_header_the_server_may_not_send_answers_500() {
+        let cfg = Config::default();
+        for v in [
+            decide_with(&cfg, &upgrade("/reserved", ""), CALM),
+            decide_with(&cfg, &request("/split", ""), CALM),
+        ] {
+            assert!(
+                matches!(&v.answer, Answer::Respond(r) if r.status == 500),
+                "{v:?}"
+            );
+            assert_eq!(v.failure, Some(HandshakeFailure::Rejected));
         }
     }
 
