@@ -166,8 +166,11 @@ typedef void (*sw_message_cb)(void *userdata,
                               size_t len);
 
 // Worker thread. The connection closed: the peer's code (1005 if it sent
-// none), ours when we failed it (1002, 1007, 1009 ...), or 1006 when it ended
-// without a close frame. Called exactly once per opened connection, last.
+// none), ours when we failed it (1002, 1007, 1009 ...), ours when we
+// started the close and the peer never answered (1008 for backpressure or
+// a rate limit, 1001 for the idle timeout or a shutdown, the code given to
+// `sw_conn_close`), or 1006 when it ended without a close frame (a network
+// drop). Called exactly once per opened connection, last.
 typedef void (*sw_close_cb)(void *userdata,
                             const struct sw_server *server,
                             sw_conn_id conn,

@@ -314,6 +314,7 @@ fn backpressure(policy: BackpressurePolicy) {
     let mut cfg = config();
     cfg.max_buffered = 256 * 1024;
     cfg.backpressure = policy;
+    cfg.protocol.close_timeout = Duration::from_millis(300);
     let server = Server::start_arc(cfg, registry.clone()).unwrap();
     let stalled = stalled_client(server.local_addr());
     let mut healthy = Client::connect(server.local_addr()).unwrap();
@@ -355,6 +356,10 @@ fn backpressure(policy: BackpressurePolicy) {
             });
             assert_eq!(server.stats().closed_backpressure, 1);
             assert!(!slow.is_open());
+            // The stalled client never answers the close: the handler is
+            // told it was the server's 1008, not a network drop (1006).
+            let (code, reason) = registry.closes.lock().unwrap()[0].clone();
+            assert_eq!(code, 1008, "{reason}");
         }
         BackpressurePolicy::Drop => {
             assert!(slow.is_open());

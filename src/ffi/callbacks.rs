@@ -55,8 +55,11 @@ pub type sw_message_cb = Option<
 >;
 
 /// Worker thread. The connection closed: the peer's code (1005 if it sent
-/// none), ours when we failed it (1002, 1007, 1009 ...), or 1006 when it ended
-/// without a close frame. Called exactly once per opened connection, last.
+/// none), ours when we failed it (1002, 1007, 1009 ...), ours when we
+/// started the close and the peer never answered (1008 for backpressure or
+/// a rate limit, 1001 for the idle timeout or a shutdown, the code given to
+/// `sw_conn_close`), or 1006 when it ended without a close frame (a network
+/// drop). Called exactly once per opened connection, last.
 pub type sw_close_cb = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,

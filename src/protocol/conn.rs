@@ -288,6 +288,8 @@ pub struct Connection {
     hold_close: bool,
     /// That close frame, encoded, until [`Connection::release_close_reply`].
     held_close: Option<Box<[u8]>>,
+    /// The code of the close we started (0: we started none).
+    started_close: u16,
 }
 
 /// A negotiated permessage-deflate and the zlib state this connection owns
@@ -395,6 +397,7 @@ impl Connection {
             deflate: None,
             compressed: false,
             hold_close: false,
+            started_close: 0,
             held_close: None,
         }
     }
@@ -1099,6 +1102,7 @@ impl Connection {
                     code::NORMAL
                 };
                 self.write_close(code, reason, sink);
+                self.started_close = code;
                 self.message = None;
                 self.assembled = Vec::new();
                 self.enter(Phase::CloseSent, now);
@@ -1115,6 +1119,13 @@ impl Connection {
     /// The transport ended (EOF or error): nothing more can happen.
     pub fn transport_closed(&mut self, now: Instant) {
         self.enter(Phase::Closed, now);
+    }
+
+    /// The code of the closing handshake this side started ([`Connection::close`],
+    /// or the idle timeout), if it started one: why the connection ended,
+    /// when the peer never answers.
+    pub fn started_close(&self) -> Option<u16> {
+        (self.started_close != 0).then_some(self.started_close)
     }
 
     /// The next instant at which [`Connection::handle_timeout`] has work, if any.
@@ -1169,6 +1180,7 @@ impl Connection {
                     .is_some_and(|t| now >= self.last_activity + t)
                 {
                     self.write_close(code::GOING_AWAY, "idle timeout", sink);
+                    self.started_close = code::GOING_AWAY;
                     self.enter(Phase::CloseSent, now);
                     return Some(Timeout::Idle);
                 }

@@ -398,6 +398,16 @@ impl EventLoop {
         if !c.lifecycle.close_owed() {
             return;
         }
+        // We closed (backpressure, a rate limit, the idle timeout, the
+        // application) and the peer never answered: that is why it ended,
+        // not a network drop.
+        let (code, reason) = match c.proto.started_close() {
+            Some(ours) if code == code::ABNORMAL => (
+                ours,
+                "closed by the server; the client did not answer".into(),
+            ),
+            _ => (code, reason),
+        };
         let deferred: usize = c.lifecycle.end().iter().map(|m| m.len()).sum();
         let inner = Arc::clone(
             c.inner

@@ -142,8 +142,11 @@ pub trait Handler: Send + Sync + 'static {
     fn on_message(&self, conn: &Conn, message: Message);
 
     /// The connection closed: `code` is the peer's close code (1005 when its
-    /// close frame had none), ours when we failed it (1002, 1007, 1009 ...), or
-    /// 1006 when it ended without a close frame. Called exactly once per opened connection.
+    /// close frame had none), ours when we failed it (1002, 1007, 1009 ...),
+    /// ours when we started the close and the peer never answered (1008 for
+    /// backpressure or a rate limit, 1001 for the idle timeout or a shutdown,
+    /// the application's own code), or 1006 when it ended without a close
+    /// frame. Called exactly once per opened connection.
     fn on_close(&self, conn: &Conn, code: u16, reason: &str) {
         let _ = (conn, code, reason);
     }
