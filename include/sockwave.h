@@ -9,6 +9,25 @@
  * take `void *userdata` first and borrow their arguments for the call only;
  * every function taking `const sw_server *` may be called from any thread,
  * including from inside callbacks. See README.md, "C API".
+ *
+ * Threads, once (every function below keeps these rules):
+ * - Callbacks run on the server's worker threads (on its event loops with
+ *   inline dispatch); each connection's callbacks run one at a time, in order.
+ * - sw_server_stop and sw_server_free wait for those threads. Called from
+ *   inside one of this server's own callbacks they cannot: stop returns
+ *   SW_RESULT_WRONG_THREAD there, and free only starts the shutdown and
+ *   frees nothing (call sw_server_free again from another thread).
+ * - Never hold a lock that your callbacks take while you call sw_server_stop
+ *   or sw_server_free: they wait for callbacks that wait for your lock.
+ * - A callback may stop or free a *different* server.
+ *
+ * Connection ids (sw_conn_id): 0 is a valid id; SW_CONN_NONE (UINT64_MAX)
+ * is never one. An id names one connection for its life and is never reused
+ * for another: after the close, calls with it report SW_RESULT_CLOSED.
+ *
+ * Limits: the max message size (sw_config_set_max_message_size) limits what
+ * clients send; the server's own sends are limited only by the per-connection
+ * send buffer (sw_config_set_backpressure), which always takes one message.
  */
 
 #ifndef SOCKWAVE_H
@@ -24,6 +43,10 @@
 #define SW_VERSION_STRING "0.1.0"
 /* MAJOR * 10000 + MINOR * 100 + PATCH */
 #define SW_VERSION_NUMBER (0 * 10000 + 1 * 100 + 0)
+
+// Room for any address `sw_upgrade_peer_addr` and `sw_conn_peer_addr`
+// write, with its NUL ("[IPv6%scope]:port" at the longest).
+#define SW_ADDR_MAX 64
 
 // Result codes. The numbers are part of the ABI: never renumbered, never reused.
 typedef enum sw_result {
@@ -289,8 +312,10 @@ enum sw_result sw_config_set_workers(struct sw_config *config, uint32_t workers)
 // Open sockets beyond this get 503 before the upgrade.
 enum sw_result sw_config_set_max_connections(struct sw_config *config, uint32_t max);
 
-// Largest message (all its frames together) and largest frame, in bytes;
-// beyond them the connection is closed with 1009. Both must be at least 125.
+// Largest message (all its frames together) and largest frame a client
+// may send, in bytes; beyond them the connection is closed with 1009. They
+// limit incoming messages only: the server's own sends of any size are
+// allowed, bounded by the send buffer (`sw_config_set_backpressure`). Both must be at least 125.
 enum sw_result sw_config_set_max_message_size(struct sw_config *config,
                                               uint64_t max_message,
                                               uint64_t max_frame);
@@ -334,6 +359,13 @@ enum sw_result sw_config_set_rate_limit(struct sw_config *config,
 enum sw_result sw_config_set_ip_limits(struct sw_config *config,
                                        uint32_t max_connections,
                                        uint32_t handshakes_per_sec);
+
+// With an allowed-origin list (`sw_config_add_allowed_origin`): whether
+// requests that carry no `Origin` at all are accepted (`true`) or answered
+// 403 like a foreign origin (`false`, the default). Browsers always send
+// `Origin`; other clients often do not, and can send any they like, so the
+// list protects browser users, not the server from other clients.
+enum sw_result sw_config_set_allow_missing_origin(struct sw_config *config, bool allow);
 
 // permessage-deflate (RFC 7692): `mode` is an `sw_deflate_mode`;
 // `window_bits` 9..15 is our LZ77 window (and the one asked of clients that
@@ -387,6 +419,15 @@ enum sw_result sw_conn_close(const struct sw_server *server,
                              const char *reason,
                              size_t reason_len);
 
+// The address of `conn`'s client (as its socket reported it at the
+// upgrade), into `buf` of `cap` bytes (`SW_ADDR_MAX` is always enough), as
+// `sw_upgrade_peer_addr` writes it. `SW_RESULT_CLOSED` for a stale id.
+enum sw_result sw_conn_peer_addr(const struct sw_server *server,
+                                 sw_conn_id conn,
+                                 char *buf,
+                                 size_t cap,
+                                 size_t *len_out);
+
 // Bytes accepted for sending to `conn` that the kernel has not taken yet.
 enum sw_result sw_conn_buffered_amount(const struct sw_server *server,
                                        sw_conn_id conn,
@@ -436,6 +477,15 @@ size_t sw_request_protocol_count(const struct sw_request *req);
 // Offered subprotocol number `index`, in the client's order of preference;
 // `ptr` is NULL past the end.
 struct sw_str sw_request_protocol_at(const struct sw_request *req, size_t index);
+
+// The client's address (as the socket reports it) during the handshake
+// callback, into `buf` of `cap` bytes (`SW_ADDR_MAX` is always enough):
+// "1.2.3.4:5678" or "[::1]:5678", NUL-terminated, its length in
+// `*len_out`. `SW_RESULT_INVALID_ARGUMENT` if `cap` is too small.
+enum sw_result sw_upgrade_peer_addr(const struct sw_upgrade *up,
+                                    char *buf,
+                                    size_t cap,
+                                    size_t *len_out);
 
 // Accepts with `protocol` as the subprotocol (it must be one the client
 // offered), or with none when `protocol` is NULL.

@@ -560,3 +560,88 @@ fn refusals_are_told_and_nothing_happens() {
         sw_server_free(server);
     }
 }
+
+static PEERS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn addr_text(buf: &[std::ffi::c_char], len: usize) -> String {
+    let bytes: Vec<u8> = buf[..len].iter().map(|&c| c as u8).collect();
+    assert_eq!(buf[len], 0, "NUL-terminated");
+    String::from_utf8(bytes).unwrap()
+}
+
+unsafe extern "C" fn note_upgrade_peer(
+    _: *mut c_void,
+    _: *const sw_server,
+    _: *const sw_request,
+    up: *mut sw_upgrade,
+) {
+    let mut small = [0 as std::ffi::c_char; 4];
+    let mut len = 0usize;
+    let r = unsafe { sw_upgrade_peer_addr(up, small.as_mut_ptr(), small.len(), &mut len) };
+    assert_eq!(
+        r,
+        sw_result::InvalidArgument,
+        "too small a buffer is refused"
+    );
+    let mut buf = [0 as std::ffi::c_char; SW_ADDR_MAX];
+    assert_eq!(
+        unsafe { sw_upgrade_peer_addr(up, buf.as_mut_ptr(), buf.len(), &mut len) },
+        sw_result::Ok
+    );
+    PEERS.lock().unwrap().push(addr_text(&buf, len));
+}
+
+unsafe extern "C" fn note_conn_peer(
+    _: *mut c_void,
+    server: *const sw_server,
+    conn: sw_conn_id,
+    _: *const sw_request,
+) {
+    let mut buf = [0 as std::ffi::c_char; SW_ADDR_MAX];
+    let mut len = 0usize;
+    let r = unsafe { sw_conn_peer_addr(server, conn, buf.as_mut_ptr(), buf.len(), &mut len) };
+    assert_eq!(r, sw_result::Ok);
+    PEERS.lock().unwrap().push(addr_text(&buf, len));
+}
+
+#[test]
+fn peer_addresses_and_the_missing_origin_switch_from_c() {
+    unsafe {
+        let cfg = sw_config_new();
+        sw_config_set_listen(cfg, c"127.0.0.1:0".as_ptr());
+        sw_config_add_allowed_origin(cfg, c"https://ok.example".as_ptr());
+        let cbs = sw_callbacks {
+            userdata: ptr::null_mut(),
+            on_handshake: Some(note_upgrade_peer),
+            on_open: Some(note_conn_peer),
+            on_message: None,
+            on_close: None,
+            on_drain: None,
+        };
+        // Without the switch, a client that sends no Origin is refused.
+        let mut strict: *mut sw_server = ptr::null_mut();
+        assert_eq!(sw_server_start(cfg, &cbs, &mut strict), sw_result::Ok);
+        let mut port = 0u16;
+        sw_server_local_port(strict, &mut port);
+        assert!(Client::connect(([127, 0, 0, 1], port).into()).is_err());
+        sw_server_free(strict);
+
+        assert_eq!(sw_config_set_allow_missing_origin(cfg, true), sw_result::Ok);
+        let mut server: *mut sw_server = ptr::null_mut();
+        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
+        sw_config_free(cfg);
+        sw_server_local_port(server, &mut port);
+        PEERS.lock().unwrap().clear();
+        let mut c = Client::connect(([127, 0, 0, 1], port).into()).unwrap();
+        let me = c.stream.local_addr().unwrap().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while PEERS.lock().unwrap().len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "on_open never ran");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(*PEERS.lock().unwrap(), [me.clone(), me]);
+        c.close(1000, "").unwrap();
+        while !matches!(c.recv().unwrap(), Ev::Close(..) | Ev::Eof) {}
+        sw_server_free(server);
+    }
+}

@@ -132,6 +132,7 @@ impl Handler for CHandler {
             reject: None,
             subscribe: Vec::new(),
             offered: request.protocols().map(str::to_string).collect(),
+            peer: upgrade.peer_addr(),
         };
         // SAFETY: a C function pointer the user registered; the pointers are valid for the call.
         unsafe { cb(self.cbs.userdata, self.server(), &view, &mut up) };

@@ -116,8 +116,10 @@ pub unsafe extern "C" fn sw_config_set_max_connections(
     })
 }
 
-/// Largest message (all its frames together) and largest frame, in bytes;
-/// beyond them the connection is closed with 1009. Both must be at least 125.
+/// Largest message (all its frames together) and largest frame a client
+/// may send, in bytes; beyond them the connection is closed with 1009. They
+/// limit incoming messages only: the server's own sends of any size are
+/// allowed, bounded by the send buffer (`sw_config_set_backpressure`). Both must be at least 125.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_config_set_max_message_size(
     config: *mut sw_config,
@@ -249,6 +251,22 @@ pub unsafe extern "C" fn sw_config_set_ip_limits(
         c.rate_limit.connections_per_ip = (max_connections > 0).then_some(max_connections);
         c.rate_limit.handshakes_per_ip =
             (handshakes_per_sec > 0).then(|| Rate::per_sec(f64::from(handshakes_per_sec)));
+        Ok(())
+    })
+}
+
+/// With an allowed-origin list (`sw_config_add_allowed_origin`): whether
+/// requests that carry no `Origin` at all are accepted (`true`) or answered
+/// 403 like a foreign origin (`false`, the default). Browsers always send
+/// `Origin`; other clients often do not, and can send any they like, so the
+/// list protects browser users, not the server from other clients.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_allow_missing_origin(
+    config: *mut sw_config,
+    allow: bool,
+) -> sw_result {
+    with_config(config, |c| {
+        c.allow_missing_origin = allow;
         Ok(())
     })
 }

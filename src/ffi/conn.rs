@@ -3,6 +3,7 @@
 use std::ffi::c_char;
 
 use super::boundary::{bytes, c_str, call, str_bytes, sw_result};
+use super::request::write_addr;
 use super::server::{started, sw_server};
 use crate::protocol::close::is_valid_wire_code;
 use crate::server::{Conn, ConnId, DropReason, MessageKind, SendStatus};
@@ -111,6 +112,24 @@ pub unsafe extern "C" fn sw_conn_close(
         }
         c.close(code, reason);
         Ok(())
+    })
+}
+
+/// The address of `conn`'s client (as its socket reported it at the
+/// upgrade), into `buf` of `cap` bytes (`SW_ADDR_MAX` is always enough), as
+/// `sw_upgrade_peer_addr` writes it. `SW_RESULT_CLOSED` for a stale id.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_conn_peer_addr(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    buf: *mut c_char,
+    cap: usize,
+    len_out: *mut usize,
+) -> sw_result {
+    call(|| {
+        started(server)?;
+        let c = conn_of(server, conn)?;
+        write_addr(c.peer_addr(), buf, cap, len_out)
     })
 }
 

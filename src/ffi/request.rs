@@ -113,6 +113,58 @@ pub struct sw_upgrade {
     pub(crate) reject: Option<(u16, Vec<u8>)>,
     pub(crate) subscribe: Vec<String>,
     pub(crate) offered: Vec<String>,
+    pub(crate) peer: Option<std::net::SocketAddr>,
+}
+
+/// Room for any address `sw_upgrade_peer_addr` and `sw_conn_peer_addr`
+/// write, with its NUL ("[IPv6%scope]:port" at the longest).
+pub const SW_ADDR_MAX: usize = 64;
+
+/// Writes `addr` as "1.2.3.4:5678" or "[::1]:5678", NUL-terminated, into
+/// `buf` (`cap` bytes); `*len_out` gets its length without the NUL.
+pub(crate) fn write_addr(
+    addr: Option<std::net::SocketAddr>,
+    buf: *mut c_char,
+    cap: usize,
+    len_out: *mut usize,
+) -> Result<(), sw_result> {
+    if buf.is_null() || len_out.is_null() {
+        return Err(sw_result::NullParameter);
+    }
+    let text = addr.ok_or(sw_result::Io)?.to_string();
+    if text.len() >= cap {
+        return Err(sw_result::InvalidArgument);
+    }
+    // SAFETY: checked for NULL; the caller's buffer holds `cap` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+        *buf.add(text.len()) = 0;
+        *len_out = text.len();
+    }
+    Ok(())
+}
+
+/// The client's address (as the socket reports it) during the handshake
+/// callback, into `buf` of `cap` bytes (`SW_ADDR_MAX` is always enough):
+/// "1.2.3.4:5678" or "[::1]:5678", NUL-terminated, its length in
+/// `*len_out`. `SW_RESULT_INVALID_ARGUMENT` if `cap` is too small.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_upgrade_peer_addr(
+    up: *const sw_upgrade,
+    buf: *mut c_char,
+    cap: usize,
+    len_out: *mut usize,
+) -> sw_result {
+    boundary(|| {
+        // SAFETY: the pointer sockwave passed into the running handshake callback.
+        let Some(u) = (unsafe { up.as_ref() }) else {
+            return sw_result::NullParameter;
+        };
+        match write_addr(u.peer, buf, cap, len_out) {
+            Ok(()) => sw_result::Ok,
+            Err(e) => e,
+        }
+    })
 }
 
 fn with_upgrade(up: *mut sw_upgrade, f: impl FnOnce(&mut sw_upgrade) -> sw_result) -> sw_result {

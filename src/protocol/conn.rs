@@ -35,7 +35,8 @@ pub enum Role {
 pub struct ProtocolConfig {
     /// Largest payload of one frame (1009 beyond it).
     pub max_frame_size: u64,
-    /// Largest message, all its frames together (1009 beyond it).
+    /// Largest message the peer may send, all its frames together (1009
+    /// beyond it). Our own sends are not held to it.
     pub max_message_size: u64,
     /// Limits on the request head.
     pub handshake: HandshakeLimits,

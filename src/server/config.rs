@@ -61,7 +61,14 @@ pub struct Config {
     /// Subprotocols the server speaks; the first one in the client's order of preference wins.
     pub subprotocols: Vec<String>,
     /// Allowed `Origin` values (exact, case-insensitive); empty allows any. Others get 403.
+    /// The check protects browser users (a page on another site cannot open
+    /// a connection in their name); it cannot keep out other clients, which
+    /// may send any `Origin` they like.
     pub allowed_origins: Vec<String>,
+    /// With `allowed_origins` set: accept requests that carry no `Origin`
+    /// at all (browsers always send one; other clients often do not).
+    /// `false` (the default) answers them 403 like a foreign origin.
+    pub allow_missing_origin: bool,
     /// How long shutdown waits for close handshakes before dropping connections.
     pub shutdown_timeout: Duration,
     /// Bytes of the one read buffer each loop owns.
@@ -93,6 +100,7 @@ impl Default for Config {
             rate_limit: RateLimit::default(),
             subprotocols: Vec::new(),
             allowed_origins: Vec::new(),
+            allow_missing_origin: false,
             shutdown_timeout: Duration::from_secs(5),
             read_buffer_size: 256 * 1024,
             backlog: 65_535,

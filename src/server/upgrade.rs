@@ -116,12 +116,13 @@ fn decide_unchecked(
         return verdict(Answer::StandardError, Some(HandshakeFailure::Invalid));
     }
     if !config.allowed_origins.is_empty() {
-        let allowed = request.origin().is_some_and(|o| {
-            config
+        let allowed = match request.origin() {
+            Some(o) => config
                 .allowed_origins
                 .iter()
-                .any(|a| a.eq_ignore_ascii_case(o))
-        });
+                .any(|a| a.eq_ignore_ascii_case(o)),
+            None => config.allow_missing_origin,
+        };
         if !allowed {
             return verdict(
                 respond(403, &[], b"origin not allowed"),
@@ -326,6 +327,19 @@ mod tests {
         assert_eq!(status(&missing), 403);
         let ok = decide_with(&cfg, &upgrade("/", "Origin: HTTPS://OK.example\r\n"), CALM);
         assert!(matches!(ok.answer, Answer::Accept { .. }), "{ok:?}");
+        // The switch for clients that send no Origin; a foreign one stays out.
+        cfg.allow_missing_origin = true;
+        let missing = decide_with(&cfg, &upgrade("/", ""), CALM);
+        assert!(
+            matches!(missing.answer, Answer::Accept { .. }),
+            "{missing:?}"
+        );
+        let foreign = decide_with(
+            &cfg,
+            &upgrade("/", "Origin: https://evil.example\r\n"),
+            CALM,
+        );
+        assert_eq!(status(&foreign), 403);
     }
 
     #[test]

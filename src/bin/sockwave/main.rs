@@ -128,6 +128,11 @@ struct Args {
     )]
     allowed_origins: Vec<String>,
 
+    /// With --allowed-origin: also accept requests with no Origin header
+    /// (non-browser clients; browsers always send one).
+    #[arg(long, env = "SOCKWAVE_ALLOW_MISSING_ORIGIN")]
+    allow_missing_origin: bool,
+
     /// A subprotocol the server speaks (repeatable); the first one in the
     /// client's order of preference is chosen.
     #[arg(
@@ -343,6 +348,7 @@ impl Args {
             },
             max_connections: self.max_connections,
             allowed_origins: self.allowed_origins.clone(),
+            allow_missing_origin: self.allow_missing_origin,
             subprotocols: self.subprotocols.clone(),
             max_buffered: self.max_buffered as usize,
             backpressure: match self.on_overflow {
