@@ -175,15 +175,20 @@ typedef void (*sw_handshake_cb)(void *userdata,
                                 struct sw_upgrade *upgrade);
 
 // Worker thread. The connection is open; `req` is its upgrade request.
+// `conn_data` (in every connection callback) is what the application kept
+// with the connection (`sw_upgrade_set_user_data`, `sw_conn_set_user_data`),
+// or NULL.
 typedef void (*sw_open_cb)(void *userdata,
                            const struct sw_server *server,
                            sw_conn_id conn,
+                           void *conn_data,
                            const struct sw_request *req);
 
 // Worker thread. A complete message; `data` is borrowed for the call only.
 typedef void (*sw_message_cb)(void *userdata,
                               const struct sw_server *server,
                               sw_conn_id conn,
+                              void *conn_data,
                               enum sw_message_kind kind,
                               const uint8_t *data,
                               size_t len);
@@ -193,15 +198,21 @@ typedef void (*sw_message_cb)(void *userdata,
 // started the close and the peer never answered (1008 for backpressure or
 // a rate limit, 1001 for the idle timeout or a shutdown, the code given to
 // `sw_conn_close`), or 1006 when it ended without a close frame (a network
-// drop). Called exactly once per opened connection, last.
+// drop). Called exactly once per opened connection, last: free
+// `conn_data` here if the application owns it; the server forgets it once
+// this returns and never hands it out again.
 typedef void (*sw_close_cb)(void *userdata,
                             const struct sw_server *server,
                             sw_conn_id conn,
+                            void *conn_data,
                             uint16_t code,
                             struct sw_str reason);
 
 // Worker thread. The connection's send buffer emptied after backpressure.
-typedef void (*sw_drain_cb)(void *userdata, const struct sw_server *server, sw_conn_id conn);
+typedef void (*sw_drain_cb)(void *userdata,
+                            const struct sw_server *server,
+                            sw_conn_id conn,
+                            void *conn_data);
 
 // The application's callbacks; any may be NULL. `userdata` is passed to each
 // and must be safe to use from several threads at once: callbacks of
@@ -428,6 +439,16 @@ enum sw_result sw_conn_peer_addr(const struct sw_server *server,
                                  size_t cap,
                                  size_t *len_out);
 
+// Keeps `data` with `conn` (replacing what was kept): it is passed as
+// `conn_data` to the connection's later callbacks. Any thread. The server
+// never touches what it points to; free it in `on_close`, after which the
+// server forgets it.
+enum sw_result sw_conn_set_user_data(const struct sw_server *server, sw_conn_id conn, void *data);
+
+// What is kept with `conn` (NULL if nothing), into `*data_out`.
+// `SW_RESULT_CLOSED` for a stale id (after `on_close`).
+enum sw_result sw_conn_user_data(const struct sw_server *server, sw_conn_id conn, void **data_out);
+
 // Bytes accepted for sending to `conn` that the kernel has not taken yet.
 enum sw_result sw_conn_buffered_amount(const struct sw_server *server,
                                        sw_conn_id conn,
@@ -477,6 +498,13 @@ size_t sw_request_protocol_count(const struct sw_request *req);
 // Offered subprotocol number `index`, in the client's order of preference;
 // `ptr` is NULL past the end.
 struct sw_str sw_request_protocol_at(const struct sw_request *req, size_t index);
+
+// Keeps `data` with the connection if the upgrade goes through: it is
+// passed as `conn_data` to every later callback of the connection, and
+// `sw_conn_user_data` returns it. If the upgrade is refused (or the client
+// leaves first), no callback of that connection runs: free `data` then
+// only if your own bookkeeping says it was not handed on.
+enum sw_result sw_upgrade_set_user_data(struct sw_upgrade *up, void *data);
 
 // The client's address (as the socket reports it) during the handshake
 // callback, into `buf` of `cap` bytes (`SW_ADDR_MAX` is always enough):

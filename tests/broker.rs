@@ -481,6 +481,7 @@ mod from_c {
         _: *mut c_void,
         server: *const sw_server,
         conn: sw_conn_id,
+        _conn_data: *mut c_void,
         _: sw_message_kind,
         data: *const u8,
         len: usize,

@@ -106,6 +106,7 @@ unsafe extern "C" fn on_message(
     _ud: *mut c_void,
     server: *const sw_server,
     conn: sw_conn_id,
+    _conn_data: *mut c_void,
     kind: sw_message_kind,
     data: *const u8,
     len: usize,
@@ -309,6 +310,7 @@ unsafe extern "C" fn echo(
     _ud: *mut c_void,
     server: *const sw_server,
     conn: sw_conn_id,
+    _conn_data: *mut c_void,
     kind: sw_message_kind,
     data: *const u8,
     len: usize,
@@ -496,6 +498,7 @@ unsafe extern "C" fn close_with_codes(
     _: *mut c_void,
     server: *const sw_server,
     conn: sw_conn_id,
+    _conn_data: *mut c_void,
     _: sw_message_kind,
     _: *const u8,
     _: usize,
@@ -595,6 +598,7 @@ unsafe extern "C" fn note_conn_peer(
     _: *mut c_void,
     server: *const sw_server,
     conn: sw_conn_id,
+    _conn_data: *mut c_void,
     _: *const sw_request,
 ) {
     let mut buf = [0 as std::ffi::c_char; SW_ADDR_MAX];
@@ -643,5 +647,101 @@ fn peer_addresses_and_the_missing_origin_switch_from_c() {
         c.close(1000, "").unwrap();
         while !matches!(c.recv().unwrap(), Ev::Close(..) | Ev::Eof) {}
         sw_server_free(server);
+    }
+}
+
+static FIRST: AtomicI32 = AtomicI32::new(1);
+static SECOND: AtomicI32 = AtomicI32::new(2);
+/// (callback, the value behind its conn_data) as the callbacks saw them.
+static SEEN: std::sync::Mutex<Vec<(&str, i32)>> = std::sync::Mutex::new(Vec::new());
+
+fn value_behind(data: *mut c_void) -> i32 {
+    assert!(!data.is_null());
+    unsafe { &*data.cast::<AtomicI32>() }.load(Ordering::SeqCst)
+}
+
+unsafe extern "C" fn keep_first(
+    _: *mut c_void,
+    _: *const sw_server,
+    _: *const sw_request,
+    up: *mut sw_upgrade,
+) {
+    let data = (&FIRST as *const AtomicI32).cast_mut().cast();
+    assert_eq!(unsafe { sw_upgrade_set_user_data(up, data) }, sw_result::Ok);
+}
+
+unsafe extern "C" fn open_sees(
+    _: *mut c_void,
+    _: *const sw_server,
+    _: sw_conn_id,
+    conn_data: *mut c_void,
+    _: *const sw_request,
+) {
+    SEEN.lock().unwrap().push(("open", value_behind(conn_data)));
+}
+
+unsafe extern "C" fn message_switches(
+    _: *mut c_void,
+    server: *const sw_server,
+    conn: sw_conn_id,
+    conn_data: *mut c_void,
+    _: sw_message_kind,
+    _: *const u8,
+    _: usize,
+) {
+    SEEN.lock()
+        .unwrap()
+        .push(("message", value_behind(conn_data)));
+    let second = (&SECOND as *const AtomicI32).cast_mut().cast();
+    unsafe {
+        assert_eq!(sw_conn_set_user_data(server, conn, second), sw_result::Ok);
+        let mut now = ptr::null_mut();
+        assert_eq!(sw_conn_user_data(server, conn, &mut now), sw_result::Ok);
+        assert_eq!(now, second);
+        sw_conn_send_text(server, conn, c"switched".as_ptr(), 8);
+    }
+}
+
+unsafe extern "C" fn close_sees(
+    _: *mut c_void,
+    _: *const sw_server,
+    _: sw_conn_id,
+    conn_data: *mut c_void,
+    _: u16,
+    _: sw_str,
+) {
+    SEEN.lock()
+        .unwrap()
+        .push(("close", value_behind(conn_data)));
+}
+
+#[test]
+fn user_data_set_at_the_handshake_comes_with_every_callback() {
+    unsafe {
+        let cfg = sw_config_new();
+        sw_config_set_listen(cfg, c"127.0.0.1:0".as_ptr());
+        let cbs = sw_callbacks {
+            userdata: ptr::null_mut(),
+            on_handshake: Some(keep_first),
+            on_open: Some(open_sees),
+            on_message: Some(message_switches),
+            on_close: Some(close_sees),
+            on_drain: None,
+        };
+        let mut server: *mut sw_server = ptr::null_mut();
+        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
+        sw_config_free(cfg);
+        let mut port = 0u16;
+        sw_server_local_port(server, &mut port);
+        let mut c = Client::connect(([127, 0, 0, 1], port).into()).unwrap();
+        c.send_text("switch").unwrap();
+        assert_eq!(c.recv_message().unwrap(), Ev::Text("switched".into()));
+        c.close(1000, "").unwrap();
+        while !matches!(c.recv().unwrap(), Ev::Close(..) | Ev::Eof) {}
+        sw_server_free(server);
+        assert_eq!(
+            *SEEN.lock().unwrap(),
+            [("open", 1), ("message", 1), ("close", 2)]
+        );
     }
 }

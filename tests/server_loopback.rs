@@ -1076,3 +1076,60 @@ fn subscribes_waiting_for_a_loop_are_bounded_per_connection() {
     assert_eq!(c.recv_message().unwrap(), Ev::Text("1024".into()));
     s.shutdown_and_join();
 }
+
+/// Keeps the user named by the path with the connection at the upgrade,
+/// and counts messages in the connection's data afterwards.
+struct Users;
+
+#[derive(Debug)]
+struct User {
+    name: String,
+    seen: usize,
+}
+
+impl Handler for Users {
+    fn on_upgrade(&self, upgrade: &Upgrade<'_>) -> Decision {
+        upgrade.set_data(User {
+            name: upgrade.request().path().trim_start_matches('/').into(),
+            seen: 0,
+        });
+        Decision::accept()
+    }
+
+    fn on_message(&self, conn: &Conn, message: Message) {
+        let user = conn.data::<User>().expect("kept since the upgrade");
+        let seen = user.seen + 1;
+        conn.send_text(&format!(
+            "{} #{seen}: {}",
+            user.name,
+            message.as_text().unwrap()
+        ));
+        conn.set_data(User {
+            name: user.name.clone(),
+            seen,
+        });
+        assert!(
+            conn.data::<String>().is_none(),
+            "a different type is not there"
+        );
+    }
+}
+
+#[test]
+fn data_kept_with_a_connection_from_the_upgrade_on() {
+    let s = Server::start(config(), Users).unwrap();
+    let mut ann = Client::connect_with(s.local_addr(), "/ann", &[], &[]).unwrap();
+    let mut bob = Client::connect_with(s.local_addr(), "/bob", &[], &[]).unwrap();
+    ann.send_text("hi").unwrap();
+    assert_eq!(ann.recv_message().unwrap(), Ev::Text("ann #1: hi".into()));
+    bob.send_text("hi").unwrap();
+    assert_eq!(bob.recv_message().unwrap(), Ev::Text("bob #1: hi".into()));
+    ann.send_text("hi").unwrap();
+    assert_eq!(ann.recv_message().unwrap(), Ev::Text("ann #2: hi".into()));
+    ann.send_text("again").unwrap();
+    assert_eq!(
+        ann.recv_message().unwrap(),
+        Ev::Text("ann #3: again".into())
+    );
+    s.shutdown_and_join();
+}

@@ -1,6 +1,9 @@
 /*
  * echo_server.c: the smallest complete sockwave server in C.
- * Every text and binary message goes back to its sender.
+ * Every text and binary message goes back to its sender. Each connection
+ * keeps a small session (its client's address and a message count) made in
+ * the handshake callback, handed to every callback as `conn_data`, and
+ * freed in on_close.
  *
  *   ./echo_server [ADDR:PORT]     (default 127.0.0.1:9001; port 0 picks one)
  *   ./echo_server --version
@@ -11,14 +14,42 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sockwave.h"
 
-/* Runs on a worker thread; `data` is only valid during the call. */
-static void on_message(void *userdata, const sw_server *server, sw_conn_id conn,
-                       sw_message_kind kind, const uint8_t *data, size_t len) {
+/* What the server keeps with each connection for us. */
+struct session {
+    char peer[SW_ADDR_MAX];
+    unsigned long messages;
+};
+
+/* Runs on an event loop: keep it short. */
+static void on_handshake(void *userdata, const sw_server *server, const sw_request *req,
+                         sw_upgrade *up) {
     (void)userdata;
+    (void)server;
+    (void)req;
+    struct session *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        sw_upgrade_reject(up, 503, (const uint8_t *)"out of memory", 13);
+        return;
+    }
+    size_t len = 0;
+    if (sw_upgrade_peer_addr(up, s->peer, sizeof s->peer, &len) != SW_RESULT_OK) {
+        strcpy(s->peer, "?");
+    }
+    sw_upgrade_set_user_data(up, s);
+}
+
+/* Runs on a worker thread; `data` is only valid during the call. Callbacks
+ * of one connection never run at once, so the session needs no lock. */
+static void on_message(void *userdata, const sw_server *server, sw_conn_id conn,
+                       void *conn_data, sw_message_kind kind, const uint8_t *data, size_t len) {
+    (void)userdata;
+    struct session *s = conn_data;
+    s->messages++;
     if (kind == SW_MESSAGE_KIND_TEXT) {
         sw_conn_send_text(server, conn, (const char *)data, len);
     } else {
@@ -26,12 +57,16 @@ static void on_message(void *userdata, const sw_server *server, sw_conn_id conn,
     }
 }
 
-static void on_close(void *userdata, const sw_server *server, sw_conn_id conn,
+/* The last callback of a connection: its session is ours to free. */
+static void on_close(void *userdata, const sw_server *server, sw_conn_id conn, void *conn_data,
                      uint16_t code, sw_str reason) {
     (void)userdata;
     (void)server;
-    fprintf(stderr, "echo_server: connection %llu closed: %u %.*s\n",
-            (unsigned long long)conn, code, (int)reason.len, reason.ptr ? reason.ptr : "");
+    struct session *s = conn_data;
+    fprintf(stderr, "echo_server: connection %llu from %s closed: %u %.*s (%lu messages)\n",
+            (unsigned long long)conn, s->peer, code, (int)reason.len,
+            reason.ptr ? reason.ptr : "", s->messages);
+    free(s);
 }
 
 int main(int argc, char **argv) {
@@ -56,7 +91,12 @@ int main(int argc, char **argv) {
         sw_config_free(config);
         return 2;
     }
-    sw_callbacks callbacks = {.userdata = NULL, .on_message = on_message, .on_close = on_close};
+    sw_callbacks callbacks = {
+        .userdata = NULL,
+        .on_handshake = on_handshake,
+        .on_message = on_message,
+        .on_close = on_close,
+    };
     sw_server *server = NULL;
     r = sw_server_start(config, &callbacks, &server);
     sw_config_free(config);

@@ -32,8 +32,10 @@ static atomic_bool running = true;
 static atomic_ullong sent_ok = 0, sent_closed = 0, sent_backpressure = 0;
 static const sw_server *the_server = NULL;
 
-static void on_open(void *userdata, const sw_server *server, sw_conn_id conn, const sw_request *req) {
+static void on_open(void *userdata, const sw_server *server, sw_conn_id conn, void *conn_data,
+                    const sw_request *req) {
     (void)userdata;
+    (void)conn_data;
     (void)req;
     char hello[64];
     int n = snprintf(hello, sizeof hello, "id %llu", (unsigned long long)conn);
@@ -44,8 +46,10 @@ static void on_open(void *userdata, const sw_server *server, sw_conn_id conn, co
     pthread_mutex_unlock(&registry_lock);
 }
 
-static void on_close(void *userdata, const sw_server *server, sw_conn_id conn, uint16_t code, sw_str reason) {
+static void on_close(void *userdata, const sw_server *server, sw_conn_id conn, void *conn_data,
+                     uint16_t code, sw_str reason) {
     (void)userdata;
+    (void)conn_data;
     (void)server;
     (void)code;
     (void)reason;

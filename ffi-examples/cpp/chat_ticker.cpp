@@ -25,13 +25,13 @@ struct Room {
     std::atomic<unsigned long long> relayed{0};
 };
 
-void on_open(void *, const sw_server *server, sw_conn_id conn, const sw_request *req) {
+void on_open(void *, const sw_server *server, sw_conn_id conn, void *, const sw_request *req) {
     sw_str path = sw_request_path(req);
     std::string hello = "welcome to " + std::string(path.ptr, path.len);
     sw_conn_send_text(server, conn, hello.data(), hello.size());
 }
 
-void on_message(void *userdata, const sw_server *server, sw_conn_id conn, sw_message_kind kind,
+void on_message(void *userdata, const sw_server *server, sw_conn_id conn, void *, sw_message_kind kind,
                 const uint8_t *data, size_t len) {
     auto *room = static_cast<Room *>(userdata);
     if (kind == SW_MESSAGE_KIND_TEXT) {

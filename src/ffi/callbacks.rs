@@ -33,11 +33,15 @@ pub type sw_handshake_cb = Option<
 >;
 
 /// Worker thread. The connection is open; `req` is its upgrade request.
+/// `conn_data` (in every connection callback) is what the application kept
+/// with the connection (`sw_upgrade_set_user_data`, `sw_conn_set_user_data`),
+/// or NULL.
 pub type sw_open_cb = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
         server: *const sw_server,
         conn: sw_conn_id,
+        conn_data: *mut c_void,
         req: *const sw_request,
     ),
 >;
@@ -48,6 +52,7 @@ pub type sw_message_cb = Option<
         userdata: *mut c_void,
         server: *const sw_server,
         conn: sw_conn_id,
+        conn_data: *mut c_void,
         kind: sw_message_kind,
         data: *const u8,
         len: usize,
@@ -59,20 +64,46 @@ pub type sw_message_cb = Option<
 /// started the close and the peer never answered (1008 for backpressure or
 /// a rate limit, 1001 for the idle timeout or a shutdown, the code given to
 /// `sw_conn_close`), or 1006 when it ended without a close frame (a network
-/// drop). Called exactly once per opened connection, last.
+/// drop). Called exactly once per opened connection, last: free
+/// `conn_data` here if the application owns it; the server forgets it once
+/// this returns and never hands it out again.
 pub type sw_close_cb = Option<
     unsafe extern "C" fn(
         userdata: *mut c_void,
         server: *const sw_server,
         conn: sw_conn_id,
+        conn_data: *mut c_void,
         code: u16,
         reason: sw_str,
     ),
 >;
 
 /// Worker thread. The connection's send buffer emptied after backpressure.
-pub type sw_drain_cb =
-    Option<unsafe extern "C" fn(userdata: *mut c_void, server: *const sw_server, conn: sw_conn_id)>;
+pub type sw_drain_cb = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        server: *const sw_server,
+        conn: sw_conn_id,
+        conn_data: *mut c_void,
+    ),
+>;
+
+/// The application's pointer kept with a connection. The server never
+/// touches what it points to; it only hands it back.
+#[derive(Debug)]
+pub(crate) struct CUserData(pub(crate) *mut c_void);
+
+// SAFETY: an opaque pointer the server only stores and returns; what it
+// points to is the application's, used by the application's own callbacks
+// (which the header requires to be callable from any thread).
+unsafe impl Send for CUserData {}
+unsafe impl Sync for CUserData {}
+
+/// What the application kept with `conn`, or NULL.
+pub(crate) fn conn_data(conn: &Conn) -> *mut c_void {
+    conn.data::<CUserData>()
+        .map_or(std::ptr::null_mut(), |d| d.0)
+}
 
 /// The application's callbacks; any may be NULL. `userdata` is passed to each
 /// and must be safe to use from several threads at once: callbacks of
@@ -133,9 +164,13 @@ impl Handler for CHandler {
             subscribe: Vec::new(),
             offered: request.protocols().map(str::to_string).collect(),
             peer: upgrade.peer_addr(),
+            user_data: None,
         };
         // SAFETY: a C function pointer the user registered; the pointers are valid for the call.
         unsafe { cb(self.cbs.userdata, self.server(), &view, &mut up) };
+        if let Some(data) = up.user_data.take() {
+            upgrade.set_data(CUserData(data));
+        }
         match up.reject {
             Some((status, body)) => Decision::Reject {
                 status,
@@ -153,7 +188,15 @@ impl Handler for CHandler {
     fn on_open(&self, conn: &Conn, request: &Request) {
         if let Some(cb) = self.cbs.on_open {
             let view = sw_request { req: request };
-            unsafe { cb(self.cbs.userdata, self.server(), conn.id().as_u64(), &view) };
+            unsafe {
+                cb(
+                    self.cbs.userdata,
+                    self.server(),
+                    conn.id().as_u64(),
+                    conn_data(conn),
+                    &view,
+                )
+            };
         }
     }
 
@@ -169,6 +212,7 @@ impl Handler for CHandler {
                     self.cbs.userdata,
                     self.server(),
                     conn.id().as_u64(),
+                    conn_data(conn),
                     kind,
                     data.as_ptr(),
                     data.len(),
@@ -184,16 +228,27 @@ impl Handler for CHandler {
                     self.cbs.userdata,
                     self.server(),
                     conn.id().as_u64(),
+                    conn_data(conn),
                     code,
                     sw_str::from(reason),
                 )
             };
         }
+        // The application freed it in on_close (or owns it elsewhere): it
+        // is never handed out again.
+        conn.clear_data();
     }
 
     fn on_drain(&self, conn: &Conn) {
         if let Some(cb) = self.cbs.on_drain {
-            unsafe { cb(self.cbs.userdata, self.server(), conn.id().as_u64()) };
+            unsafe {
+                cb(
+                    self.cbs.userdata,
+                    self.server(),
+                    conn.id().as_u64(),
+                    conn_data(conn),
+                )
+            };
         }
     }
 }

@@ -1,8 +1,9 @@
 //! `sw_conn_*`: one connection, by id, from any thread.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 
 use super::boundary::{bytes, c_str, call, str_bytes, sw_result};
+use super::callbacks::{conn_data, CUserData};
 use super::request::write_addr;
 use super::server::{started, sw_server};
 use crate::protocol::close::is_valid_wire_code;
@@ -130,6 +131,43 @@ pub unsafe extern "C" fn sw_conn_peer_addr(
         started(server)?;
         let c = conn_of(server, conn)?;
         write_addr(c.peer_addr(), buf, cap, len_out)
+    })
+}
+
+/// Keeps `data` with `conn` (replacing what was kept): it is passed as
+/// `conn_data` to the connection's later callbacks. Any thread. The server
+/// never touches what it points to; free it in `on_close`, after which the
+/// server forgets it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_conn_set_user_data(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    data: *mut c_void,
+) -> sw_result {
+    call(|| {
+        started(server)?;
+        conn_of(server, conn)?.set_data(CUserData(data));
+        Ok(())
+    })
+}
+
+/// What is kept with `conn` (NULL if nothing), into `*data_out`.
+/// `SW_RESULT_CLOSED` for a stale id (after `on_close`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_conn_user_data(
+    server: *const sw_server,
+    conn: sw_conn_id,
+    data_out: *mut *mut c_void,
+) -> sw_result {
+    call(|| {
+        started(server)?;
+        if data_out.is_null() {
+            return Err(sw_result::NullParameter);
+        }
+        let data = conn_data(&conn_of(server, conn)?);
+        // SAFETY: checked for NULL; the caller's pointer to one pointer.
+        unsafe { *data_out = data };
+        Ok(())
     })
 }
 

@@ -1,7 +1,7 @@
 //! `sw_request` (a borrowed view of an upgrade request) and `sw_upgrade`
 //! (the handshake callback's answer).
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 
 use super::boundary::{boundary, bytes, c_str, sw_result, sw_str};
 use crate::protocol::{check_extra_header, Request};
@@ -114,6 +114,23 @@ pub struct sw_upgrade {
     pub(crate) subscribe: Vec<String>,
     pub(crate) offered: Vec<String>,
     pub(crate) peer: Option<std::net::SocketAddr>,
+    pub(crate) user_data: Option<*mut c_void>,
+}
+
+/// Keeps `data` with the connection if the upgrade goes through: it is
+/// passed as `conn_data` to every later callback of the connection, and
+/// `sw_conn_user_data` returns it. If the upgrade is refused (or the client
+/// leaves first), no callback of that connection runs: free `data` then
+/// only if your own bookkeeping says it was not handed on.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_upgrade_set_user_data(
+    up: *mut sw_upgrade,
+    data: *mut c_void,
+) -> sw_result {
+    with_upgrade(up, |u| {
+        u.user_data = Some(data);
+        sw_result::Ok
+    })
 }
 
 /// Room for any address `sw_upgrade_peer_addr` and `sw_conn_peer_addr`

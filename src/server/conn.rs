@@ -1,5 +1,6 @@
 //! [`Conn`]: a handle to one connection, usable from any thread.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
@@ -51,6 +52,31 @@ impl Conn {
     /// The peer's address as the socket reported it at the upgrade.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.inner.peer
+    }
+
+    /// Keeps `value` with the connection (replacing what was kept): the
+    /// application's own state for it, so a handler need not look it up in a
+    /// table of its own. Any thread. Dropped with the connection's last
+    /// handle (after `on_close`). See also [`Upgrade::set_data`](super::Upgrade::set_data).
+    pub fn set_data<T: Any + Send + Sync>(&self, value: T) {
+        *self.inner.data.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(value));
+    }
+
+    /// Drops what [`Conn::set_data`] kept.
+    pub fn clear_data(&self) {
+        *self.inner.data.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// What [`Conn::set_data`] (or [`Upgrade::set_data`](super::Upgrade::set_data))
+    /// kept, if it is a `T`.
+    pub fn data<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let data = self
+            .inner
+            .data
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        data.downcast::<T>().ok()
     }
 
     /// True until the closing handshake starts.

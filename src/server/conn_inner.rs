@@ -2,8 +2,10 @@
 //! threads (handles, workers, the C API): its id, what it owes the socket,
 //! whether it still takes messages, and how they are encoded.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::prepared::Encoding;
 use super::send_status::Refused;
@@ -27,7 +29,12 @@ pub(crate) struct ConnInner {
     /// Subscribes and unsubscribes sent to the loop and not yet taken: the
     /// one kind of command not bounded by a byte count, so bounded by number.
     pub(crate) pending_subscriptions: AtomicU32,
+    /// The application's state for this connection (`Conn::set_data`).
+    pub(crate) data: Mutex<Option<ConnData>>,
 }
+
+/// What an application keeps with a connection.
+pub(crate) type ConnData = Arc<dyn Any + Send + Sync>;
 
 /// Subscribes and unsubscribes one connection may have waiting for its loop.
 pub(crate) const MAX_PENDING_SUBSCRIPTIONS: u32 = 1024;
@@ -48,6 +55,7 @@ impl ConnInner {
             peer,
             encoding,
             pending_subscriptions: AtomicU32::new(0),
+            data: Mutex::new(None),
         }
     }
 

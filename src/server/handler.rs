@@ -1,19 +1,35 @@
 //! [`Handler`]: what an application implements, what its hooks are shown
 //! ([`Upgrade`]), and the answers they give.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use super::conn_inner::ConnData;
 use super::{Conn, Message, ServerHandle};
 use crate::protocol::Request;
 
 /// An upgrade request, as [`Handler::on_upgrade`] sees it.
-#[derive(Debug)]
 pub struct Upgrade<'a> {
     request: &'a Request,
     protocol: Option<&'a str>,
     peer: Option<SocketAddr>,
     server: &'a ServerHandle,
+    data: RefCell<Option<ConnData>>,
 }
+
+impl std::fmt::Debug for RefCellData<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.borrow().is_some() {
+            "Some(..)"
+        } else {
+            "None"
+        })
+    }
+}
+
+struct RefCellData<'a>(&'a RefCell<Option<ConnData>>);
 
 impl<'a> Upgrade<'a> {
     pub(crate) fn new(
@@ -27,7 +43,19 @@ impl<'a> Upgrade<'a> {
             protocol,
             peer,
             server,
+            data: RefCell::new(None),
         }
+    }
+
+    /// Keeps `value` with the connection if it opens, as
+    /// [`Conn::set_data`] does: what the hook decided (a user, a room) is
+    /// there for `on_open` and every later call, without a lookup.
+    pub fn set_data<T: Any + Send + Sync>(&self, value: T) {
+        *self.data.borrow_mut() = Some(Arc::new(value));
+    }
+
+    pub(crate) fn take_data(&self) -> Option<ConnData> {
+        self.data.borrow_mut().take()
     }
 
     /// The request head (path, headers, offered subprotocols and extensions).
@@ -49,6 +77,17 @@ impl<'a> Upgrade<'a> {
     /// The server (to look at its stats, publish, or keep for later).
     pub fn server(&self) -> &'a ServerHandle {
         self.server
+    }
+}
+
+impl std::fmt::Debug for Upgrade<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgrade")
+            .field("request", self.request)
+            .field("protocol", &self.protocol)
+            .field("peer", &self.peer)
+            .field("data", &RefCellData(&self.data))
+            .finish()
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::conn_inner::ConnInner;
+use super::conn_inner::{ConnData, ConnInner};
 use super::dispatch::WorkerEvent;
 use super::event_loop::EventLoop;
 use super::lifecycle::{Deferred, Lifecycle};
@@ -63,6 +63,7 @@ impl EventLoop {
                 protocol,
                 headers,
                 subscribe,
+                data,
             } => {
                 let headers: Vec<(&str, &str)> = headers
                     .iter()
@@ -74,7 +75,7 @@ impl EventLoop {
                     headers: &headers,
                 };
                 if c.proto.accept(&req, &opts, now, &mut sink).is_ok() {
-                    self.open(slot, req, protocol, peer, subscribe);
+                    self.open(slot, req, protocol, peer, subscribe, data.0);
                 } else {
                     failure = Some(HandshakeFailure::Invalid);
                 }
@@ -94,15 +95,18 @@ impl EventLoop {
         protocol: Option<String>,
         peer: Option<std::net::SocketAddr>,
         subscribe: Vec<String>,
+        data: Option<ConnData>,
     ) {
         let id = self.conns.id(slot);
         let c = self.conns.get_mut(slot).expect("present");
-        let inner = Arc::new(ConnInner::new(
+        let inner = ConnInner::new(
             id,
             protocol.map(String::into_boxed_str),
             peer,
             Encoding::negotiated(c.proto.deflate()),
-        ));
+        );
+        *inner.data.lock().unwrap_or_else(|e| e.into_inner()) = data;
+        let inner = Arc::new(inner);
         c.inner = Some(Arc::clone(&inner));
         c.lifecycle = Lifecycle::Opening {
             deferred: Deferred::default(),

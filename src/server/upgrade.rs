@@ -3,6 +3,9 @@
 
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use super::conn_inner::ConnData;
 
 use super::stats::HandshakeFailure;
 use super::{Config, Decision, Handler, HttpResponse, ServerHandle, Upgrade};
@@ -22,7 +25,30 @@ pub(crate) enum Answer {
         protocol: Option<String>,
         headers: Vec<(String, String)>,
         subscribe: Vec<String>,
+        data: KeptData,
     },
+}
+
+/// What the hook kept with the connection ([`Upgrade::set_data`]); equal
+/// when both are the same value or both absent.
+#[derive(Clone, Default)]
+pub(crate) struct KeptData(pub(crate) Option<ConnData>);
+
+impl PartialEq for KeptData {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (a, b) => a.is_none() && b.is_none(),
+        }
+    }
+}
+
+impl Eq for KeptData {}
+
+impl std::fmt::Debug for KeptData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 /// The answer, and the handshake failure it counts as, if any.
@@ -158,6 +184,7 @@ fn decide_unchecked(
                 protocol,
                 headers,
                 subscribe,
+                data: KeptData(upgrade.take_data()),
             },
             None,
         ),
@@ -359,6 +386,7 @@ mod tests {
                 protocol: Some("a".into()),
                 headers: vec![("X-Peer".into(), "Some(127.0.0.1:5555)".into())],
                 subscribe: vec!["news".into()],
+                data: KeptData(None),
             },
             "the client's first choice among ours"
         );
