@@ -508,7 +508,7 @@ enum sw_result sw_upgrade_set_user_data(struct sw_upgrade *up, void *data);
 
 // The client's address (as the socket reports it) during the handshake
 // callback, into `buf` of `cap` bytes (`SW_ADDR_MAX` is always enough):
-// "1.2.3.4:5678" or "[::1]:5678", NUL-terminated, its length in
+// `1.2.3.4:5678` or `[::1]:5678`, NUL-terminated, its length in
 // `*len_out`. `SW_RESULT_INVALID_ARGUMENT` if `cap` is too small.
 enum sw_result sw_upgrade_peer_addr(const struct sw_upgrade *up,
                                     char *buf,

@@ -137,7 +137,7 @@ pub unsafe extern "C" fn sw_upgrade_set_user_data(
 /// write, with its NUL ("[IPv6%scope]:port" at the longest).
 pub const SW_ADDR_MAX: usize = 64;
 
-/// Writes `addr` as "1.2.3.4:5678" or "[::1]:5678", NUL-terminated, into
+/// Writes `addr` as `1.2.3.4:5678` or `[::1]:5678`, NUL-terminated, into
 /// `buf` (`cap` bytes); `*len_out` gets its length without the NUL.
 pub(crate) fn write_addr(
     addr: Option<std::net::SocketAddr>,
@@ -163,7 +163,7 @@ pub(crate) fn write_addr(
 
 /// The client's address (as the socket reports it) during the handshake
 /// callback, into `buf` of `cap` bytes (`SW_ADDR_MAX` is always enough):
-/// "1.2.3.4:5678" or "[::1]:5678", NUL-terminated, its length in
+/// `1.2.3.4:5678` or `[::1]:5678`, NUL-terminated, its length in
 /// `*len_out`. `SW_RESULT_INVALID_ARGUMENT` if `cap` is too small.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_upgrade_peer_addr(
