@@ -108,6 +108,27 @@ typedef enum sw_deflate_mode {
   SW_DEFLATE_MODE_DEDICATED = 2,
 } sw_deflate_mode;
 
+// What happens to a connection over its rate (pass as `uint32_t` to
+// `sw_config_set_rate_limit`).
+typedef enum sw_rate_policy {
+  // Close it with 1008 at once (the message over the limit is not handed
+  // to `on_message`; replies not yet sent are dropped).
+  SW_RATE_POLICY_CLOSE = 0,
+  // Stop reading it until it is within its rate again (TCP slows the
+  // client; nothing is lost).
+  SW_RATE_POLICY_PAUSE = 1,
+} sw_rate_policy;
+
+// How trusted proxies give the client's address (pass as `uint32_t` to
+// `sw_config_set_proxy_header`).
+typedef enum sw_proxy_header {
+  // `Forwarded` (RFC 7239) or `X-Forwarded-For` in the upgrade request (the default).
+  SW_PROXY_HEADER_FORWARDED = 0,
+  // A PROXY protocol header, version 1 or 2, first on the connection
+  // (plain TCP only: `sw_server_start` refuses it with TLS).
+  SW_PROXY_HEADER_PROXY_PROTOCOL = 1,
+} sw_proxy_header;
+
 // Server configuration. Create with `sw_config_new`, adjust with the
 // setters, pass to `sw_server_start` (which copies it), free with `sw_config_free`.
 // Not thread-safe: use one `sw_config` from one thread at a time.
@@ -377,6 +398,17 @@ enum sw_result sw_config_set_ip_limits(struct sw_config *config,
 // `Origin`; other clients often do not, and can send any they like, so the
 // list protects browser users, not the server from other clients.
 enum sw_result sw_config_set_allow_missing_origin(struct sw_config *config, bool allow);
+
+// Trusts `network` ("10.0.0.0/8", "2001:db8::/32" or one address) as a
+// proxy: the client address of its connections (`sw_conn_peer_addr`,
+// `sw_upgrade_peer_addr`) is what it says, not its own. Other peers are
+// their own clients whatever headers they send.
+// `SW_RESULT_INVALID_ARGUMENT` for what is not an address or network.
+enum sw_result sw_config_add_trusted_proxy(struct sw_config *config, const char *network);
+
+// How trusted proxies give the client's address (`header` is an
+// `sw_proxy_header` value).
+enum sw_result sw_config_set_proxy_header(struct sw_config *config, uint32_t header);
 
 // permessage-deflate (RFC 7692): `mode` is an `sw_deflate_mode`;
 // `window_bits` 9..15 is our LZ77 window (and the one asked of clients that

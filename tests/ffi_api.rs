@@ -745,3 +745,66 @@ fn user_data_set_at_the_handshake_comes_with_every_callback() {
         );
     }
 }
+
+static FORWARDED_PEER: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+unsafe extern "C" fn note_forwarded_peer(
+    _: *mut c_void,
+    server: *const sw_server,
+    conn: sw_conn_id,
+    _conn_data: *mut c_void,
+    _: *const sw_request,
+) {
+    let mut buf = [0 as std::ffi::c_char; SW_ADDR_MAX];
+    let mut len = 0usize;
+    let r = unsafe { sw_conn_peer_addr(server, conn, buf.as_mut_ptr(), buf.len(), &mut len) };
+    assert_eq!(r, sw_result::Ok);
+    *FORWARDED_PEER.lock().unwrap() = Some(addr_text(&buf, len));
+}
+
+#[test]
+fn a_trusted_proxy_from_c() {
+    unsafe {
+        let cfg = sw_config_new();
+        sw_config_set_listen(cfg, c"127.0.0.1:0".as_ptr());
+        assert_eq!(
+            sw_config_add_trusted_proxy(cfg, c"10.0.0.0/33".as_ptr()),
+            sw_result::InvalidArgument
+        );
+        assert_eq!(
+            sw_config_set_proxy_header(cfg, 7),
+            sw_result::InvalidArgument
+        );
+        assert_eq!(
+            sw_config_add_trusted_proxy(cfg, c"127.0.0.1".as_ptr()),
+            sw_result::Ok
+        );
+        assert_eq!(
+            sw_config_set_proxy_header(cfg, sw_proxy_header::Forwarded as u32),
+            sw_result::Ok
+        );
+        let cbs = sw_callbacks {
+            userdata: ptr::null_mut(),
+            on_handshake: None,
+            on_open: Some(note_forwarded_peer),
+            on_message: None,
+            on_close: None,
+            on_drain: None,
+        };
+        let mut server: *mut sw_server = ptr::null_mut();
+        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
+        sw_config_free(cfg);
+        let mut port = 0u16;
+        sw_server_local_port(server, &mut port);
+        let addr = ([127, 0, 0, 1], port).into();
+        let mut c =
+            Client::connect_with(addr, "/", &[], &[("X-Forwarded-For", "198.51.100.7")]).unwrap();
+        c.close(1000, "").unwrap();
+        while !matches!(c.recv().unwrap(), Ev::Close(..) | Ev::Eof) {}
+        sw_server_free(server);
+        assert_eq!(
+            FORWARDED_PEER.lock().unwrap().as_deref(),
+            Some("198.51.100.7:0")
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::boundary::{boundary, c_str, sw_result};
 use crate::protocol::deflate::DeflateOptions;
-use crate::server::{BackpressurePolicy, Config, Dispatch, Rate, RateLimitPolicy};
+use crate::server::{BackpressurePolicy, Config, Dispatch, ProxyHeader, Rate, RateLimitPolicy};
 
 /// Server configuration. Create with `sw_config_new`, adjust with the
 /// setters, pass to `sw_server_start` (which copies it), free with `sw_config_free`.
@@ -267,6 +267,53 @@ pub unsafe extern "C" fn sw_config_set_allow_missing_origin(
 ) -> sw_result {
     with_config(config, |c| {
         c.allow_missing_origin = allow;
+        Ok(())
+    })
+}
+
+/// How trusted proxies give the client's address (pass as `uint32_t` to
+/// `sw_config_set_proxy_header`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum sw_proxy_header {
+    /// `Forwarded` (RFC 7239) or `X-Forwarded-For` in the upgrade request (the default).
+    Forwarded = 0,
+    /// A PROXY protocol header, version 1 or 2, first on the connection
+    /// (plain TCP only: `sw_server_start` refuses it with TLS).
+    ProxyProtocol = 1,
+}
+
+/// Trusts `network` ("10.0.0.0/8", "2001:db8::/32" or one address) as a
+/// proxy: the client address of its connections (`sw_conn_peer_addr`,
+/// `sw_upgrade_peer_addr`) is what it says, not its own. Other peers are
+/// their own clients whatever headers they send.
+/// `SW_RESULT_INVALID_ARGUMENT` for what is not an address or network.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_add_trusted_proxy(
+    config: *mut sw_config,
+    network: *const c_char,
+) -> sw_result {
+    with_config(config, |c| {
+        let network = unsafe { c_str(network) }?;
+        let net = network.parse().map_err(|_| sw_result::InvalidArgument)?;
+        c.proxies.networks.push(net);
+        Ok(())
+    })
+}
+
+/// How trusted proxies give the client's address (`header` is an
+/// `sw_proxy_header` value).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_proxy_header(
+    config: *mut sw_config,
+    header: u32,
+) -> sw_result {
+    with_config(config, |c| {
+        c.proxies.header = match header {
+            0 => ProxyHeader::Forwarded,
+            1 => ProxyHeader::ProxyProtocol,
+            _ => return Err(sw_result::InvalidArgument),
+        };
         Ok(())
     })
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::rate_limit::RateLimit;
+use super::trusted_proxies::TrustedProxies;
 use crate::broker::Broker;
 use crate::protocol::ProtocolConfig;
 
@@ -55,6 +56,9 @@ pub struct Config {
     /// channel for the loop to take them; past it, a broadcast is refused for
     /// that loop (`ServerHandle::broadcast` returns false). One always fits.
     pub max_pending_fanout: usize,
+    /// Proxies in front of the server whose word about the client's address
+    /// it takes (`Conn::peer_addr`, `Upgrade::peer_addr`). None by default.
+    pub proxies: TrustedProxies,
     /// How fast clients may send, per connection and per source address.
     /// Off by default.
     pub rate_limit: RateLimit,
@@ -98,6 +102,7 @@ impl Default for Config {
             backpressure: BackpressurePolicy::Close,
             max_pending_fanout: 64 << 20,
             rate_limit: RateLimit::default(),
+            proxies: TrustedProxies::default(),
             subprotocols: Vec::new(),
             allowed_origins: Vec::new(),
             allow_missing_origin: false,

@@ -153,7 +153,7 @@ mod tests {
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let stream = mio::net::TcpStream::from_std(client);
         let proto = Connection::server(Arc::new(ProtocolConfig::default()), Instant::now());
-        LoopConn::new(Stream::Tcp(TcpTransport::new(stream)), proto, false)
+        LoopConn::new(Stream::Tcp(TcpTransport::new(stream)), proto, false, false)
     }
 
     #[test]

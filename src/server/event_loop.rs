@@ -29,6 +29,7 @@ use super::dispatch::{Dispatcher, WorkerEvent};
 use super::lifecycle::Lifecycle;
 use super::out_queue::QueueSink;
 use super::prepared::PreparedMessage;
+use super::proxy_protocol::{self, Proxied};
 use super::rate_limit::RateLimitPolicy;
 use super::server_state::ServerState;
 use super::stats::{HandshakeFailure, LoopStats};
@@ -276,6 +277,29 @@ impl EventLoop {
             let Some(c) = self.conns.get_mut(slot) else {
                 return;
             };
+            if let Lifecycle::Handshaking {
+                awaiting_proxy: awaiting @ true,
+                client,
+                ..
+            } = &mut c.lifecycle
+            {
+                match proxy_protocol::parse(&self.read_buf[pos..end]) {
+                    Ok(Some((proxied, n))) => {
+                        *awaiting = false;
+                        if let Proxied::Client(addr) = proxied {
+                            *client = Some(Box::new(addr));
+                        }
+                        pos += n;
+                        continue;
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        // A trusted proxy must say whose connection it is.
+                        self.count_failure(HandshakeFailure::Invalid);
+                        return self.release(slot);
+                    }
+                }
+            }
             let r = c.proto.read(
                 &mut self.read_buf[pos..end],
                 now,

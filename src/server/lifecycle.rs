@@ -25,7 +25,13 @@ use super::prepared::PreparedMessage;
 pub(crate) enum Lifecycle {
     /// Reading the request head; the upgrade is not decided.
     /// `over_capacity`: accepted past the connection limit, the request gets a 503.
-    Handshaking { over_capacity: bool },
+    /// `awaiting_proxy`: a trusted proxy's PROXY protocol header comes first;
+    /// `client`: the address it gave (boxed: rare, and one word when absent).
+    Handshaking {
+        over_capacity: bool,
+        awaiting_proxy: bool,
+        client: Option<Box<std::net::SocketAddr>>,
+    },
     /// Upgraded; `on_open` is running and has not returned. Broadcast and
     /// published messages for the connection wait here, so they follow what
     /// `on_open` sends. `on_close` is owed.
@@ -106,6 +112,8 @@ mod tests {
 
         let mut h = Lifecycle::Handshaking {
             over_capacity: false,
+            awaiting_proxy: false,
+            client: None,
         };
         assert!(!h.close_owed());
         h.end();

@@ -94,7 +94,8 @@ impl EventLoop {
             return refuse();
         };
         let proto = Connection::server(Arc::clone(&self.proto_config), now);
-        let mut conn = LoopConn::new(transport, proto, over_capacity);
+        let awaiting_proxy = state.config.proxies.expects_proxy_protocol(peer);
+        let mut conn = LoopConn::new(transport, proto, over_capacity, awaiting_proxy);
         conn.limits = limits;
         let Some(slot) = self.conns.insert(conn) else {
             return refuse();

@@ -43,14 +43,23 @@ pub(crate) struct LoopConn {
 }
 
 impl LoopConn {
-    pub(crate) fn new(transport: Stream, proto: Connection, over_capacity: bool) -> LoopConn {
+    pub(crate) fn new(
+        transport: Stream,
+        proto: Connection,
+        over_capacity: bool,
+        awaiting_proxy: bool,
+    ) -> LoopConn {
         LoopConn {
             transport,
             proto,
             tail: Box::default(),
             out: OutQueue::default(),
             inner: None,
-            lifecycle: Lifecycle::Handshaking { over_capacity },
+            lifecycle: Lifecycle::Handshaking {
+                over_capacity,
+                awaiting_proxy,
+                client: None,
+            },
             timer: 0,
             dirty: false,
             read_paused: false,

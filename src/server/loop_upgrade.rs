@@ -23,17 +23,24 @@ impl EventLoop {
         let Some(c) = self.conns.get_mut(slot) else {
             return;
         };
+        let (over_capacity, proxied) = match &c.lifecycle {
+            Lifecycle::Handshaking {
+                over_capacity,
+                client,
+                ..
+            } => (*over_capacity, client.as_deref().copied()),
+            _ => (false, None),
+        };
         let load = Load {
-            over_capacity: matches!(
-                c.lifecycle,
-                Lifecycle::Handshaking {
-                    over_capacity: true
-                }
-            ),
+            over_capacity,
             shutting_down: self.server.state().shutting_down.load(Ordering::Acquire),
         };
-        // Asked now rather than kept from accept: idle connections are smaller without it.
-        let peer = c.transport.peer_addr();
+        // The client: what a trusted proxy said (PROXY header, forwarding
+        // headers), else the socket's peer, asked now rather than kept from
+        // accept: idle connections are smaller without it.
+        let peer = proxied
+            .or_else(|| c.transport.peer_addr())
+            .map(|p| self.server.config().proxies.client_from_headers(p, &req));
         let verdict = decide(
             self.server.config(),
             &*self.handler,

@@ -46,6 +46,8 @@
 //! | `dispatch.rs` | inline or worker dispatch, the worker thread, batches |
 //! | `rate_limit.rs` | [`RateLimit`]: per-connection and per-address limits, token buckets |
 //! | `ip_limits.rs` | connections and handshakes per source address, shared by the loops |
+//! | `trusted_proxies.rs` | [`TrustedProxies`]: whose word about the client's address counts; `Forwarded` / `X-Forwarded-For` |
+//! | `proxy_protocol.rs` | the PROXY protocol header, versions 1 and 2 |
 //! | `topics.rs` | pub/sub subscriptions of one loop |
 //! | `topic_interest.rs` | with a broker: the topics the node has subscribers of, over all loops |
 //! | `node_sink.rs` | with a broker: other nodes' messages into this node's loops |
@@ -75,6 +77,7 @@ mod message;
 mod node_sink;
 mod out_queue;
 mod prepared;
+mod proxy_protocol;
 mod rate_limit;
 mod send_status;
 mod server_handle;
@@ -88,6 +91,7 @@ mod tls;
 mod topic_interest;
 mod topics;
 mod transport;
+mod trusted_proxies;
 mod upgrade;
 
 pub use config::{BackpressurePolicy, Config, Dispatch};
@@ -102,5 +106,6 @@ pub use start::Server;
 pub use stats::{HandshakeFailures, Stats, StatsSnapshot};
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsError};
+pub use trusted_proxies::{IpNetwork, ProxyHeader, TrustedProxies};
 
 pub use crate::protocol::{MessageKind, ProtocolConfig, Request};

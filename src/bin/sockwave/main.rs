@@ -18,7 +18,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use sockwave::protocol::deflate::DeflateOptions;
 use sockwave::server::{
-    BackpressurePolicy, Config, Dispatch, Rate, RateLimit, RateLimitPolicy, Server,
+    BackpressurePolicy, Config, Dispatch, IpNetwork, ProxyHeader, Rate, RateLimit, RateLimitPolicy,
+    Server, TrustedProxies,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,6 +58,14 @@ enum Overflow {
     Close,
     /// Drop the messages that do not fit.
     Drop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProxyArg {
+    /// X-Forwarded-For or Forwarded (RFC 7239) in the upgrade request.
+    Forwarded,
+    /// A PROXY protocol header (v1 or v2) first on the connection (plain TCP only).
+    ProxyProtocol,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +136,20 @@ struct Args {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+
+    /// A proxy or load balancer in front of the server (an address or a
+    /// network, e.g. 10.0.0.0/8; repeatable, or comma-separated in the
+    /// variable): its word about the client's address is taken.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SOCKWAVE_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<IpNetwork>,
+
+    /// How trusted proxies give the client's address.
+    #[arg(long, env = "SOCKWAVE_PROXY_HEADER", value_enum, default_value_t = ProxyArg::Forwarded)]
+    proxy_header: ProxyArg,
 
     /// With --allowed-origin: also accept requests with no Origin header
     /// (non-browser clients; browsers always send one).
@@ -349,6 +372,13 @@ impl Args {
             max_connections: self.max_connections,
             allowed_origins: self.allowed_origins.clone(),
             allow_missing_origin: self.allow_missing_origin,
+            proxies: TrustedProxies {
+                networks: self.trusted_proxies.clone(),
+                header: match self.proxy_header {
+                    ProxyArg::Forwarded => ProxyHeader::Forwarded,
+                    ProxyArg::ProxyProtocol => ProxyHeader::ProxyProtocol,
+                },
+            },
             subprotocols: self.subprotocols.clone(),
             max_buffered: self.max_buffered as usize,
             backpressure: match self.on_overflow {
