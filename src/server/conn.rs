@@ -59,24 +59,18 @@ impl Conn {
     /// table of its own. Any thread. Dropped with the connection's last
     /// handle (after `on_close`). See also [`Upgrade::set_data`](super::Upgrade::set_data).
     pub fn set_data<T: Any + Send + Sync>(&self, value: T) {
-        *self.inner.data.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(value));
+        self.inner.set_data(Some(Arc::new(value)));
     }
 
     /// Drops what [`Conn::set_data`] kept.
     pub fn clear_data(&self) {
-        *self.inner.data.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.inner.set_data(None);
     }
 
     /// What [`Conn::set_data`] (or [`Upgrade::set_data`](super::Upgrade::set_data))
     /// kept, if it is a `T`.
     pub fn data<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let data = self
-            .inner
-            .data
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()?;
-        data.downcast::<T>().ok()
+        self.inner.data()?.downcast::<T>().ok()
     }
 
     /// True until the closing handshake starts.

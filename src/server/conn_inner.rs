@@ -4,7 +4,7 @@
 
 use std::any::Any;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::prepared::Encoding;
@@ -29,12 +29,16 @@ pub(crate) struct ConnInner {
     /// Subscribes and unsubscribes sent to the loop and not yet taken: the
     /// one kind of command not bounded by a byte count, so bounded by number.
     pub(crate) pending_subscriptions: AtomicU32,
-    /// The application's state for this connection (`Conn::set_data`).
-    pub(crate) data: Mutex<Option<ConnData>>,
+    /// The application's state for this connection (`Conn::set_data`):
+    /// made the first time it is set, so a connection without any pays one
+    /// pointer (this struct is part of every connection's memory).
+    data: AtomicPtr<DataSlot>,
 }
 
 /// What an application keeps with a connection.
 pub(crate) type ConnData = Arc<dyn Any + Send + Sync>;
+
+type DataSlot = Mutex<Option<ConnData>>;
 
 /// Subscribes and unsubscribes one connection may have waiting for its loop.
 pub(crate) const MAX_PENDING_SUBSCRIPTIONS: u32 = 1024;
@@ -55,7 +59,50 @@ impl ConnInner {
             peer,
             encoding,
             pending_subscriptions: AtomicU32::new(0),
-            data: Mutex::new(None),
+            data: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// Replaces what is kept with the connection.
+    pub(crate) fn set_data(&self, value: Option<ConnData>) {
+        let slot = match self.slot() {
+            Some(slot) => slot,
+            None if value.is_none() => return,
+            None => self.make_slot(),
+        };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) = value;
+    }
+
+    /// What is kept with the connection.
+    pub(crate) fn data(&self) -> Option<ConnData> {
+        self.slot()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn slot(&self) -> Option<&DataSlot> {
+        // SAFETY: null, or a slot made by `make_slot` that lives as long as
+        // `self` (freed in `drop`).
+        unsafe { self.data.load(Ordering::Acquire).as_ref() }
+    }
+
+    fn make_slot(&self) -> &DataSlot {
+        let fresh = Box::into_raw(Box::new(DataSlot::new(None)));
+        match self.data.compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            // SAFETY: just published; freed only in `drop`.
+            Ok(_) => unsafe { &*fresh },
+            Err(theirs) => {
+                // Another thread made it first: ours was never shared.
+                drop(unsafe { Box::from_raw(fresh) });
+                // SAFETY: as in `slot`.
+                unsafe { &*theirs }
+            }
         }
     }
 
@@ -102,6 +149,16 @@ impl ConnInner {
             return Err(Refused::MustClose);
         }
         Err(Refused::Dropped)
+    }
+}
+
+impl Drop for ConnInner {
+    fn drop(&mut self) {
+        let slot = *self.data.get_mut();
+        if !slot.is_null() {
+            // SAFETY: made by `make_slot` with Box::into_raw, freed only here.
+            drop(unsafe { Box::from_raw(slot) });
+        }
     }
 }
 

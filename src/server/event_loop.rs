@@ -30,7 +30,7 @@ use super::lifecycle::Lifecycle;
 use super::out_queue::QueueSink;
 use super::prepared::PreparedMessage;
 use super::proxy_protocol::{self, Proxied};
-use super::rate_limit::RateLimitPolicy;
+use super::rate_limit::{ConnLimits, RateLimitPolicy};
 use super::server_state::ServerState;
 use super::stats::{HandshakeFailure, LoopStats};
 use super::timers::Timers;
@@ -360,12 +360,17 @@ impl EventLoop {
     fn within_rate(&mut self, slot: usize, len: usize, now: Instant) -> bool {
         let state = self.server.state();
         let limit = &state.config.rate_limit;
+        if !limit.per_connection() {
+            return true;
+        }
         let Some(c) = self.conns.get_mut(slot) else {
             return false;
         };
-        let Some(limits) = c.limits.as_mut() else {
-            return true;
-        };
+        // Full buckets at the first message: as full as they would have
+        // been by then had they existed since the accept.
+        let limits = c
+            .limits
+            .get_or_insert_with(|| Box::new(ConnLimits::new(limit, None, now)));
         let Some(wait) = limits.charge(limit, len, now) else {
             return true;
         };

@@ -68,8 +68,9 @@ impl EventLoop {
                 return;
             }
         }
-        let limits = (ip.is_some() || limit.per_connection())
-            .then(|| Box::new(ConnLimits::new(limit, ip, now)));
+        // Only an address to give back is kept from the start; the buckets
+        // come with the first message (an idle connection has none).
+        let limits = ip.map(|ip| Box::new(ConnLimits::new(limit, Some(ip), now)));
         let count = state.sockets.fetch_add(1, Ordering::AcqRel) + 1;
         if count > state.config.max_sockets() {
             // Far past the limit: not even a 503, the descriptor is what we must save.

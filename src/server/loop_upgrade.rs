@@ -112,7 +112,7 @@ impl EventLoop {
             peer,
             Encoding::negotiated(c.proto.deflate()),
         );
-        *inner.data.lock().unwrap_or_else(|e| e.into_inner()) = data;
+        inner.set_data(data);
         let inner = Arc::new(inner);
         c.inner = Some(Arc::clone(&inner));
         c.lifecycle = Lifecycle::Opening {

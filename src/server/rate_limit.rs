@@ -135,7 +135,8 @@ impl TokenBucket {
 }
 
 /// A connection's part in the limits, kept (boxed) only when some limit is
-/// set, so connections of a server without limits pay one pointer.
+/// set, and then only from its first message on (or from the accept, when
+/// addresses are limited): an idle connection pays one pointer.
 #[derive(Debug)]
 pub(crate) struct ConnLimits {
     /// The address it was admitted from, given back when it ends.
