@@ -135,6 +135,19 @@ fn metrics_move_as_traffic_flows() {
         assert_eq!(c.recv().unwrap(), Ev::Text(format!("message {i}")));
     }
     assert_eq!(s.metric("sockwave_connections_open"), 1);
+    assert_eq!(
+        s.metric("sockwave_loop_connections{loop=\"0\"}")
+            + s.metric("sockwave_loop_connections{loop=\"1\"}"),
+        1,
+        "the per-loop gauges add up"
+    );
+    assert!(s.metric("process_open_fds") > 0);
+    assert!(s.metric("process_resident_memory_bytes") > 1 << 20);
+    let build = format!(
+        "sockwave_build_info{{version=\"{}\",tls=\"true\",redis=\"true\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(s.metric(&build), 1);
     assert_eq!(s.metric("sockwave_connections_total"), 1);
     assert_eq!(s.metric("sockwave_messages_received_total"), 10);
     assert_eq!(s.metric("sockwave_messages_sent_total"), 10);

@@ -452,6 +452,9 @@ impl EventLoop {
             .stats
             .connections_open
             .fetch_sub(1, Ordering::Relaxed);
+        self.state().mailboxes[self.index]
+            .open
+            .fetch_sub(1, Ordering::Relaxed);
         let conn = self.handle_of(inner);
         self.dispatcher.dispatch(
             slot,

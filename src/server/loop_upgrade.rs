@@ -124,6 +124,9 @@ impl EventLoop {
         let state = self.server.state();
         state.mailboxes[self.index].register(slot, Some(Arc::clone(&inner)));
         state.stats.connections_open.fetch_add(1, Ordering::Relaxed);
+        state.mailboxes[self.index]
+            .open
+            .fetch_add(1, Ordering::Relaxed);
         state
             .stats
             .connections_total

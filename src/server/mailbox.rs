@@ -11,6 +11,17 @@ use super::command::Command;
 use super::conn_inner::ConnInner;
 use super::ConnId;
 
+/// One event loop's gauges ([`ServerHandle::loop_gauges`](super::ServerHandle::loop_gauges)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoopGauges {
+    /// Open WebSocket connections on the loop.
+    pub connections: usize,
+    /// Commands from other threads (sends, closes, broadcasts ...) waiting for it.
+    pub commands_queued: usize,
+    /// Payload bytes of broadcasts and publishes waiting for it.
+    pub fanout_pending_bytes: usize,
+}
+
 /// A loop's mailbox.
 pub(crate) struct Mailbox {
     tx: Sender<Command>,
@@ -20,6 +31,8 @@ pub(crate) struct Mailbox {
     /// Payload bytes of broadcasts and publishes queued here and not yet
     /// taken by the loop (their recipients reserve them only then).
     fanout_pending: AtomicUsize,
+    /// Open connections of the loop (a gauge for `/metrics`).
+    pub(crate) open: AtomicUsize,
     /// Slot → open connection, for handles that only know an id.
     registry: RwLock<Vec<Option<Arc<ConnInner>>>>,
 }
@@ -33,6 +46,7 @@ impl Mailbox {
             waker,
             asleep: AtomicBool::new(false),
             fanout_pending: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
             registry: RwLock::new(Vec::with_capacity(reserved_slots)),
         };
         (mailbox, rx)
@@ -60,6 +74,15 @@ impl Mailbox {
             return false;
         }
         true
+    }
+
+    /// What the loop looks like from outside, now.
+    pub(crate) fn gauges(&self) -> LoopGauges {
+        LoopGauges {
+            connections: self.open.load(Ordering::Relaxed),
+            commands_queued: self.tx.len(),
+            fanout_pending_bytes: self.fanout_pending.load(Ordering::Relaxed),
+        }
     }
 
     /// The loop took a broadcast or publish of `len` bytes.

@@ -98,6 +98,7 @@ pub use config::{BackpressurePolicy, Config, Dispatch};
 pub use conn::Conn;
 pub use conn_id::ConnId;
 pub use handler::{Decision, Echo, Handler, HttpResponse, Upgrade};
+pub use mailbox::LoopGauges;
 pub use message::Message;
 pub use rate_limit::{Rate, RateLimit, RateLimitPolicy};
 pub use send_status::{DropReason, PayloadTooLong, SendStatus};

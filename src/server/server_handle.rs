@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::command::Command;
+use super::mailbox::LoopGauges;
 use super::prepared::PreparedMessage;
 use super::server_state::ServerState;
 use super::{Config, Conn, ConnId, DropReason, SendStatus, StatsSnapshot};
@@ -65,6 +66,11 @@ impl ServerHandle {
     /// The server's counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.state.stats.snapshot()
+    }
+
+    /// Each event loop's gauges, by loop index.
+    pub fn loop_gauges(&self) -> Vec<LoopGauges> {
+        self.state.mailboxes.iter().map(|m| m.gauges()).collect()
     }
 
     /// A handle to the open connection `id`, if it still is that connection.

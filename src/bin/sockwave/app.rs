@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use sockwave::broker::BrokerHealth;
 use sockwave::server::{
-    Conn, Decision, Handler, HttpResponse, Message, Request, ServerHandle, Upgrade,
+    Conn, Decision, Handler, HttpResponse, LoopGauges, Message, Request, ServerHandle, Upgrade,
 };
 
 use crate::Mode;
@@ -117,7 +117,53 @@ impl App {
                 ("broker_reconnects_total", "counter", "Connections to the broker made again after one was lost.", plain(b.reconnects)),
             ]
         });
-        for (name, kind, help, samples) in metrics.into_iter().chain(broker_metrics) {
+        let gauges = server.loop_gauges();
+        let per_loop = |f: fn(&LoopGauges) -> usize| {
+            gauges
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (format!("{{loop=\"{i}\"}}"), f(g) as u64))
+                .collect::<Vec<_>>()
+        };
+        let loop_metrics = [
+            (
+                "loop_connections",
+                "gauge",
+                "Open connections, by event loop.",
+                per_loop(|g| g.connections),
+            ),
+            (
+                "loop_commands_queued",
+                "gauge",
+                "Commands from other threads waiting for each event loop.",
+                per_loop(|g| g.commands_queued),
+            ),
+            (
+                "loop_fanout_pending_bytes",
+                "gauge",
+                "Bytes of broadcasts and publishes waiting for each event loop.",
+                per_loop(|g| g.fanout_pending_bytes),
+            ),
+            (
+                "build_info",
+                "gauge",
+                "The running build: version and the features compiled in.",
+                vec![(
+                    format!(
+                        "{{version=\"{}\",tls=\"{}\",redis=\"{}\"}}",
+                        env!("CARGO_PKG_VERSION"),
+                        cfg!(feature = "tls"),
+                        cfg!(feature = "redis")
+                    ),
+                    1,
+                )],
+            ),
+        ];
+        for (name, kind, help, samples) in metrics
+            .into_iter()
+            .chain(broker_metrics)
+            .chain(loop_metrics)
+        {
             let _ = writeln!(
                 out,
                 "# HELP sockwave_{name} {help}\n# TYPE sockwave_{name} {kind}"
@@ -126,6 +172,7 @@ impl App {
                 let _ = writeln!(out, "sockwave_{name}{labels} {v}");
             }
         }
+        process_metrics(&mut out);
         if let Some(b) = broker {
             let name = "sockwave_broker_delivery_latency_seconds";
             let _ = writeln!(out, "# HELP {name} From the publish on the origin node to the arrival here.\n# TYPE {name} histogram");
@@ -141,6 +188,55 @@ impl App {
             let _ = writeln!(out, "{name}_count {}", b.latency.count);
         }
         out
+    }
+}
+
+/// The standard process metrics (Prometheus' names), from /proc/self.
+fn process_metrics(out: &mut String) {
+    let mut put = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    // SAFETY: sysconf reads constants.
+    let (hz, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE) as f64,
+        )
+    };
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may hold spaces): utime is
+        // the 14th field of the line, stime the 15th, rss the 24th.
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(u), Some(s)) = (num(11), num(12)) {
+            put(
+                "process_cpu_seconds_total",
+                "counter",
+                "User and system CPU time.",
+                (u + s) / hz,
+            );
+        }
+        if let Some(rss) = num(21) {
+            put(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory.",
+                rss * page,
+            );
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        put(
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            fds.count() as f64,
+        );
     }
 }
 

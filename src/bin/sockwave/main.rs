@@ -224,6 +224,11 @@ struct Args {
     #[arg(long, env = "SOCKWAVE_LOG", default_value = "info")]
     log_level: log::LevelFilter,
 
+    /// Log lines for people (text) or for log collectors (json: one object
+    /// a line with ts, level, thread, msg).
+    #[arg(long, env = "SOCKWAVE_LOG_FORMAT", value_enum, default_value_t = logger::Format::Text)]
+    log_format: logger::Format,
+
     /// wss://: the PEM certificate chain (leaf first). With --tls-key, every
     /// connection on the port speaks TLS (the demo page and /metrics too).
     #[cfg(feature = "tls")]
@@ -490,7 +495,7 @@ fn tune_malloc() {}
 fn main() -> ExitCode {
     tune_malloc();
     let args = Args::parse();
-    logger::init(args.log_level);
+    logger::init(args.log_level, args.log_format);
     raise_fd_limit();
     let signals = block_signals();
     let app = Arc::new(app::App::new(args.mode));
