@@ -623,3 +623,53 @@ fn rate_limit_flags_close_a_fast_client_and_count_it() {
     assert_eq!(server.metric("sockwave_rate_limit_closed_total"), 1);
     assert_eq!(server.sigterm(), 0);
 }
+
+#[test]
+fn systemd_hears_ready_once_listening_and_stopping_at_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    let path = std::env::temp_dir().join(format!("sockwave-notify-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let server = start(&[], &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).unwrap();
+    let ready = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert_eq!(
+        ready,
+        format!("READY=1\nSTATUS=listening on ws://{}", server.addr)
+    );
+    assert_eq!(server.sigterm(), 0);
+    let n = sock.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn the_man_page_and_completions_come_from_the_cli_itself() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sockwave"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let man = run(&["--print-man"]);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH sockwave 1"),
+        "{man}"
+    );
+    for flag in [
+        "listen",
+        "redis",
+        "trusted\\-proxy",
+        "rate\\-messages",
+        "log\\-format",
+    ] {
+        assert!(man.contains(flag), "{flag} is not in the man page");
+    }
+    let bash = run(&["--print-completions", "bash"]);
+    assert!(bash.contains("_sockwave()") && bash.contains("--trusted-proxy"));
+}

@@ -9,6 +9,7 @@
 
 mod app;
 mod logger;
+mod notify;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -223,6 +224,14 @@ struct Args {
     /// Log level on stderr: error, warn, info, debug, trace.
     #[arg(long, env = "SOCKWAVE_LOG", default_value = "info")]
     log_level: log::LevelFilter,
+
+    /// Print the man page (roff) and exit: `sockwave --print-man > sockwave.1`.
+    #[arg(long, hide = true)]
+    print_man: bool,
+
+    /// Print completions for a shell and exit: `source <(sockwave --print-completions bash)`.
+    #[arg(long, hide = true, value_name = "SHELL")]
+    print_completions: Option<clap_complete::Shell>,
 
     /// Log lines for people (text) or for log collectors (json: one object
     /// a line with ts, level, thread, msg).
@@ -492,9 +501,30 @@ fn tune_malloc() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_malloc() {}
 
+/// The man page or shell completions, from the CLI definition itself.
+fn print_docs(args: &Args) -> ExitCode {
+    use clap::CommandFactory;
+    let mut cmd = Args::command();
+    let mut out = std::io::stdout().lock();
+    if let Some(shell) = args.print_completions {
+        clap_complete::generate(shell, &mut cmd, "sockwave", &mut out);
+        return ExitCode::SUCCESS;
+    }
+    match clap_mangen::Man::new(cmd).render(&mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sockwave: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tune_malloc();
     let args = Args::parse();
+    if args.print_man || args.print_completions.is_some() {
+        return print_docs(&args);
+    }
     logger::init(args.log_level, args.log_format);
     raise_fd_limit();
     let signals = block_signals();
@@ -546,6 +576,10 @@ fn main() -> ExitCode {
         server.local_addr(),
         server.local_addr()
     );
+    notify::notify(&format!(
+        "READY=1\nSTATUS=listening on {ws}://{}",
+        server.local_addr()
+    ));
     let sig = loop {
         match wait_for_signal(&signals) {
             libc::SIGHUP => reload_tls(&args, &server),
@@ -556,6 +590,7 @@ fn main() -> ExitCode {
         "signal {sig}: closing every connection (1001), up to {:?}",
         args.shutdown_timeout
     );
+    notify::notify("STOPPING=1");
     server.shutdown_and_join();
     let s = server.stats();
     log::info!(
