@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Every test that needs nothing beyond this repository, a Rust toolchain and
-# Debian's redis-server (installed here if missing, for the broker tests):
+# Debian's redis-server and cmake (installed here if missing, for the broker
+# and C packaging tests):
 # formatting, clippy with -D warnings, docs, the unit/protocol/loopback/
 # broker/fuzz-replay tests, and the criterion benches run once each in test mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-redis.sh
+scripts/setup-c.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 # The crate and the C library build without TLS and Redis too.

@@ -215,7 +215,7 @@ fn c_echo_server_linked_statically() {
 #[test]
 fn the_sanitizer_builds_are_instrumented() {
     build_examples();
-    for binary in ["echo_server", "chat_ticker", "send_storm"] {
+    for binary in ["echo_server", "chat_ticker", "send_storm", "rooms"] {
         let path = root().join("ffi-examples/build-asan").join(binary);
         let bytes = std::fs::read(&path).unwrap();
         for hook in [&b"__asan_init"[..], b"__ubsan_handle_"] {
@@ -364,4 +364,38 @@ fn c_threads_send_to_many_connections_while_clients_come_and_go() {
         .unwrap_or_else(|| panic!("no totals in {out:?}"));
     assert!(ok >= verified, "sent {ok} < verified {verified}");
     assert!(out.contains("backpressure=0"), "{out}");
+}
+
+#[test]
+fn cpp_wrapper_rooms_relay_within_a_room_and_a_throwing_handler_gets_1011() {
+    for binary in ["build/rooms", "build-asan/rooms"] {
+        let p = start(binary, &["127.0.0.1:0"]);
+        let mut a = Client::connect_with(p.addr(), "/lobby", &[], &[]).unwrap();
+        let mut b = Client::connect_with(p.addr(), "/lobby", &[], &[]).unwrap();
+        let mut c = Client::connect_with(p.addr(), "/other", &[], &[]).unwrap();
+        for (client, room) in [(&mut a, "/lobby"), (&mut b, "/lobby"), (&mut c, "/other")] {
+            let me = client.stream.local_addr().unwrap();
+            assert_eq!(
+                client.recv_message().unwrap(),
+                Ev::Text(format!("joined {room} from {me}"))
+            );
+        }
+        a.send_text("hello lobby").unwrap();
+        assert_eq!(b.recv_message().unwrap(), Ev::Text("hello lobby".into()));
+        c.send_text("throw").unwrap();
+        assert_eq!(
+            c.recv_message().unwrap(),
+            Ev::Close(1011, "handler error".into())
+        );
+        // The others go on; the room did not leak to /other.
+        b.send_text("still here").unwrap();
+        assert_eq!(a.recv_message().unwrap(), Ev::Text("still here".into()));
+        drop((a, b, c));
+        let (code, _, stderr) = p.stop();
+        assert_clean(code, &stderr);
+        assert!(
+            stderr.contains("left /other: 1011 handler error"),
+            "{stderr}"
+        );
+    }
 }

@@ -160,5 +160,118 @@ fn pkg_config_install_builds_a_c_program() {
         String::from_utf8(out.stdout).unwrap(),
         format!("header {v} library {v}\n")
     );
+    check_installed_library(&prefix);
+    build_with_cmake(root, &prefix);
     let _ = std::fs::remove_dir_all(&prefix);
+}
+
+/// The installed shared library: a SONAME with the ABI version, and the C
+/// API the only symbols it exports.
+fn check_installed_library(prefix: &Path) {
+    let lib = prefix.join(format!("lib/libsockwave.so.{}", env!("CARGO_PKG_VERSION")));
+    let abi = match env!("CARGO_PKG_VERSION_MAJOR") {
+        "0" => format!("0.{}", env!("CARGO_PKG_VERSION_MINOR")),
+        major => major.to_string(),
+    };
+    let dynamic = Command::new("readelf")
+        .arg("-d")
+        .arg(&lib)
+        .output()
+        .unwrap();
+    let dynamic = String::from_utf8(dynamic.stdout).unwrap();
+    assert!(
+        dynamic.contains(&format!("Library soname: [libsockwave.so.{abi}]")),
+        "{dynamic}"
+    );
+    let symbols = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&lib)
+        .output()
+        .unwrap();
+    let symbols = String::from_utf8(symbols.stdout).unwrap();
+    let names: Vec<&str> = symbols
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert!(names.len() > 40, "{symbols}");
+    let foreign: Vec<&&str> = names.iter().filter(|n| !n.starts_with("sw_")).collect();
+    assert!(foreign.is_empty(), "exported beyond the C API: {foreign:?}");
+}
+
+/// find_package(sockwave) from a CMake project, for a C program on the
+/// shared library and the C++ wrapper's example on the static one, both
+/// with -Wall -Wextra -Werror, then run.
+fn build_with_cmake(root: &Path, prefix: &Path) {
+    let project = prefix.join("cmake-project");
+    std::fs::create_dir_all(&project).unwrap();
+    let examples = root.join("ffi-examples");
+    std::fs::write(
+        project.join("CMakeLists.txt"),
+        format!(
+            "cmake_minimum_required(VERSION 3.16)\n\
+             project(uses_sockwave C CXX)\n\
+             find_package(sockwave {major}.{minor} REQUIRED)\n\
+             set(CMAKE_C_STANDARD 11)\nset(CMAKE_CXX_STANDARD 17)\n\
+             add_compile_options(-Wall -Wextra -Werror)\n\
+             add_executable(echo_server {echo})\n\
+             target_link_libraries(echo_server PRIVATE sockwave::sockwave)\n\
+             add_executable(rooms {rooms})\n\
+             target_link_libraries(rooms PRIVATE sockwave::sockwave_static)\n",
+            major = env!("CARGO_PKG_VERSION_MAJOR"),
+            minor = env!("CARGO_PKG_VERSION_MINOR"),
+            echo = examples.join("c/echo_server.c").display(),
+            rooms = examples.join("cpp/rooms.cpp").display(),
+        ),
+    )
+    .unwrap();
+    let build = project.join("build");
+    let configure = Command::new("cmake")
+        .arg("-S")
+        .arg(&project)
+        .arg("-B")
+        .arg(&build)
+        .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display()))
+        .output()
+        .expect("cmake not found: run scripts/setup-c.sh (scripts/test.sh does)");
+    assert!(
+        configure.status.success(),
+        "cmake: {}{}",
+        String::from_utf8_lossy(&configure.stdout),
+        String::from_utf8_lossy(&configure.stderr)
+    );
+    let made = Command::new("cmake")
+        .arg("--build")
+        .arg(&build)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "build: {}{}",
+        String::from_utf8_lossy(&made.stdout),
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let v = env!("CARGO_PKG_VERSION");
+    let out = Command::new(build.join("echo_server"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("header {v} library {v}\n")
+    );
+    // An incompatible version is not found.
+    std::fs::write(
+        project.join("CMakeLists.txt"),
+        "cmake_minimum_required(VERSION 3.16)\nproject(too_new C)\nfind_package(sockwave 99.0 REQUIRED)\n",
+    )
+    .unwrap();
+    let refused = Command::new("cmake")
+        .arg("-S")
+        .arg(&project)
+        .arg("-B")
+        .arg(project.join("build-new"))
+        .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display()))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "sockwave 99.0 must not be found");
 }
