@@ -14,7 +14,10 @@
 //! - [`ffi`]: the C API over the server's public API (`include/sockwave.h`).
 #![warn(missing_debug_implementations, missing_docs, unreachable_pub)]
 
+pub use latency::LatencyHistogram;
+
 pub mod broker;
 pub mod ffi;
+mod latency;
 pub mod protocol;
 pub mod server;

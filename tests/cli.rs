@@ -148,6 +148,15 @@ fn metrics_move_as_traffic_flows() {
         env!("CARGO_PKG_VERSION")
     );
     assert_eq!(s.metric(&build), 1);
+    // The latency histograms count what happened: one handshake, ten
+    // messages through a worker, and at least the ten replies written.
+    assert_eq!(s.metric("sockwave_handshake_duration_seconds_count"), 1);
+    assert_eq!(s.metric("sockwave_dispatch_wait_seconds_count"), 10);
+    assert!(s.metric("sockwave_send_wait_seconds_count") >= 10);
+    assert_eq!(
+        s.metric("sockwave_handshake_duration_seconds_bucket{le=\"+Inf\"}"),
+        1
+    );
     assert_eq!(s.metric("sockwave_connections_total"), 1);
     assert_eq!(s.metric("sockwave_messages_received_total"), 10);
     assert_eq!(s.metric("sockwave_messages_sent_total"), 10);

@@ -1133,3 +1133,31 @@ fn data_kept_with_a_connection_from_the_upgrade_on() {
     );
     s.shutdown_and_join();
 }
+
+#[test]
+fn latency_histograms_count_handshakes_dispatch_waits_and_send_waits() {
+    let s = echo_server();
+    let mut clients: Vec<Client> = (0..3)
+        .map(|_| Client::connect(s.local_addr()).unwrap())
+        .collect();
+    for c in &mut clients {
+        for i in 0..5 {
+            c.send_text(&format!("m{i}")).unwrap();
+            assert_eq!(c.recv_message().unwrap(), Ev::Text(format!("m{i}")));
+        }
+    }
+    // Counted at the end of the turn that did the work: the last echo can
+    // reach us first.
+    wait_until("the counts", || {
+        let l = s.latencies();
+        l.handshake.count == 3 && l.dispatch.count == 15 && l.send.count >= 15
+    });
+    let l = s.latencies();
+    assert!(l.handshake.quantile_bound_us(0.5).is_some());
+    assert_eq!(
+        l.handshake.buckets.last().unwrap().1,
+        l.handshake.count,
+        "none past 5 s"
+    );
+    s.shutdown_and_join();
+}

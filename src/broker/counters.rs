@@ -3,12 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Upper bounds of the latency buckets, in microseconds (the last bucket,
-/// above 1 s, is implicit).
-const BOUNDS_US: [u64; 14] = [
-    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 5_000_000,
-];
+use crate::latency::{Histogram, LatencyHistogram};
 
 /// A broker's counters, as read at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,33 +37,6 @@ pub struct BrokerStats {
     pub latency: LatencyHistogram,
 }
 
-/// A cumulative histogram of cross-node delivery latency (Prometheus style).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LatencyHistogram {
-    /// `(upper bound in µs, messages at or under it)`; the count of all
-    /// messages is [`LatencyHistogram::count`].
-    pub buckets: Vec<(u64, u64)>,
-    /// Messages measured.
-    pub count: u64,
-    /// Sum of their latencies, in µs.
-    pub sum_us: u64,
-}
-
-impl LatencyHistogram {
-    /// The smallest bucket bound under which at least `q` (0..=1) of the
-    /// messages fall, in µs; `None` with no messages or past the last bound.
-    pub fn quantile_bound_us(&self, q: f64) -> Option<u64> {
-        let want = (q * self.count as f64).ceil() as u64;
-        if self.count == 0 {
-            return None;
-        }
-        self.buckets
-            .iter()
-            .find(|(_, n)| *n >= want)
-            .map(|(b, _)| *b)
-    }
-}
-
 /// The live counters a broker's threads update.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -82,8 +50,7 @@ pub(crate) struct Counters {
     pub(crate) dropped: AtomicU64,
     pub(crate) malformed: AtomicU64,
     pub(crate) reconnects: AtomicU64,
-    latency: [AtomicU64; BOUNDS_US.len() + 1],
-    latency_sum_us: AtomicU64,
+    latency: Histogram,
 }
 
 impl Counters {
@@ -92,22 +59,11 @@ impl Counters {
     }
 
     pub(crate) fn record_latency(&self, us: u64) {
-        let bucket = BOUNDS_US.partition_point(|&b| b < us);
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.latency.record(us);
     }
 
     pub(crate) fn snapshot(&self) -> BrokerStats {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut running = 0;
-        let buckets = BOUNDS_US
-            .iter()
-            .zip(&self.latency)
-            .map(|(&bound, n)| {
-                running += r(n);
-                (bound, running)
-            })
-            .collect();
         BrokerStats {
             connected: self.publisher_up.load(Ordering::Acquire)
                 && self.subscriber_up.load(Ordering::Acquire),
@@ -119,33 +75,7 @@ impl Counters {
             dropped: r(&self.dropped),
             malformed: r(&self.malformed),
             reconnects: r(&self.reconnects),
-            latency: LatencyHistogram {
-                buckets,
-                count: running + r(&self.latency[BOUNDS_US.len()]),
-                sum_us: r(&self.latency_sum_us),
-            },
+            latency: self.latency.snapshot(),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latency_buckets_are_cumulative_and_inclusive() {
-        let c = Counters::default();
-        for us in [50, 100, 101, 900, 7_000_000] {
-            c.record_latency(us);
-        }
-        let h = c.snapshot().latency;
-        assert_eq!(h.count, 5);
-        assert_eq!(h.sum_us, 50 + 100 + 101 + 900 + 7_000_000);
-        assert_eq!(h.buckets[0], (100, 2), "100 µs is in the 100 µs bucket");
-        assert_eq!(h.buckets[1], (250, 3));
-        assert_eq!(h.buckets[3], (1_000, 4));
-        assert_eq!(h.buckets.last().unwrap().1, 4, "7 s is past the last bound");
-        assert_eq!(h.quantile_bound_us(0.5), Some(250));
-        assert_eq!(h.quantile_bound_us(1.0), None);
     }
 }

@@ -11,7 +11,7 @@
 //! | --- | --- |
 //! | `mod.rs` | [`Broker`], [`Target`], [`RemoteSink`], [`BrokerHealth`], [`BrokerStats`] |
 //! | `envelope.rs` | what travels between nodes: origin, sequence, send time, kind, excluded connection |
-//! | `counters.rs` | a broker's counters and its cross-node latency histogram |
+//! | `counters.rs` | a broker's counters and its cross-node latency histogram ([`crate::LatencyHistogram`]) |
 //! | `redis_broker.rs` | [`RedisBroker`], [`RedisConfig`]: the node's subscriptions and publishes over Redis |
 //! | `redis_link.rs` | the Redis address, connect and AUTH |
 //! | `redis_publisher.rs` | the publishing connection's thread: batches, pipelined PUBLISH |
@@ -38,7 +38,8 @@ mod redis_subscriber;
 use std::io;
 use std::sync::Arc;
 
-pub use counters::{BrokerStats, LatencyHistogram};
+pub use crate::latency::LatencyHistogram;
+pub use counters::BrokerStats;
 #[cfg(feature = "redis")]
 pub use redis_broker::{RedisBroker, RedisConfig};
 

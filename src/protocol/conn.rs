@@ -1122,6 +1122,12 @@ impl Connection {
         self.enter(Phase::Closed, now);
     }
 
+    /// When the current phase began: for a server connection still reading
+    /// its request, when it was created (its accept).
+    pub fn phase_since(&self) -> Instant {
+        self.phase_since
+    }
+
     /// The code of the closing handshake this side started ([`Connection::close`],
     /// or the idle timeout), if it started one: why the connection ended,
     /// when the peer never answers.

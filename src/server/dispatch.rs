@@ -9,12 +9,15 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::command::Command;
 use super::server_state::ServerState;
+use super::stats::micros;
 use super::{Conn, Dispatch, Handler, Message};
+use crate::latency::LocalHistogram;
 use crate::protocol::close::code;
 use crate::protocol::Request;
 
@@ -38,8 +41,14 @@ pub(crate) enum WorkerEvent {
     Drain(Conn),
 }
 
+/// One loop turn's events for one worker, and when that turn read them.
+pub(crate) struct Batch {
+    at: Instant,
+    events: Vec<WorkerEvent>,
+}
+
 /// The worker threads' inboxes, shared by every loop.
-pub(crate) type WorkerInboxes = Arc<[Sender<Vec<WorkerEvent>>]>;
+pub(crate) type WorkerInboxes = Arc<[Sender<Batch>]>;
 
 /// Starts the worker threads `dispatch` asks for (none for inline).
 pub(crate) fn spawn_workers(
@@ -63,8 +72,7 @@ pub(crate) fn spawn_workers(
                 .name(format!("sockwave-worker-{w}"))
                 .spawn(move || {
                     server.adopt_current_thread();
-                    drop(server);
-                    run_worker(rx, handler)
+                    run_worker(rx, handler, server)
                 })?,
         );
         inboxes.push(tx);
@@ -73,9 +81,21 @@ pub(crate) fn spawn_workers(
 }
 
 /// Runs the handler for each batch of events, until every loop has gone.
-fn run_worker(rx: Receiver<Vec<WorkerEvent>>, handler: Arc<dyn Handler>) {
+/// How long a batch's messages waited for the worker is measured once per
+/// batch: one clock read, a few shared counters, whatever the batch's size.
+fn run_worker(rx: Receiver<Batch>, handler: Arc<dyn Handler>, server: Arc<ServerState>) {
+    let mut waited = LocalHistogram::default();
     for batch in rx.iter() {
-        for event in batch {
+        let messages = batch
+            .events
+            .iter()
+            .filter(|e| matches!(e, WorkerEvent::Message(..)))
+            .count() as u64;
+        if messages > 0 {
+            waited.record_n(micros(batch.at.elapsed()), messages);
+            waited.fold_into(&server.stats.dispatch_latency);
+        }
+        for event in batch.events {
             handle_event(&*handler, event);
         }
     }
@@ -132,8 +152,8 @@ impl Dispatcher {
         }
     }
 
-    /// Sends this turn's batches.
-    pub(crate) fn flush(&mut self) {
+    /// Sends this turn's batches; `at` is when the turn read their events.
+    pub(crate) fn flush(&mut self, at: Instant) {
         if let Dispatcher::Workers {
             inboxes, batches, ..
         } = self
@@ -142,7 +162,8 @@ impl Dispatcher {
                 if !batch.is_empty() {
                     // Blocks when the worker is far behind: this loop then stops
                     // reading, which pushes back on its clients through TCP.
-                    let _ = inbox.send(std::mem::take(batch));
+                    let events = std::mem::take(batch);
+                    let _ = inbox.send(Batch { at, events });
                 }
             }
         }

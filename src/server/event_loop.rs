@@ -27,7 +27,7 @@ use super::conn_inner::ConnInner;
 use super::conn_table::ConnTable;
 use super::dispatch::{Dispatcher, WorkerEvent};
 use super::lifecycle::Lifecycle;
-use super::out_queue::QueueSink;
+use super::out_queue::{self, QueueSink};
 use super::prepared::PreparedMessage;
 use super::proxy_protocol::{self, Proxied};
 use super::rate_limit::{ConnLimits, RateLimitPolicy};
@@ -140,6 +140,7 @@ impl EventLoop {
                 }
             }
             let now = Instant::now();
+            out_queue::set_turn(now);
             self.handshake_budget = HANDSHAKES_PER_TURN;
             for event in events.iter() {
                 match event.token() {
@@ -165,13 +166,14 @@ impl EventLoop {
             self.handle_commands(now);
             self.fire_timers(now);
             self.flush_dirty();
-            self.dispatcher.flush();
+            self.dispatcher.flush(now);
             self.stats.fold_into(&self.server.state().stats);
+            out_queue::fold_send_waits(&self.server.state().stats.send_latency);
         }
         for slot in 0..self.conns.slot_bound() {
             self.release(slot);
         }
-        self.dispatcher.flush();
+        self.dispatcher.flush(Instant::now());
         self.stats.fold_into(&self.server.state().stats);
     }
 

@@ -81,7 +81,10 @@ impl EventLoop {
                     extensions: None,
                     headers: &headers,
                 };
+                let accepted_at = c.proto.phase_since();
                 if c.proto.accept(&req, &opts, now, &mut sink).is_ok() {
+                    self.stats
+                        .upgraded(now.saturating_duration_since(accepted_at));
                     self.open(slot, req, protocol, peer, subscribe, data.0);
                 } else {
                     failure = Some(HandshakeFailure::Invalid);

@@ -94,6 +94,7 @@ mod transport;
 mod trusted_proxies;
 mod upgrade;
 
+pub use crate::latency::LatencyHistogram;
 pub use config::{BackpressurePolicy, Config, Dispatch};
 pub use conn::Conn;
 pub use conn_id::ConnId;
@@ -104,7 +105,7 @@ pub use rate_limit::{Rate, RateLimit, RateLimitPolicy};
 pub use send_status::{DropReason, PayloadTooLong, SendStatus};
 pub use server_handle::ServerHandle;
 pub use start::Server;
-pub use stats::{HandshakeFailures, Stats, StatsSnapshot};
+pub use stats::{HandshakeFailures, Latencies, Stats, StatsSnapshot};
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsError};
 pub use trusted_proxies::{IpNetwork, ProxyHeader, TrustedProxies};

@@ -6,9 +6,14 @@
 //! the payload bytes it reserved in the connection's buffered amount, which
 //! [`OutQueue::advance`] and [`OutQueue::clear`] hand back as frames leave.
 
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use super::stats::micros;
+use crate::latency::{Histogram, LocalHistogram};
 
 use crate::protocol::{EncodedHeader, MessageKind, Sink};
 
@@ -82,6 +87,30 @@ struct Chunk {
     data: Outgoing,
     /// Payload bytes reserved in the connection's buffered count.
     accounted: usize,
+    /// The loop's clock when it was queued (see [`set_turn`]).
+    queued_us: u64,
+}
+
+thread_local! {
+    /// This thread's loop turn, in µs since the process's epoch: what a
+    /// queued buffer is stamped with, and what its wait is measured against
+    /// when it leaves. A clock read per turn, not per message.
+    static TURN_US: Cell<u64> = const { Cell::new(0) };
+    /// How long buffers waited for the socket on this thread, folded into
+    /// the server's histogram once per turn ([`fold_send_waits`]).
+    static SEND_WAITS: RefCell<LocalHistogram> = RefCell::new(LocalHistogram::default());
+}
+
+/// The loop's clock for this turn.
+pub(crate) fn set_turn(now: Instant) {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    TURN_US.with(|t| t.set(micros(now.saturating_duration_since(epoch))));
+}
+
+/// Adds this thread's send waits to `into` and starts again.
+pub(crate) fn fold_send_waits(into: &Histogram) {
+    SEND_WAITS.with(|w| w.borrow_mut().fold_into(into));
 }
 
 impl OutQueue {
@@ -103,6 +132,7 @@ impl OutQueue {
             if let Some(Chunk {
                 data: Outgoing::Bytes(back),
                 accounted: back_accounted,
+                ..
             }) = self.chunks.back_mut()
             {
                 if new.len() <= COALESCE_MAX && back.len() + new.len() <= COALESCED_BUFFER_MAX {
@@ -112,7 +142,12 @@ impl OutQueue {
                 }
             }
         }
-        self.chunks.push_back(Chunk { data, accounted });
+        let queued_us = TURN_US.with(Cell::get);
+        self.chunks.push_back(Chunk {
+            data,
+            accounted,
+            queued_us,
+        });
     }
 
     /// Fills `out` with the unwritten bytes, front first; returns how many
@@ -151,6 +186,8 @@ impl OutQueue {
             written -= left;
             self.offset = 0;
             released += front.accounted;
+            let waited = TURN_US.with(Cell::get).saturating_sub(front.queued_us);
+            SEND_WAITS.with(|w| w.borrow_mut().record(waited));
             self.chunks.pop_front();
         }
         if self.chunks.is_empty() {

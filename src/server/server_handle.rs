@@ -8,7 +8,7 @@ use super::command::Command;
 use super::mailbox::LoopGauges;
 use super::prepared::PreparedMessage;
 use super::server_state::ServerState;
-use super::{Config, Conn, ConnId, DropReason, SendStatus, StatsSnapshot};
+use super::{Config, Conn, ConnId, DropReason, Latencies, SendStatus, StatsSnapshot};
 use crate::broker::{BrokerHealth, BrokerStats, Target};
 use crate::protocol::MessageKind;
 
@@ -66,6 +66,12 @@ impl ServerHandle {
     /// The server's counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.state.stats.snapshot()
+    }
+
+    /// The server's latency histograms: handshakes, the wait for a worker,
+    /// the wait for the socket.
+    pub fn latencies(&self) -> Latencies {
+        self.state.stats.latencies()
     }
 
     /// Each event loop's gauges, by loop index.

@@ -1,6 +1,9 @@
 //! Server-wide counters ([`Stats`]) and the per-loop tallies folded into them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::latency::{Histogram, LatencyHistogram, LocalHistogram};
 
 /// Server-wide counters, readable at any time from any thread.
 #[derive(Debug, Default)]
@@ -33,6 +36,38 @@ pub struct Stats {
     pub rate_limit_paused: AtomicU64,
     /// Handshakes that did not end in an open connection, by reason.
     pub handshake_failures: HandshakeFailures,
+    /// From accept to the 101 written into the connection's queue.
+    pub(crate) handshake_latency: Histogram,
+    /// From a message's arrival (the loop turn that read it) to the start of
+    /// its worker's batch (worker dispatch only).
+    pub(crate) dispatch_latency: Histogram,
+    /// From bytes queued for a connection to the write that took the last of
+    /// them (per queued buffer: coalesced frames count once, as the oldest).
+    pub(crate) send_latency: Histogram,
+}
+
+/// The server's latency histograms ([`ServerHandle::latencies`](super::ServerHandle::latencies)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Latencies {
+    /// From accept to the upgrade's 101 (TLS handshake and request included).
+    pub handshake: LatencyHistogram,
+    /// From a message's arrival to its handler, with worker dispatch (the
+    /// time it waited for a worker).
+    pub dispatch: LatencyHistogram,
+    /// From bytes queued for a connection to the write that took them (the
+    /// time they waited for the socket).
+    pub send: LatencyHistogram,
+}
+
+impl Stats {
+    /// Reads the latency histograms.
+    pub fn latencies(&self) -> Latencies {
+        Latencies {
+            handshake: self.handshake_latency.snapshot(),
+            dispatch: self.dispatch_latency.snapshot(),
+            send: self.send_latency.snapshot(),
+        }
+    }
 }
 
 /// Handshake failures by reason.
@@ -139,12 +174,18 @@ pub(crate) struct LoopStats {
     bytes_in: u64,
     messages_out: u64,
     bytes_out: u64,
+    handshakes: LocalHistogram,
 }
 
 impl LoopStats {
     pub(crate) fn received(&mut self, len: usize) {
         self.messages_in += 1;
         self.bytes_in += len as u64;
+    }
+
+    /// A handshake that took `took`, from accept to the 101.
+    pub(crate) fn upgraded(&mut self, took: Duration) {
+        self.handshakes.record(micros(took));
     }
 
     pub(crate) fn sent(&mut self, len: usize) {
@@ -154,7 +195,8 @@ impl LoopStats {
 
     /// Adds the tallies to `stats` and starts again from zero.
     pub(crate) fn fold_into(&mut self, stats: &Stats) {
-        let l = std::mem::take(self);
+        let mut l = std::mem::take(self);
+        l.handshakes.fold_into(&stats.handshake_latency);
         if l.messages_in > 0 {
             stats
                 .messages_in
@@ -168,4 +210,9 @@ impl LoopStats {
             stats.bytes_out.fetch_add(l.bytes_out, Ordering::Relaxed);
         }
     }
+}
+
+/// Whole microseconds (saturating).
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

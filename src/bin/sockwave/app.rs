@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use sockwave::broker::BrokerHealth;
 use sockwave::server::{
-    Conn, Decision, Handler, HttpResponse, LoopGauges, Message, Request, ServerHandle, Upgrade,
+    Conn, Decision, Handler, HttpResponse, LatencyHistogram, LoopGauges, Message, Request,
+    ServerHandle, Upgrade,
 };
 
 use crate::Mode;
@@ -173,22 +174,52 @@ impl App {
             }
         }
         process_metrics(&mut out);
-        if let Some(b) = broker {
-            let name = "sockwave_broker_delivery_latency_seconds";
-            let _ = writeln!(out, "# HELP {name} From the publish on the origin node to the arrival here.\n# TYPE {name} histogram");
-            for (bound_us, n) in &b.latency.buckets {
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{le=\"{}\"}} {n}",
-                    *bound_us as f64 / 1e6
-                );
-            }
-            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", b.latency.count);
-            let _ = writeln!(out, "{name}_sum {}", b.latency.sum_us as f64 / 1e6);
-            let _ = writeln!(out, "{name}_count {}", b.latency.count);
+        let l = server.latencies();
+        for (name, help, h) in [
+            (
+                "handshake_duration_seconds",
+                "From accept to the upgrade's 101 (TLS included).",
+                &l.handshake,
+            ),
+            (
+                "dispatch_wait_seconds",
+                "From a message's arrival to its worker taking it.",
+                &l.dispatch,
+            ),
+            (
+                "send_wait_seconds",
+                "From bytes queued for a client to the write that took them.",
+                &l.send,
+            ),
+        ] {
+            histogram(&mut out, name, help, h);
+        }
+        if let Some(b) = &broker {
+            histogram(
+                &mut out,
+                "broker_delivery_latency_seconds",
+                "From the publish on the origin node to the arrival here.",
+                &b.latency,
+            );
         }
         out
     }
+}
+
+/// One histogram in Prometheus' text format, in seconds.
+fn histogram(out: &mut String, name: &str, help: &str, h: &LatencyHistogram) {
+    let name = format!("sockwave_{name}");
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (bound_us, n) in &h.buckets {
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"{}\"}} {n}",
+            *bound_us as f64 / 1e6
+        );
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum {}", h.sum_us as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", h.count);
 }
 
 /// The standard process metrics (Prometheus' names), from /proc/self.
