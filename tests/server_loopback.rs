@@ -348,6 +348,17 @@ fn backpressure(policy: BackpressurePolicy) {
     }
     let (_, reason) = dropped.expect("the cap was never hit");
     assert_eq!(reason, DropReason::Backpressure);
+    wait_until(
+        "the loop's gauge shows what the stalled client owes",
+        || {
+            server
+                .loop_gauges()
+                .iter()
+                .map(|g| g.queued_bytes)
+                .sum::<usize>()
+                > 64 * 1024
+        },
+    );
     assert!(slow.buffered_amount() <= 256 * 1024 + chunk.len());
     match policy {
         BackpressurePolicy::Close => {
@@ -1154,6 +1165,13 @@ fn latency_histograms_count_handshakes_dispatch_waits_and_send_waits() {
     });
     let l = s.latencies();
     assert!(l.handshake.quantile_bound_us(0.5).is_some());
+    wait_until("nothing owed once everything is echoed", || {
+        s.loop_gauges()
+            .iter()
+            .all(|g| g.queued_bytes == 0 && g.connections == 1)
+            || s.loop_gauges().iter().map(|g| g.connections).sum::<usize>() == 3
+                && s.loop_gauges().iter().all(|g| g.queued_bytes == 0)
+    });
     assert_eq!(
         l.handshake.buckets.last().unwrap().1,
         l.handshake.count,

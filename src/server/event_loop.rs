@@ -169,12 +169,24 @@ impl EventLoop {
             self.dispatcher.flush(now);
             self.stats.fold_into(&self.server.state().stats);
             out_queue::fold_send_waits(&self.server.state().stats.send_latency);
+            self.fold_queued_bytes();
         }
         for slot in 0..self.conns.slot_bound() {
             self.release(slot);
         }
         self.dispatcher.flush(Instant::now());
         self.stats.fold_into(&self.server.state().stats);
+    }
+
+    /// Moves this turn's change in queued bytes into the loop's gauge.
+    fn fold_queued_bytes(&self) {
+        let delta = out_queue::take_queued_delta();
+        let gauge = &self.server.state().mailboxes[self.index].queued_bytes;
+        if delta > 0 {
+            gauge.fetch_add(delta as usize, Ordering::Relaxed);
+        } else if delta < 0 {
+            gauge.fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
     }
 
     /// Blocks until something happens or the next deadline.

@@ -16,6 +16,9 @@ use super::ConnId;
 pub struct LoopGauges {
     /// Open WebSocket connections on the loop.
     pub connections: usize,
+    /// Bytes its connections owe their sockets (frames queued, not yet
+    /// written), as of its last turn.
+    pub queued_bytes: usize,
     /// Commands from other threads (sends, closes, broadcasts ...) waiting for it.
     pub commands_queued: usize,
     /// Payload bytes of broadcasts and publishes waiting for it.
@@ -33,6 +36,8 @@ pub(crate) struct Mailbox {
     fanout_pending: AtomicUsize,
     /// Open connections of the loop (a gauge for `/metrics`).
     pub(crate) open: AtomicUsize,
+    /// Bytes the loop's connections owe their sockets, as of its last turn.
+    pub(crate) queued_bytes: AtomicUsize,
     /// Slot → open connection, for handles that only know an id.
     registry: RwLock<Vec<Option<Arc<ConnInner>>>>,
 }
@@ -47,6 +52,7 @@ impl Mailbox {
             asleep: AtomicBool::new(false),
             fanout_pending: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
             registry: RwLock::new(Vec::with_capacity(reserved_slots)),
         };
         (mailbox, rx)
@@ -80,6 +86,7 @@ impl Mailbox {
     pub(crate) fn gauges(&self) -> LoopGauges {
         LoopGauges {
             connections: self.open.load(Ordering::Relaxed),
+            queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
             commands_queued: self.tx.len(),
             fanout_pending_bytes: self.fanout_pending.load(Ordering::Relaxed),
         }

@@ -99,6 +99,19 @@ thread_local! {
     /// How long buffers waited for the socket on this thread, folded into
     /// the server's histogram once per turn ([`fold_send_waits`]).
     static SEND_WAITS: RefCell<LocalHistogram> = RefCell::new(LocalHistogram::default());
+    /// Bytes queued less bytes written or dropped on this thread since the
+    /// loop last took the count ([`take_queued_delta`]): the loop's gauge of
+    /// what its connections owe, kept without a pass over them.
+    static QUEUED_DELTA: Cell<isize> = const { Cell::new(0) };
+}
+
+fn queued_delta(by: isize) {
+    QUEUED_DELTA.with(|d| d.set(d.get() + by));
+}
+
+/// The change in bytes queued on this thread since the last call.
+pub(crate) fn take_queued_delta() -> isize {
+    QUEUED_DELTA.with(|d| d.replace(0))
 }
 
 /// The loop's clock for this turn.
@@ -128,6 +141,7 @@ impl OutQueue {
     /// Appends `data`, which reserved `accounted` bytes of the buffered amount.
     pub(crate) fn push(&mut self, data: Outgoing, accounted: usize) {
         self.queued += data.len();
+        queued_delta(data.len() as isize);
         if let Outgoing::Bytes(new) = &data {
             if let Some(Chunk {
                 data: Outgoing::Bytes(back),
@@ -176,6 +190,7 @@ impl OutQueue {
     /// chunks that left whole.
     pub(crate) fn advance(&mut self, mut written: usize) -> usize {
         self.queued -= written;
+        queued_delta(-(written as isize));
         let mut released = 0;
         while let Some(front) = self.chunks.front() {
             let left = front.data.len() - self.offset;
@@ -202,6 +217,7 @@ impl OutQueue {
         let released = self.chunks.iter().map(|c| c.accounted).sum();
         self.chunks = VecDeque::new();
         self.offset = 0;
+        queued_delta(-(self.queued as isize));
         self.queued = 0;
         released
     }
