@@ -160,6 +160,18 @@ fn pkg_config_install_builds_a_c_program() {
         String::from_utf8(out.stdout).unwrap(),
         format!("header {v} library {v}\n")
     );
+    // The C++ wrapper's example through pkg-config too.
+    let rooms = prefix.join("rooms");
+    let cxx = Command::new("c++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror"])
+        .arg(root.join("ffi-examples/cpp/rooms.cpp"))
+        .arg("-o")
+        .arg(&rooms)
+        .args(flags.split_whitespace())
+        .arg("-lpthread")
+        .status()
+        .unwrap();
+    assert!(cxx.success());
     check_installed_library(&prefix);
     build_with_cmake(root, &prefix);
     let _ = std::fs::remove_dir_all(&prefix);
