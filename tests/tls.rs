@@ -322,3 +322,42 @@ fn a_trickled_client_hello_is_dropped_by_the_handshake_timeout() {
     assert_eq!(server.stats().handshake_timeout, 1);
     server.shutdown_and_join();
 }
+
+/// Says, first thing, whom it thinks the connection is from.
+struct WhoAmI;
+
+impl sockwave::server::Handler for WhoAmI {
+    fn on_open(&self, conn: &sockwave::server::Conn, _: &sockwave::server::Request) {
+        conn.send_text(&format!("{:?}", conn.peer_addr()));
+    }
+    fn on_message(&self, _: &sockwave::server::Conn, _: sockwave::server::Message) {}
+}
+
+#[test]
+fn a_proxy_protocol_header_before_the_tls_handshake_names_the_client() {
+    use sockwave::server::{ProxyHeader, TrustedProxies};
+    let pki = pki();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        shutdown_timeout: Duration::from_millis(300),
+        tls: Some(TlsConfig::from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap()),
+        proxies: TrustedProxies {
+            networks: vec!["127.0.0.1".parse().unwrap()],
+            header: ProxyHeader::ProxyProtocol,
+        },
+        ..Config::default()
+    };
+    let s = Server::start(config, WhoAmI).unwrap();
+    let v1 = b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n";
+    let mut c =
+        Client::connect_tls_after(s.local_addr(), v1, pki.client.clone(), "localhost").unwrap();
+    assert_eq!(
+        c.recv_message().unwrap(),
+        Ev::Text("Some(192.0.2.1:56324)".into())
+    );
+    // A trusted peer that starts TLS without the header is refused.
+    assert!(Client::connect_tls(s.local_addr(), pki.client.clone(), "localhost").is_err());
+    drop(c);
+    s.shutdown_and_join();
+}

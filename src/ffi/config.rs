@@ -279,7 +279,7 @@ pub enum sw_proxy_header {
     /// `Forwarded` (RFC 7239) or `X-Forwarded-For` in the upgrade request (the default).
     Forwarded = 0,
     /// A PROXY protocol header, version 1 or 2, first on the connection
-    /// (plain TCP only: `sw_server_start` refuses it with TLS).
+    /// (before the TLS handshake when the server terminates TLS).
     ProxyProtocol = 1,
 }
 

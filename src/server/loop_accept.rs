@@ -91,11 +91,13 @@ impl EventLoop {
                 state.ip_limits.release(ip, limit);
             }
         };
-        let Some(transport) = self.transport_for(stream) else {
+        let expect_proxy = state.config.proxies.expects_proxy_protocol(peer);
+        let Some(transport) = self.transport_for(stream, expect_proxy) else {
             return refuse();
         };
         let proto = Connection::server(Arc::clone(&self.proto_config), now);
-        let awaiting_proxy = state.config.proxies.expects_proxy_protocol(peer);
+        // Under TLS the transport reads the PROXY header, before the handshake.
+        let awaiting_proxy = expect_proxy && matches!(transport, Stream::Tcp(_));
         let mut conn = LoopConn::new(transport, proto, over_capacity, awaiting_proxy);
         conn.limits = limits;
         let Some(slot) = self.conns.insert(conn) else {
@@ -111,12 +113,13 @@ impl EventLoop {
         self.reschedule(slot);
     }
 
-    /// The transport a new connection gets: TLS when the server has it.
-    pub(super) fn transport_for(&self, stream: TcpStream) -> Option<Stream> {
+    /// The transport a new connection gets: TLS when the server has it
+    /// (`expect_proxy`: a PROXY header comes first, before TLS).
+    pub(super) fn transport_for(&self, stream: TcpStream, expect_proxy: bool) -> Option<Stream> {
         let tcp = TcpTransport::new(stream);
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.server.config().tls {
-            return match TlsTransport::new(tcp, tls) {
+            return match TlsTransport::new(tcp, tls, expect_proxy) {
                 Ok(t) => Some(Stream::Tls(Box::new(t))),
                 Err(e) => {
                     log::warn!("loop {}: TLS refused a connection: {e}", self.index);

@@ -39,6 +39,7 @@ impl EventLoop {
         // headers), else the socket's peer, asked now rather than kept from
         // accept: idle connections are smaller without it.
         let peer = proxied
+            .or_else(|| c.transport.proxied_client())
             .or_else(|| c.transport.peer_addr())
             .map(|p| self.server.config().proxies.client_from_headers(p, &req));
         let verdict = decide(

@@ -32,17 +32,6 @@ impl Server {
 
     /// [`Server::start`] with a handler the caller keeps a reference to.
     pub fn start_arc(config: Config, handler: Arc<dyn Handler>) -> io::Result<ServerHandle> {
-        #[cfg(feature = "tls")]
-        if config.tls.is_some()
-            && config.proxies.header == super::ProxyHeader::ProxyProtocol
-            && !config.proxies.networks.is_empty()
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the PROXY protocol with TLS terminated here is not supported yet: \
-                 use it on plain TCP, or Forwarded headers",
-            ));
-        }
         let loops = config.loop_count().min(ConnId::MAX_LOOPS);
         let listeners = bind_listeners(config.listen, loops, config.backlog)?;
         let local_addr = listeners[0].local_addr()?;

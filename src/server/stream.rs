@@ -65,4 +65,8 @@ impl Transport for Stream {
     fn peer_addr(&self) -> Option<SocketAddr> {
         each!(self, t => t.peer_addr())
     }
+
+    fn proxied_client(&self) -> Option<SocketAddr> {
+        each!(self, t => t.proxied_client())
+    }
 }

@@ -26,6 +26,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConnection;
 
+use super::proxy_protocol::{self, Proxied};
 use super::transport::{TcpTransport, Transport};
 
 /// The server side of TLS: a default certificate, more chosen by SNI,
@@ -286,12 +287,87 @@ const FATAL_DECODE_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 50];
 pub(crate) struct TlsTransport {
     tcp: TcpTransport,
     tls: ServerConnection,
+    /// A trusted proxy's PROXY header, read off TCP before TLS begins.
+    proxy: Option<Box<ProxyPrefix>>,
+}
+
+/// The PROXY header in front of a TLS connection, and what followed it.
+#[derive(Default)]
+struct ProxyPrefix {
+    /// The header so far; once read, the bytes after it (the start of the
+    /// ClientHello), until rustls has taken them.
+    buf: Vec<u8>,
+    done: bool,
+    client: Option<SocketAddr>,
 }
 
 impl TlsTransport {
-    pub(crate) fn new(tcp: TcpTransport, config: &TlsConfig) -> io::Result<TlsTransport> {
+    /// `expect_proxy`: the peer is a trusted proxy that sends a PROXY
+    /// protocol header before the TLS handshake.
+    pub(crate) fn new(
+        tcp: TcpTransport,
+        config: &TlsConfig,
+        expect_proxy: bool,
+    ) -> io::Result<TlsTransport> {
         let tls = ServerConnection::new(Arc::clone(&config.server)).map_err(io::Error::other)?;
-        Ok(TlsTransport { tcp, tls })
+        Ok(TlsTransport {
+            tcp,
+            tls,
+            proxy: expect_proxy.then(Box::default),
+        })
+    }
+
+    /// Reads the PROXY header off TCP. `Ok(true)` once it is read (what came
+    /// after it waits in the prefix for rustls); `WouldBlock` until then.
+    fn read_proxy_header(&mut self) -> io::Result<bool> {
+        let Some(p) = &mut self.proxy else {
+            return Ok(true);
+        };
+        if p.done {
+            return Ok(true);
+        }
+        let mut chunk = [0u8; 600];
+        loop {
+            let n = match self.tcp.socket().read(&mut chunk) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            p.buf.extend_from_slice(&chunk[..n]);
+            match proxy_protocol::parse(&p.buf) {
+                Ok(Some((proxied, used))) => {
+                    p.done = true;
+                    if let Proxied::Client(addr) = proxied {
+                        p.client = Some(addr);
+                    }
+                    p.buf.drain(..used);
+                    return Ok(true);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("a trusted proxy sent no valid PROXY header: {e:?}"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Gives rustls what follows the PROXY header, else what the socket has.
+    fn read_tls(&mut self) -> io::Result<usize> {
+        if let Some(p) = self.proxy.as_mut().filter(|p| !p.buf.is_empty()) {
+            let mut rest: &[u8] = &p.buf;
+            let n = self.tls.read_tls(&mut rest)?;
+            p.buf.drain(..n);
+            if p.buf.is_empty() {
+                // An idle connection keeps no buffer.
+                p.buf = Vec::new();
+            }
+            return Ok(n);
+        }
+        self.tls.read_tls(self.tcp.socket())
     }
 
     /// Writes the records rustls holds; `Ok(true)` once it holds none.
@@ -311,6 +387,11 @@ impl TlsTransport {
 
 impl Transport for TlsTransport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.read_proxy_header() {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+            Err(e) => return Err(e),
+        }
         loop {
             match self.tls.reader().read(buf) {
                 Ok(n) => return Ok(n),
@@ -319,7 +400,7 @@ impl Transport for TlsTransport {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
             }
-            match self.tls.read_tls(self.tcp.socket()) {
+            match self.read_tls() {
                 Ok(0) => {
                     // EOF: let rustls say whether it was clean.
                     self.tls.process_new_packets().map_err(io::Error::other)?;
@@ -395,5 +476,9 @@ impl Transport for TlsTransport {
 
     fn peer_addr(&self) -> Option<SocketAddr> {
         self.tcp.peer_addr()
+    }
+
+    fn proxied_client(&self) -> Option<SocketAddr> {
+        self.proxy.as_ref().and_then(|p| p.client)
     }
 }

@@ -65,6 +65,12 @@ pub(crate) trait Transport {
 
     /// The peer's address.
     fn peer_addr(&self) -> Option<SocketAddr>;
+
+    /// The client a trusted proxy named in a PROXY header this transport
+    /// read itself (TLS reads it before the handshake); `None` otherwise.
+    fn proxied_client(&self) -> Option<SocketAddr> {
+        None
+    }
 }
 
 /// Plain TCP: bytes go straight between the socket and the loop's buffers.

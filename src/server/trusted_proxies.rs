@@ -77,8 +77,9 @@ pub enum ProxyHeader {
     #[default]
     Forwarded,
     /// A PROXY protocol header, version 1 or 2, before anything else on
-    /// the connection (HAProxy, AWS NLB, nginx's `proxy_protocol`). A
-    /// trusted peer must send one; plain TCP only (not with `Config::tls`).
+    /// the connection (HAProxy, AWS NLB, nginx's `proxy_protocol`), before
+    /// the TLS handshake when the server terminates TLS. A trusted peer must
+    /// send one.
     ProxyProtocol,
 }
 

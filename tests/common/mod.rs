@@ -130,6 +130,23 @@ impl Client {
         )
     }
 
+    /// wss:// behind a proxy: `prefix` (a PROXY header) on the TCP stream
+    /// first, then TLS.
+    #[cfg(feature = "tls")]
+    pub fn connect_tls_after(
+        addr: SocketAddr,
+        prefix: &[u8],
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> io::Result<Client> {
+        let name =
+            rustls::pki_types::ServerName::try_from(name.to_string()).map_err(io::Error::other)?;
+        let tls = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        let mut stream = Self::socket(addr)?;
+        stream.write_all(prefix)?;
+        Self::handshake(stream, Some(Box::new(tls)), addr, "/", &[], &[])
+    }
+
     fn socket(addr: SocketAddr) -> io::Result<TcpStream> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;

@@ -65,7 +65,7 @@ enum Overflow {
 enum ProxyArg {
     /// X-Forwarded-For or Forwarded (RFC 7239) in the upgrade request.
     Forwarded,
-    /// A PROXY protocol header (v1 or v2) first on the connection (plain TCP only).
+    /// A PROXY protocol header (v1 or v2) first on the connection (before TLS, with TLS).
     ProxyProtocol,
 }
 
