@@ -115,6 +115,7 @@ impl EventLoop {
 
     /// The transport a new connection gets: TLS when the server has it
     /// (`expect_proxy`: a PROXY header comes first, before TLS).
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
     pub(super) fn transport_for(&self, stream: TcpStream, expect_proxy: bool) -> Option<Stream> {
         let tcp = TcpTransport::new(stream);
         #[cfg(feature = "tls")]
