@@ -113,6 +113,8 @@ fn plain_http_or_garbage_to_the_tls_port_gets_an_alert() {
         Client::connect_tls(server.local_addr(), Arc::clone(&pki.client), "localhost").unwrap();
     c.send_text("fine").unwrap();
     assert_eq!(c.recv().unwrap(), Ev::Text("fine".into()));
+    let s = server.stats();
+    assert_eq!((s.tls_failed_invalid, s.tls_handshakes), (2, 1), "{s:?}");
     server.shutdown_and_join();
 }
 
@@ -320,6 +322,11 @@ fn a_trickled_client_hello_is_dropped_by_the_handshake_timeout() {
         "{waited:?}"
     );
     assert_eq!(server.stats().handshake_timeout, 1);
+    assert_eq!(
+        server.stats().tls_failed_timeout,
+        1,
+        "counted as a TLS handshake too"
+    );
     server.shutdown_and_join();
 }
 

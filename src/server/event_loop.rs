@@ -32,7 +32,7 @@ use super::prepared::PreparedMessage;
 use super::proxy_protocol::{self, Proxied};
 use super::rate_limit::{ConnLimits, RateLimitPolicy};
 use super::server_state::ServerState;
-use super::stats::{HandshakeFailure, LoopStats};
+use super::stats::{HandshakeFailure, LoopStats, TlsFailure};
 use super::timers::Timers;
 use super::topics::Topics;
 use super::transport::Transport;
@@ -244,13 +244,26 @@ impl EventLoop {
                 }
                 return;
             }
-            if c.transport.handshaking() {
+            let handshaking = c.transport.handshaking();
+            if handshaking {
                 if self.handshake_budget == 0 {
                     return self.pending_reads.push(slot);
                 }
                 self.handshake_budget -= 1;
             }
-            let n = match c.transport.read(&mut self.read_buf[tail_room..]) {
+            let read = c.transport.read(&mut self.read_buf[tail_room..]);
+            if handshaking {
+                let tls = &self.server.state().stats.tls;
+                match &read {
+                    Ok(0) => tls.failed(TlsFailure::Closed),
+                    Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                        tls.failed(TlsFailure::Invalid)
+                    }
+                    _ if !c.transport.handshaking() => tls.done(),
+                    _ => {}
+                }
+            }
+            let n = match read {
                 Ok(0) => return self.release(slot),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

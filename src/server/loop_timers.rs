@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use super::event_loop::EventLoop;
 use super::out_queue::QueueSink;
-use super::stats::HandshakeFailure;
+use super::stats::{HandshakeFailure, TlsFailure};
+use super::transport::Transport;
 use crate::protocol::close::code;
 use crate::protocol::Timeout;
 
@@ -61,6 +62,13 @@ impl EventLoop {
         match fired {
             Some(Timeout::Handshake) => {
                 self.count_failure(HandshakeFailure::Timeout);
+                if self
+                    .conns
+                    .get_mut(slot)
+                    .is_some_and(|c| c.transport.handshaking())
+                {
+                    self.server.state().stats.tls.failed(TlsFailure::Timeout);
+                }
                 self.release(slot);
             }
             Some(Timeout::Pong) => self.end(slot, code::ABNORMAL, "ping timeout".into()),

@@ -105,7 +105,7 @@ pub use rate_limit::{Rate, RateLimit, RateLimitPolicy};
 pub use send_status::{DropReason, PayloadTooLong, SendStatus};
 pub use server_handle::ServerHandle;
 pub use start::Server;
-pub use stats::{HandshakeFailures, Latencies, Stats, StatsSnapshot};
+pub use stats::{HandshakeFailures, Latencies, Stats, StatsSnapshot, TlsHandshakes};
 #[cfg(feature = "tls")]
 pub use tls::{TlsConfig, TlsError};
 pub use trusted_proxies::{IpNetwork, ProxyHeader, TrustedProxies};

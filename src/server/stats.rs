@@ -36,6 +36,8 @@ pub struct Stats {
     pub rate_limit_paused: AtomicU64,
     /// Handshakes that did not end in an open connection, by reason.
     pub handshake_failures: HandshakeFailures,
+    /// TLS handshakes, done and failed (wss:// only).
+    pub tls: TlsHandshakes,
     /// From accept to the 101 written into the connection's queue.
     pub(crate) handshake_latency: Histogram,
     /// From a message's arrival (the loop turn that read it) to the start of
@@ -89,6 +91,42 @@ pub struct HandshakeFailures {
     pub per_ip: AtomicU64,
 }
 
+/// TLS handshakes: completed, and failed by reason.
+#[derive(Debug, Default)]
+pub struct TlsHandshakes {
+    /// Completed.
+    pub done: AtomicU64,
+    /// The client sent something that is not TLS, or TLS we refuse (it got an alert).
+    pub invalid: AtomicU64,
+    /// The client went away mid-handshake.
+    pub closed: AtomicU64,
+    /// Not completed within the handshake timeout.
+    pub timeout: AtomicU64,
+}
+
+/// Why a TLS handshake failed, for [`TlsHandshakes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TlsFailure {
+    Invalid,
+    Closed,
+    Timeout,
+}
+
+impl TlsHandshakes {
+    pub(crate) fn done(&self) {
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn failed(&self, why: TlsFailure) {
+        let counter = match why {
+            TlsFailure::Invalid => &self.invalid,
+            TlsFailure::Closed => &self.closed,
+            TlsFailure::Timeout => &self.timeout,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Why a handshake failed, for [`HandshakeFailures`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HandshakeFailure {
@@ -136,6 +174,10 @@ pub struct StatsSnapshot {
     pub handshake_rejected: u64,
     pub handshake_timeout: u64,
     pub handshake_per_ip: u64,
+    pub tls_handshakes: u64,
+    pub tls_failed_invalid: u64,
+    pub tls_failed_closed: u64,
+    pub tls_failed_timeout: u64,
 }
 
 impl Stats {
@@ -162,6 +204,10 @@ impl Stats {
             handshake_rejected: r(&h.rejected),
             handshake_timeout: r(&h.timeout),
             handshake_per_ip: r(&h.per_ip),
+            tls_handshakes: r(&self.tls.done),
+            tls_failed_invalid: r(&self.tls.invalid),
+            tls_failed_closed: r(&self.tls.closed),
+            tls_failed_timeout: r(&self.tls.timeout),
         }
     }
 }

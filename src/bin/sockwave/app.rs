@@ -102,6 +102,15 @@ impl App {
                 plain(s.rate_limit_paused),
             ),
             ("handshake_failures_total", "counter", "Upgrade requests refused, by reason.", by_reason),
+            ("tls_handshakes_total", "counter", "TLS handshakes completed.", plain(s.tls_handshakes)),
+            (
+                "tls_handshake_failures_total",
+                "counter",
+                "TLS handshakes failed, by reason.",
+                [("invalid", s.tls_failed_invalid), ("closed", s.tls_failed_closed), ("timeout", s.tls_failed_timeout)]
+                    .map(|(r, v)| (format!("{{reason=\"{r}\"}}"), v))
+                    .to_vec(),
+            ),
         ];
         let mut out = String::new();
         let broker = server.broker_stats();
