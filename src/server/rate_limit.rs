@@ -103,7 +103,12 @@ impl TokenBucket {
     }
 
     fn refill(&mut self, rate: Rate, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        // Messages read in one loop turn share its `now`: only the first
+        // pays for the arithmetic.
+        if now <= self.last {
+            return;
+        }
+        let elapsed = now.duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate.per_sec).min(rate.burst);
         self.last = now;
     }
@@ -119,14 +124,6 @@ impl TokenBucket {
         }
     }
 
-    /// Takes `n` tokens, going into debt if it must; returns how long until
-    /// the debt is paid (`None`: there was no debt).
-    pub(crate) fn take(&mut self, n: f64, rate: Rate, now: Instant) -> Option<Duration> {
-        self.refill(rate, now);
-        self.tokens -= n;
-        (self.tokens < -EPSILON).then(|| Duration::from_secs_f64(-self.tokens / rate.per_sec))
-    }
-
     /// Full again (nothing owed, nothing spent that has not come back).
     pub(crate) fn is_full(&self, rate: Rate, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
@@ -136,13 +133,17 @@ impl TokenBucket {
 
 /// A connection's part in the limits, kept (boxed) only when some limit is
 /// set, and then only from its first message on (or from the accept, when
-/// addresses are limited): an idle connection pays one pointer.
+/// addresses are limited): an idle connection pays one pointer. Both
+/// buckets share one clock, refilled once per loop turn at most: every
+/// message of a turn shares its `now`, and after the first one a charge is
+/// two subtractions.
 #[derive(Debug)]
 pub(crate) struct ConnLimits {
     /// The address it was admitted from, given back when it ends.
     pub(crate) ip: Option<IpAddr>,
-    messages: Option<TokenBucket>,
-    bytes: Option<TokenBucket>,
+    last: Instant,
+    messages: f64,
+    bytes: f64,
     /// Not read before this (the `Pause` policy).
     pub(crate) paused_until: Option<Instant>,
 }
@@ -151,8 +152,9 @@ impl ConnLimits {
     pub(crate) fn new(limit: &RateLimit, ip: Option<IpAddr>, now: Instant) -> ConnLimits {
         ConnLimits {
             ip,
-            messages: limit.messages.map(|r| TokenBucket::full(r, now)),
-            bytes: limit.bytes.map(|r| TokenBucket::full(r, now)),
+            last: now,
+            messages: limit.messages.map_or(0.0, |r| r.burst),
+            bytes: limit.bytes.map_or(0.0, |r| r.burst),
             paused_until: None,
         }
     }
@@ -165,15 +167,30 @@ impl ConnLimits {
         len: usize,
         now: Instant,
     ) -> Option<Duration> {
-        let m = match (&mut self.messages, limit.messages) {
-            (Some(b), Some(r)) => b.take(1.0, r, now),
-            _ => None,
-        };
-        let b = match (&mut self.bytes, limit.bytes) {
-            (Some(b), Some(r)) => b.take(len as f64, r, now),
-            _ => None,
-        };
-        m.max(b)
+        if now > self.last {
+            let elapsed = now.duration_since(self.last).as_secs_f64();
+            self.last = now;
+            if let Some(r) = limit.messages {
+                self.messages = (self.messages + elapsed * r.per_sec).min(r.burst);
+            }
+            if let Some(r) = limit.bytes {
+                self.bytes = (self.bytes + elapsed * r.per_sec).min(r.burst);
+            }
+        }
+        let mut wait: f64 = 0.0;
+        if let Some(r) = limit.messages {
+            self.messages -= 1.0;
+            if self.messages < -EPSILON {
+                wait = wait.max(-self.messages / r.per_sec);
+            }
+        }
+        if let Some(r) = limit.bytes {
+            self.bytes -= len as f64;
+            if self.bytes < -EPSILON {
+                wait = wait.max(-self.bytes / r.per_sec);
+            }
+        }
+        (wait > 0.0).then(|| Duration::from_secs_f64(wait))
     }
 }
 
@@ -209,15 +226,22 @@ mod tests {
     #[test]
     fn a_debt_says_how_long_it_takes_to_pay() {
         let t0 = Instant::now();
-        let rate = Rate {
-            per_sec: 1000.0,
-            burst: 1000.0,
+        let limit = RateLimit {
+            bytes: Some(Rate {
+                per_sec: 1000.0,
+                burst: 1000.0,
+            }),
+            ..RateLimit::default()
         };
-        let mut b = TokenBucket::full(rate, t0);
-        assert_eq!(b.take(600.0, rate, t0), None);
-        let wait = b.take(900.0, rate, t0).unwrap();
+        let mut c = ConnLimits::new(&limit, None, t0);
+        assert_eq!(c.charge(&limit, 600, t0), None);
+        let wait = c.charge(&limit, 900, t0).unwrap();
         assert!((wait.as_secs_f64() - 0.5).abs() < 1e-9, "{wait:?}");
-        assert_eq!(b.take(0.0, rate, t0 + ms(500)), None, "paid");
+        assert_eq!(c.charge(&limit, 0, t0 + ms(500)), None, "paid");
+        assert!(
+            c.charge(&limit, 1, t0 + ms(500)).is_some(),
+            "and nothing more"
+        );
     }
 
     #[test]
