@@ -125,7 +125,7 @@ typedef enum sw_proxy_header {
   // `Forwarded` (RFC 7239) or `X-Forwarded-For` in the upgrade request (the default).
   SW_PROXY_HEADER_FORWARDED = 0,
   // A PROXY protocol header, version 1 or 2, first on the connection
-  // (plain TCP only: `sw_server_start` refuses it with TLS).
+  // (before the TLS handshake when the server terminates TLS).
   SW_PROXY_HEADER_PROXY_PROTOCOL = 1,
 } sw_proxy_header;
 
