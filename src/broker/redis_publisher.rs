@@ -95,34 +95,15 @@ impl Publisher {
         let mut sequences: HashMap<Vec<u8>, u64> = HashMap::new();
         let mut ever_up = false;
         loop {
-            let mut con = match self
-                .link
-                .client
-                .get_connection_with_timeout(CONNECT_TIMEOUT)
-            {
+            let mut con = match self.connect() {
                 Ok(con) => con,
-                Err(e) => {
-                    self.backoff
-                        .failed("publishing", &self.link, &e.to_string());
-                    let delay = self.backoff.delay();
-                    if self.discard_for(delay) {
+                Err(why) => {
+                    if self.wait_out(&why) {
                         return;
                     }
                     continue;
                 }
             };
-            let _ = con.set_read_timeout(Some(REPLY_TIMEOUT));
-            // A connect alone proves nothing: a port that speaks something
-            // else must not count as Redis.
-            if let Err(e) = redis::cmd("PING").query::<String>(&mut con) {
-                self.backoff
-                    .failed("publishing", &self.link, &e.to_string());
-                let delay = self.backoff.delay();
-                if self.discard_for(delay) {
-                    return;
-                }
-                continue;
-            }
             if ever_up {
                 Counters::add(&self.counters.reconnects, 1);
             }
@@ -133,14 +114,35 @@ impl Publisher {
                 Served::Stopped => return,
                 Served::Failed(why) => {
                     self.counters.publisher_up.store(false, Ordering::Release);
-                    self.backoff.failed("publishing", &self.link, &why);
-                    let delay = self.backoff.delay();
-                    if self.discard_for(delay) {
+                    if self.wait_out(&why) {
                         return;
                     }
                 }
             }
         }
+    }
+
+    /// A connection that answers PING: a connect alone proves nothing, a
+    /// port that speaks something else must not count as Redis.
+    fn connect(&self) -> Result<redis::Connection, String> {
+        let mut con = self
+            .link
+            .client
+            .get_connection_with_timeout(CONNECT_TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        let _ = con.set_read_timeout(Some(REPLY_TIMEOUT));
+        redis::cmd("PING")
+            .query::<String>(&mut con)
+            .map_err(|e| e.to_string())?;
+        Ok(con)
+    }
+
+    /// The link failed (`why`): logs it, and waits the backoff's delay
+    /// while discarding what was queued. True once told to stop.
+    fn wait_out(&mut self, why: &str) -> bool {
+        self.backoff.failed("publishing", &self.link, why);
+        let delay = self.backoff.delay();
+        self.discard_for(delay)
     }
 
     /// Writes batches until the connection fails or the broker stops.

@@ -251,23 +251,13 @@ impl Subscriber {
     }
 
     fn connect(&mut self) {
-        let stream = match self.link_to.connect_raw() {
-            Ok(s) => s,
-            Err(e) => {
-                self.backoff
-                    .failed("subscription", &self.link_to, &e.to_string());
-                self.next_attempt = Instant::now() + self.backoff.delay();
-                return;
-            }
-        };
-        let reading = match stream.try_clone() {
-            Ok(r) => r,
-            Err(e) => {
-                self.backoff
-                    .failed("subscription", &self.link_to, &e.to_string());
-                self.next_attempt = Instant::now() + self.backoff.delay();
-                return;
-            }
+        let (stream, reading) = match self
+            .link_to
+            .connect_raw()
+            .and_then(|s| Ok((s.try_clone()?, s)))
+        {
+            Ok((reading, stream)) => (stream, reading),
+            Err(e) => return self.retry_later(&e.to_string()),
         };
         self.epoch += 1;
         let reader = Reader {
@@ -311,6 +301,12 @@ impl Subscriber {
         if self.link.is_some() {
             self.backoff.succeeded("subscription", &self.link_to);
         }
+    }
+
+    /// Logs why the link is down and schedules the next attempt.
+    fn retry_later(&mut self, why: &str) {
+        self.backoff.failed("subscription", &self.link_to, why);
+        self.next_attempt = Instant::now() + self.backoff.delay();
     }
 
     fn drop_link(&mut self, why: &str) {

@@ -164,25 +164,28 @@ impl Conn {
     /// thread that subscribes in a tight loop cannot grow the loop's queue
     /// without bound.
     pub fn subscribe(&self, topic: &str) -> bool {
-        self.inner.reserve_subscription() && {
-            self.command(Command::Subscribe {
-                id: self.inner.id,
-                topic: topic.into(),
-            });
-            true
-        }
+        self.subscription(|id| Command::Subscribe {
+            id,
+            topic: topic.into(),
+        })
     }
 
     /// Undoes [`Conn::subscribe`]; a publish after this call does not reach
     /// it. False as [`Conn::subscribe`] is.
     pub fn unsubscribe(&self, topic: &str) -> bool {
-        self.inner.reserve_subscription() && {
-            self.command(Command::Unsubscribe {
-                id: self.inner.id,
-                topic: topic.into(),
-            });
-            true
+        self.subscription(|id| Command::Unsubscribe {
+            id,
+            topic: topic.into(),
+        })
+    }
+
+    /// Hands the loop a subscribe or unsubscribe, within the bound.
+    fn subscription(&self, command: impl FnOnce(ConnId) -> Command) -> bool {
+        if !self.inner.reserve_subscription() {
+            return false;
         }
+        self.command(command(self.inner.id));
+        true
     }
 
     /// Starts the closing handshake with `code` and `reason` (cut to 123
