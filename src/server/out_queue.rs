@@ -265,6 +265,25 @@ impl Sink for QueueSink<'_> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_loops_gauge_hears_every_byte_queued_written_or_dropped() {
+        take_queued_delta();
+        let mut q = OutQueue::default();
+        q.push(Outgoing::Bytes(vec![1; 100]), 0);
+        q.push(Outgoing::Shared(Arc::from(vec![2u8; 50])), 0);
+        assert_eq!(take_queued_delta(), 150);
+        q.advance(120);
+        assert_eq!(take_queued_delta(), -120);
+        q.push(Outgoing::Bytes(vec![3; 10]), 0);
+        assert_eq!(q.clear(), 0);
+        assert_eq!(
+            take_queued_delta(),
+            10 - 40,
+            "the push, then the 40 dropped"
+        );
+        assert_eq!(take_queued_delta(), 0);
+    }
+
     fn bytes(n: usize, fill: u8) -> Outgoing {
         Outgoing::Bytes(vec![fill; n])
     }
