@@ -13,14 +13,7 @@ cd "$(dirname "$0")/.."
 scripts/setup-redis.sh
 cargo build --release --quiet --bin sockwave
 
-py=target/interop-venv/bin/python
-if ! "$py" -c 'import websockets' 2>/dev/null; then
-    py=target/demo-venv/bin/python
-    if ! "$py" -c 'import websockets' 2>/dev/null; then
-        python3 -m venv target/demo-venv
-        target/demo-venv/bin/pip install --quiet --disable-pip-version-check websockets
-    fi
-fi
+py=$(scripts/websockets-python.sh)
 # GET a page (python3 rather than curl: nothing else to install).
 get() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode(), end="")' "$1" 2>/dev/null; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

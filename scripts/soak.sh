@@ -6,13 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin sockwave
-py=target/interop-venv/bin/python
-if ! "$py" -c 'import websockets' 2>/dev/null; then
-    py=target/demo-venv/bin/python
-    if ! "$py" -c 'import websockets' 2>/dev/null; then
-        python3 -m venv target/demo-venv
-        target/demo-venv/bin/pip install --quiet --disable-pip-version-check websockets
-    fi
-fi
+py=$(scripts/websockets-python.sh)
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec "$py" scripts/soak.py "$@"
