@@ -236,7 +236,7 @@ impl EventLoop {
                 // Over its rate: the timer that ends the pause reads it again.
                 return;
             }
-            if c.out.queued() >= cap {
+            if c.owed() >= cap {
                 c.read_paused = true;
                 if to_eof {
                     // The peer hung up or reset: a write will tell which.
@@ -503,7 +503,7 @@ impl EventLoop {
         };
         if let Some(inner) = &c.inner {
             inner.open.store(false, Ordering::Release);
-            inner.release(c.out.clear());
+            inner.release(c.out.clear() + c.transport.abandon());
             self.server.state().mailboxes[self.index].register(slot, None);
         }
         self.topics.remove(slot);
@@ -552,7 +552,7 @@ impl EventLoop {
         if c.write_out().is_err() {
             return self.release(slot);
         }
-        if c.read_paused && c.out.queued() < self.server.config().max_buffered {
+        if c.read_paused && c.owed() < self.server.config().max_buffered {
             // What the peer sent while it was paused is still in the socket,
             // and no new edge will say so: read it next turn.
             c.read_paused = false;

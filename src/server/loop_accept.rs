@@ -16,7 +16,7 @@ use super::rate_limit::ConnLimits;
 use super::stats::HandshakeFailure;
 use super::stream::Stream;
 #[cfg(feature = "tls")]
-use super::tls::TlsTransport;
+use super::tls_transport::TlsTransport;
 use super::transport::{TcpTransport, Transport};
 use crate::protocol::Connection;
 

@@ -173,17 +173,34 @@ impl LoopConn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
                     let released = self.out.advance(written);
-                    if released > 0 {
-                        if let Some(inner) = &self.inner {
-                            inner.release(released);
-                        }
-                    }
+                    self.give_back(released);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
-        self.transport.flush().map(|_| ())
+        if self.transport.flush()? {
+            // Out of the transport too: what it kept back is given back now.
+            self.give_back(0);
+        }
+        Ok(())
+    }
+
+    /// Gives back the reservations of bytes that left the queue, as far as
+    /// the transport has them on the wire (see [`Transport::settle`]).
+    fn give_back(&mut self, released: usize) {
+        let settled = self.transport.settle(released);
+        if settled > 0 {
+            if let Some(inner) = &self.inner {
+                inner.release(settled);
+            }
+        }
+    }
+
+    /// Bytes the connection owes the peer: its queue and what its transport
+    /// holds (TLS records not yet taken by the socket).
+    pub(crate) fn owed(&self) -> usize {
+        self.out.queued() + self.transport.wants_write()
     }
 }

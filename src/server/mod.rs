@@ -39,7 +39,8 @@
 //! | `loop_conn.rs` | one connection as its loop owns it |
 //! | `lifecycle.rs` | the runtime's view of a connection, one enum |
 //! | `transport.rs` | the seam between socket and protocol; plain TCP |
-//! | `tls.rs` | TLS on that seam (rustls), and [`TlsConfig`] |
+//! | `tls_config.rs` | [`TlsConfig`]: certificates, SNI, reload |
+//! | `tls_transport.rs` | TLS on that seam (rustls) |
 //! | `stream.rs` | the transport a connection holds: TCP or TLS |
 //! | `out_queue.rs` | the bytes a connection owes, coalesced, written by iovecs |
 //! | `prepared.rs` | encoding decided once per connection; messages framed once for many |
@@ -87,7 +88,9 @@ mod stats;
 mod stream;
 mod timers;
 #[cfg(feature = "tls")]
-mod tls;
+mod tls_config;
+#[cfg(feature = "tls")]
+mod tls_transport;
 mod topic_interest;
 mod topics;
 mod transport;
@@ -107,7 +110,7 @@ pub use server_handle::ServerHandle;
 pub use start::Server;
 pub use stats::{HandshakeFailures, Latencies, Stats, StatsSnapshot, TlsHandshakes};
 #[cfg(feature = "tls")]
-pub use tls::{TlsConfig, TlsError};
+pub use tls_config::{TlsConfig, TlsError};
 pub use trusted_proxies::{IpNetwork, ProxyHeader, TrustedProxies};
 
 pub use crate::protocol::{MessageKind, ProtocolConfig, Request};

@@ -12,7 +12,7 @@ use super::transport::{TcpTransport, Transport};
 pub(crate) enum Stream {
     Tcp(TcpTransport),
     #[cfg(feature = "tls")]
-    Tls(Box<super::tls::TlsTransport>),
+    Tls(Box<super::tls_transport::TlsTransport>),
 }
 
 macro_rules! each {
@@ -44,6 +44,14 @@ impl Transport for Stream {
 
     fn wants_write(&self) -> usize {
         each!(self, t => t.wants_write())
+    }
+
+    fn settle(&mut self, released: usize) -> usize {
+        each!(self, t => t.settle(released))
+    }
+
+    fn abandon(&mut self) -> usize {
+        each!(self, t => t.abandon())
     }
 
     fn handshaking(&self) -> bool {

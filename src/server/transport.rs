@@ -7,7 +7,8 @@
 //! [`Transport::write_vectored`]. A transport that keeps bytes of its own (a
 //! TLS layer's records not yet taken by the kernel) says so through
 //! [`Transport::wants_write`] and pushes them in [`Transport::flush`], and
-//! the loop counts them against the connection like its own queue. Plain TCP
+//! the loop counts them against the connection like its own queue
+//! ([`Transport::settle`] keeps their reservations until they are out). Plain TCP
 //! ([`TcpTransport`]) is the first implementation: it keeps nothing; TLS
 //! (`tls.rs`, the `tls` feature) the second; `stream.rs` holds whichever a
 //! connection has.
@@ -44,6 +45,20 @@ pub(crate) trait Transport {
 
     /// Bytes the transport holds for the socket, beyond the loop's queue.
     fn wants_write(&self) -> usize {
+        0
+    }
+
+    /// The out queue handed the transport messages whose reservations add
+    /// up to `released`; returns how many reserved bytes may be given back
+    /// now. Plain TCP: all of them, the kernel has the bytes. A transport
+    /// that holds bytes of its own (TLS records) keeps them until it holds
+    /// none, so what it owes counts against the connection's cap.
+    fn settle(&mut self, released: usize) -> usize {
+        released
+    }
+
+    /// The connection ends: every reservation the transport kept.
+    fn abandon(&mut self) -> usize {
         0
     }
 

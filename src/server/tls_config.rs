@@ -1,33 +1,16 @@
-//! wss://: TLS under the frames, with rustls, on the transport seam.
-//!
-//! [`TlsConfig`] is what a user configures (certificate chain and key, from
-//! PEM files or memory, ALPN `http/1.1`, TLS 1.2 and 1.3). [`TlsTransport`]
-//! is the [`Transport`] a loop puts under a connection when the server has
-//! one: TLS records in from the socket, plaintext into the loop's read
-//! buffer; plaintext from the out queue, records out to the socket. The
-//! protocol and the connection's lifecycle do not know it is there.
-//!
-//! A client that speaks plain HTTP or garbage to the TLS port gets a TLS
-//! alert and its connection ends; the WebSocket handshake timeout covers the
-//! TLS handshake too (both run from the accept); renegotiation never happens
-//! (rustls does not implement it); a clean close sends close_notify.
+//! [`TlsConfig`]: what a user configures for wss:// (certificate chain and
+//! key, from PEM files or memory, more certificates by SNI, hot reload, ALPN
+//! `http/1.1`, TLS 1.2 and 1.3). `tls_transport.rs` runs it in the loop.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, IoSlice, Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use mio::{Registry, Token};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConnection;
-
-use super::proxy_protocol::{self, Proxied};
-use super::transport::{TcpTransport, Transport};
 
 /// The server side of TLS: a default certificate, more chosen by SNI,
 /// protocol versions (1.2 and 1.3) and ALPN (`http/1.1`, what a WebSocket
@@ -37,7 +20,7 @@ use super::transport::{TcpTransport, Transport};
 /// the certificate they were made with.
 #[derive(Clone)]
 pub struct TlsConfig {
-    server: Arc<rustls::ServerConfig>,
+    pub(super) server: Arc<rustls::ServerConfig>,
     /// `None` for [`TlsConfig::from_rustls`], whose certificates are the caller's.
     resolver: Option<Arc<Resolver>>,
 }
@@ -278,207 +261,4 @@ fn certificates<E: fmt::Display>(
         return Err(error("no PEM certificate in it".into()));
     }
     Ok(chain)
-}
-
-/// A TLS alert record: fatal (2), decode_error (50).
-const FATAL_DECODE_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 50];
-
-/// TLS over one connection's TCP socket.
-pub(crate) struct TlsTransport {
-    tcp: TcpTransport,
-    tls: ServerConnection,
-    /// A trusted proxy's PROXY header, read off TCP before TLS begins.
-    proxy: Option<Box<ProxyPrefix>>,
-}
-
-/// The PROXY header in front of a TLS connection, and what followed it.
-#[derive(Default)]
-struct ProxyPrefix {
-    /// The header so far; once read, the bytes after it (the start of the
-    /// ClientHello), until rustls has taken them.
-    buf: Vec<u8>,
-    done: bool,
-    client: Option<SocketAddr>,
-}
-
-impl TlsTransport {
-    /// `expect_proxy`: the peer is a trusted proxy that sends a PROXY
-    /// protocol header before the TLS handshake.
-    pub(crate) fn new(
-        tcp: TcpTransport,
-        config: &TlsConfig,
-        expect_proxy: bool,
-    ) -> io::Result<TlsTransport> {
-        let tls = ServerConnection::new(Arc::clone(&config.server)).map_err(io::Error::other)?;
-        Ok(TlsTransport {
-            tcp,
-            tls,
-            proxy: expect_proxy.then(Box::default),
-        })
-    }
-
-    /// Reads the PROXY header off TCP. `Ok(true)` once it is read (what came
-    /// after it waits in the prefix for rustls); `WouldBlock` until then.
-    fn read_proxy_header(&mut self) -> io::Result<bool> {
-        let Some(p) = &mut self.proxy else {
-            return Ok(true);
-        };
-        if p.done {
-            return Ok(true);
-        }
-        let mut chunk = [0u8; 600];
-        loop {
-            let n = match self.tcp.socket().read(&mut chunk) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            p.buf.extend_from_slice(&chunk[..n]);
-            match proxy_protocol::parse(&p.buf) {
-                Ok(Some((proxied, used))) => {
-                    p.done = true;
-                    if let Proxied::Client(addr) = proxied {
-                        p.client = Some(addr);
-                    }
-                    p.buf.drain(..used);
-                    return Ok(true);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("a trusted proxy sent no valid PROXY header: {e:?}"),
-                    ))
-                }
-            }
-        }
-    }
-
-    /// Gives rustls what follows the PROXY header, else what the socket has.
-    fn read_tls(&mut self) -> io::Result<usize> {
-        if let Some(p) = self.proxy.as_mut().filter(|p| !p.buf.is_empty()) {
-            let mut rest: &[u8] = &p.buf;
-            let n = self.tls.read_tls(&mut rest)?;
-            p.buf.drain(..n);
-            if p.buf.is_empty() {
-                // An idle connection keeps no buffer.
-                p.buf = Vec::new();
-            }
-            return Ok(n);
-        }
-        self.tls.read_tls(self.tcp.socket())
-    }
-
-    /// Writes the records rustls holds; `Ok(true)` once it holds none.
-    fn write_records(&mut self) -> io::Result<bool> {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(self.tcp.socket()) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
-    }
-}
-
-impl Transport for TlsTransport {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.read_proxy_header() {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-            Err(e) => return Err(e),
-        }
-        loop {
-            match self.tls.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The peer closed TCP without close_notify: the end all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
-            }
-            match self.read_tls() {
-                Ok(0) => {
-                    // EOF: let rustls say whether it was clean.
-                    self.tls.process_new_packets().map_err(io::Error::other)?;
-                    return match self.tls.reader().read(buf) {
-                        Ok(n) => Ok(n),
-                        Err(_) => Ok(0),
-                    };
-                }
-                Ok(_) => {}
-                Err(e) => return Err(e),
-            }
-            if let Err(e) = self.tls.process_new_packets() {
-                // Plain HTTP or garbage to the TLS port: the alert rustls
-                // queued goes out, then the connection ends.
-                if self.tls.wants_write() {
-                    let _ = self.write_records();
-                } else {
-                    // Some errors (a handshake message larger than any real
-                    // one, say) queue no alert: send a fatal decode_error of
-                    // our own, so the peer hears why rather than a bare close.
-                    let _ = self.tcp.socket().write(&FATAL_DECODE_ERROR);
-                }
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-            // Handshake messages, key updates: answered at once.
-            self.write_records()?;
-        }
-    }
-
-    fn drained_by(&self, _n: usize, _asked: usize) -> bool {
-        // A short read of plaintext says nothing about the socket.
-        false
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        // Records still waiting go first: rustls takes plaintext only up to
-        // its buffer limit (64 KiB of records), the rest stays in the out
-        // queue. Nothing taken is a push-back only when the socket itself
-        // refused (then its writable edge will come); never otherwise.
-        if !self.write_records()? {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let taken = self.tls.writer().write_vectored(bufs)?;
-        self.write_records()?;
-        Ok(taken)
-    }
-
-    fn flush(&mut self) -> io::Result<bool> {
-        self.write_records()
-    }
-
-    fn wants_write(&self) -> usize {
-        usize::from(self.tls.wants_write())
-    }
-
-    fn handshaking(&self) -> bool {
-        self.tls.is_handshaking()
-    }
-
-    fn goodbye(&mut self) {
-        self.tls.send_close_notify();
-        let _ = self.write_records();
-    }
-
-    fn shutdown_write(&mut self) {
-        self.goodbye();
-        self.tcp.shutdown_write();
-    }
-
-    fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        self.tcp.register(registry, token)
-    }
-
-    fn peer_addr(&self) -> Option<SocketAddr> {
-        self.tcp.peer_addr()
-    }
-
-    fn proxied_client(&self) -> Option<SocketAddr> {
-        self.proxy.as_ref().and_then(|p| p.client)
-    }
 }
