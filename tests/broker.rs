@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::redis_server::{wait_until, Redis};
+use common::redis_server::Redis;
+use common::wait_until;
 use common::{Client, Ev};
 use sockwave::broker::{BrokerHealth, BrokerStats, RedisBroker, RedisConfig};
 use sockwave::server::{

@@ -571,7 +571,8 @@ fn tls_flags_serve_wss_and_the_page_over_https() {
 #[cfg(feature = "redis")]
 #[test]
 fn redis_flag_makes_pubsub_span_nodes_and_healthz_tells_the_broker_state() {
-    use common::redis_server::{wait_until, Redis};
+    use common::redis_server::Redis;
+    use common::wait_until;
 
     let mut redis = Redis::start(&[]);
     let url = redis.url();

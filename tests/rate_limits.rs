@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, Ev};
+use common::{wait_until, Client, Ev};
 use sockwave::server::{
     Config, Dispatch, Echo, Rate, RateLimit, RateLimitPolicy, Server, ServerHandle,
 };
@@ -21,15 +21,6 @@ fn server(rate_limit: RateLimit) -> ServerHandle {
         ..Config::default()
     };
     Server::start(config, Echo).unwrap()
-}
-
-/// Waits (up to 10 s) for `cond`, checking every few milliseconds.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 #[test]

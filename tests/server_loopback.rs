@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{raise_fd_limit, raw_exchange, response_head, Client, Ev, UPGRADE};
+use common::{raise_fd_limit, raw_exchange, response_head, wait_until, Client, Ev, UPGRADE};
 use sockwave::protocol::{MessageKind, ProtocolConfig};
 use sockwave::server::{
     BackpressurePolicy, Config, Conn, Decision, Dispatch, DropReason, Echo, Handler, Message,
@@ -205,14 +205,6 @@ impl Handler for Registry {
     }
     fn on_drain(&self, _conn: &Conn) {
         self.drains.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

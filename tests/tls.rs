@@ -6,12 +6,16 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{served_certificate, Client, Ev};
+use common::{served_certificate, wait_until, Client, Ev};
 use sockwave::protocol::MessageKind;
-use sockwave::server::{Config, Echo, Server, ServerHandle, TlsConfig, TlsError};
+use sockwave::server::{
+    BackpressurePolicy, Config, Conn, DropReason, Echo, Handler, Message, SendStatus, Server,
+    ServerHandle, TlsConfig, TlsError,
+};
 
 struct Pki {
     cert_pem: String,
@@ -71,6 +75,120 @@ fn echoes_over_tls_up_to_16_mib_fragmented_pings_and_close_codes() {
     let mut rest = [0u8; 16];
     assert_eq!(c.read_some(&mut rest).unwrap(), 0);
     server.shutdown_and_join();
+}
+
+/// Keeps every connection's handle, echoes, and counts closes and drains.
+#[derive(Default)]
+struct Registry {
+    conns: Mutex<Vec<Conn>>,
+    closes: Mutex<Vec<u16>>,
+    drains: AtomicUsize,
+}
+
+impl Handler for Registry {
+    fn on_open(&self, conn: &Conn, _req: &sockwave::protocol::Request) {
+        self.conns.lock().unwrap().push(conn.clone());
+    }
+    fn on_message(&self, conn: &Conn, message: Message) {
+        conn.send_owned(message.kind(), message.into_bytes());
+    }
+    fn on_close(&self, _conn: &Conn, code: u16, _reason: &str) {
+        self.closes.lock().unwrap().push(code);
+    }
+    fn on_drain(&self, _conn: &Conn) {
+        self.drains.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A wss client that stops reading: the cap and the policy act as they do
+/// on plain TCP, with the records rustls holds counted as bytes owed.
+fn tls_backpressure(policy: BackpressurePolicy) {
+    const CAP: usize = 256 * 1024;
+    let pki = pki();
+    let registry = Arc::new(Registry::default());
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: 1,
+        max_buffered: CAP,
+        backpressure: policy,
+        shutdown_timeout: Duration::from_millis(500),
+        tls: Some(TlsConfig::from_pem(pki.cert_pem.as_bytes(), pki.key_pem.as_bytes()).unwrap()),
+        ..Config::default()
+    };
+    config.protocol.close_timeout = Duration::from_millis(300);
+    let server = Server::start_arc(config, registry.clone()).unwrap();
+    let mut stalled =
+        Client::connect_tls_stalling(server.local_addr(), Arc::clone(&pki.client), "localhost")
+            .unwrap();
+    wait_until("the stalled client opens", || {
+        registry.conns.lock().unwrap().len() == 1
+    });
+    let slow = registry.conns.lock().unwrap()[0].clone();
+    let mut healthy =
+        Client::connect_tls(server.local_addr(), Arc::clone(&pki.client), "localhost").unwrap();
+    let chunk: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let mut accepted = 0;
+    let reason = loop {
+        match slow.send_binary(&chunk) {
+            SendStatus::Buffered(n) => {
+                assert!(n <= CAP + chunk.len(), "buffered {n}");
+                accepted += 1;
+            }
+            SendStatus::Dropped(reason) => break reason,
+        }
+        assert!(accepted < 10_000, "the cap was never hit");
+        if accepted % 20 == 0 {
+            // The healthy connection keeps flowing while the slow one fills.
+            healthy
+                .send_text(&format!("still here {accepted}"))
+                .unwrap();
+            assert_eq!(
+                healthy.recv().unwrap(),
+                Ev::Text(format!("still here {accepted}"))
+            );
+        }
+    };
+    assert_eq!(reason, DropReason::Backpressure);
+    assert!(slow.buffered_amount() <= CAP + chunk.len());
+    match policy {
+        BackpressurePolicy::Close => {
+            wait_until("close for backpressure", || {
+                registry.closes.lock().unwrap().len() == 1
+            });
+            assert_eq!(registry.closes.lock().unwrap()[0], 1008);
+            assert_eq!(server.stats().closed_backpressure, 1);
+            assert!(!slow.is_open());
+        }
+        BackpressurePolicy::Drop => {
+            assert!(slow.is_open());
+            // Everything accepted arrives, whole and once, then the drain.
+            for i in 0..accepted {
+                assert!(
+                    stalled.recv().unwrap() == Ev::Binary(chunk.clone()),
+                    "message {i}"
+                );
+            }
+            wait_until("drain", || registry.drains.load(Ordering::SeqCst) >= 1);
+            assert_eq!(registry.drains.load(Ordering::SeqCst), 1);
+            assert_eq!(slow.buffered_amount(), 0);
+            assert!(!slow.send_text("after drain").is_dropped());
+            assert_eq!(stalled.recv().unwrap(), Ev::Text("after drain".into()));
+        }
+    }
+    healthy.send_text("done").unwrap();
+    assert_eq!(healthy.recv().unwrap(), Ev::Text("done".into()));
+    assert_eq!(server.stats().dropped_backpressure, 1);
+    server.shutdown_and_join();
+}
+
+#[test]
+fn a_tls_client_that_stops_reading_is_closed_with_1008_at_the_cap() {
+    tls_backpressure(BackpressurePolicy::Close);
+}
+
+#[test]
+fn a_tls_client_that_stops_reading_loses_only_refused_sends_then_drains() {
+    tls_backpressure(BackpressurePolicy::Drop);
 }
 
 #[test]

@@ -147,6 +147,26 @@ impl Client {
         Self::handshake(stream, Some(Box::new(tls)), addr, "/", &[], &[])
     }
 
+    /// wss:// over a socket whose receive buffer is 4 KiB, for a client
+    /// that is going to stop reading (the server's writes back up fast).
+    #[cfg(feature = "tls")]
+    pub fn connect_tls_stalling(
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        name: &str,
+    ) -> io::Result<Client> {
+        let name =
+            rustls::pki_types::ServerName::try_from(name.to_string()).map_err(io::Error::other)?;
+        let tls = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        sock.set_recv_buffer_size(4096)?;
+        sock.connect(&addr.into())?;
+        let stream: TcpStream = sock.into();
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        Self::handshake(stream, Some(Box::new(tls)), addr, "/", &[], &[])
+    }
+
     fn socket(addr: SocketAddr) -> io::Result<TcpStream> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
@@ -409,6 +429,16 @@ pub fn response_head(addr: SocketAddr, parts: &[&[u8]]) -> String {
 }
 
 /// Lets this test process hold thousands of sockets.
+/// Waits (up to 20 s) for `cond`, checking every few milliseconds: the one
+/// way the tests wait for something another thread does.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 pub fn raise_fd_limit() {
     // SAFETY: plain struct in, plain struct out.
     unsafe {
