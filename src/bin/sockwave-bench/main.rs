@@ -254,26 +254,7 @@ impl Link {
         match self {
             Link::Plain(s) => s.read(buf),
             #[cfg(feature = "tls")]
-            Link::Tls(s, tls) => loop {
-                match tls.reader().read(buf) {
-                    Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                    Err(e) => return Err(e),
-                }
-                if tls.read_tls(s)? == 0 {
-                    return Ok(0);
-                }
-                tls.process_new_packets().map_err(io::Error::other)?;
-                while tls.wants_write() {
-                    match tls.write_tls(s) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        r => {
-                            r?;
-                        }
-                    }
-                }
-            },
+            Link::Tls(s, tls) => tls_read(s, tls, buf),
         }
     }
 
@@ -324,6 +305,96 @@ impl Link {
                 }
                 Ok(true)
             }
+        }
+    }
+}
+
+/// The largest TLS record on the wire (rustls's `MAX_WIRE_SIZE`).
+#[cfg(feature = "tls")]
+const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
+
+/// Reads plaintext over TLS as the server does: the socket in large reads
+/// into a scratch buffer the thread's links share, rustls fed from memory
+/// (its own `read_tls` from a socket reads 4 KiB per system call), as much
+/// as `buf` can take. Small buffers (the connect and idle modes) let rustls
+/// read the socket itself. `WouldBlock` when the socket has no more.
+#[cfg(feature = "tls")]
+fn tls_read(
+    s: &mut TcpStream,
+    tls: &mut rustls::ClientConnection,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 128 * 1024]);
+    }
+    let answer = |s: &mut TcpStream, tls: &mut rustls::ClientConnection| -> io::Result<()> {
+        tls.process_new_packets().map_err(io::Error::other)?;
+        while tls.wants_write() {
+            match tls.write_tls(s) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                r => {
+                    r?;
+                }
+            }
+        }
+        Ok(())
+    };
+    let mut filled = 0;
+    loop {
+        while filled < buf.len() {
+            match tls.reader().read(&mut buf[filled..]) {
+                Ok(0) => return Ok(filled),
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(filled),
+                Err(e) => return Err(e),
+            }
+        }
+        let room = buf.len() - filled;
+        if room < 2 * MAX_RECORD {
+            if filled > 0 {
+                return Ok(filled);
+            }
+            // A small buffer: rustls reads the socket (4 KiB at a time).
+            if tls.read_tls(s)? == 0 {
+                return Ok(0);
+            }
+            answer(s, tls)?;
+            continue;
+        }
+        let read = SCRATCH.with(|scratch| -> io::Result<Option<(usize, usize)>> {
+            let mut scratch = scratch.borrow_mut();
+            let asked = (room - MAX_RECORD).min(scratch.len());
+            let n = match s.read(&mut scratch[..asked]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let mut rest = &scratch[..n];
+            if n == 0 {
+                // EOF: rustls takes a read of nothing for it.
+                tls.read_tls(&mut rest)?;
+                answer(s, tls)?;
+            }
+            while !rest.is_empty() {
+                tls.read_tls(&mut rest)?;
+                answer(s, tls)?;
+                while filled < buf.len() {
+                    match tls.reader().read(&mut buf[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(_) => break,
+                    }
+                }
+            }
+            Ok(Some((n, asked)))
+        })?;
+        let Some((n, asked)) = read else {
+            // Nothing more for now, after some plaintext.
+            return Ok(filled);
+        };
+        if n < asked && filled > 0 {
+            return Ok(filled);
         }
     }
 }
