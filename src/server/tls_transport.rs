@@ -7,21 +7,24 @@
 //! socket. The protocol and the connection's lifecycle do not know it is
 //! there.
 //!
-//! **Reading.** rustls's own `read_tls` takes at most 4 KiB from a reader per
-//! call, which over a socket is one `recv` per 4 KiB: sixteen system calls
-//! for one 64 KiB message. Instead the socket is read in large pieces into a
-//! scratch buffer the loop thread's TLS connections share ([`CipherScratch`]),
-//! and rustls is fed from that memory. Everything read is decrypted before
-//! the call returns (the read is sized so its plaintext fits the caller's
-//! buffer), so no connection keeps ciphertext of its own beyond the partial
-//! record rustls holds, and an idle connection keeps no read buffer of ours.
+//! It drives rustls's *unbuffered* connection, so the loop owns every buffer
+//! and an idle connection holds none:
 //!
-//! **Writing.** rustls encrypts what it is given at once and holds the
-//! records the socket did not take (up to its 64 KiB limit). Those bytes are
-//! still owed to the peer: [`Transport::wants_write`] reports them, and the
-//! reservations of the messages they came from are given back only once
-//! rustls holds nothing ([`Transport::settle`]), so `buffered_amount`, the
-//! per-connection cap and the backpressure policy count them as on plain TCP.
+//! - **Reading.** The socket is read in large pieces into a buffer the loop
+//!   thread's TLS connections share ([`Scratch`]), and rustls processes the
+//!   records where they lie. Everything read is processed before the call
+//!   returns (the read is sized so its plaintext fits the caller's buffer);
+//!   only a record cut in two by the read is kept, in the connection's
+//!   `incoming`, until the rest arrives. (rustls's buffered connection reads
+//!   4 KiB per `recv` into a 4 KiB buffer each connection keeps for life.)
+//! - **Writing.** Plaintext from the out queue is encrypted into the shared
+//!   buffer (small pieces gathered first, so sixteen 1 KiB messages make one
+//!   record, not thirty-two) and written to the socket. What the socket does
+//!   not take stays in the connection's `outgoing`: those bytes are owed to
+//!   the peer, [`Transport::wants_write`] reports them, and the reservations
+//!   of the messages they came from are given back only once they are on the
+//!   wire ([`Transport::settle`]), so `buffered_amount`, the per-connection
+//!   cap and the backpressure policy count them as on plain TCP.
 //!
 //! A client that speaks plain HTTP or garbage to the TLS port gets a TLS
 //! alert and its connection ends; the WebSocket handshake timeout covers the
@@ -29,12 +32,15 @@
 //! (rustls does not implement it); a clean close sends close_notify.
 
 use std::cell::RefCell;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mio::{Registry, Token};
-use rustls::ServerConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
+};
 
 use super::proxy_protocol::{self, Proxied};
 use super::tls_config::TlsConfig;
@@ -44,93 +50,170 @@ use super::transport::{TcpTransport, Transport};
 const FATAL_DECODE_ERROR: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 50];
 
 /// The largest TLS record on the wire (rustls's `MAX_WIRE_SIZE`): 16 KiB of
-/// plaintext, 2 KiB of expansion allowance, a 5-byte header. rustls may hold
-/// up to one of these, partly read, between reads.
+/// plaintext, 2 KiB of expansion allowance, a 5-byte header.
 const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
 
+/// The most plaintext one record carries.
+const MAX_FRAGMENT: usize = 16 * 1024;
+
 /// How much ciphertext one `recv` asks for, at most.
-const SCRATCH_LEN: usize = 128 * 1024;
+const READ_LEN: usize = 128 * 1024;
 
-/// The ciphertext buffer the TLS connections of one loop thread share: the
-/// socket is read into it, and rustls is fed from it in the same call, so it
-/// never holds anything between calls.
-struct CipherScratch;
+/// How much plaintext one write encrypts, at most.
+const WRITE_LEN: usize = 64 * 1024;
 
-impl CipherScratch {
-    /// Runs `f` with the thread's scratch buffer (allocated at first use, on
-    /// loop threads that serve TLS only).
-    fn with<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+/// The most a handshake may keep waiting for the rest of a message: rustls
+/// joins handshake messages up to 64 KiB.
+const MAX_INCOMING: usize = 64 * 1024 + MAX_RECORD;
+
+/// The buffers the TLS connections of one loop thread share: ciphertext read
+/// off the sockets, plaintext gathered for one record, records encrypted for
+/// the socket. A connection uses them within one call and leaves nothing in
+/// them.
+struct Scratch {
+    incoming: Box<[u8]>,
+    gather: Box<[u8]>,
+    outgoing: Box<[u8]>,
+}
+
+impl Scratch {
+    /// Runs `f` with the thread's scratch buffers (allocated at first use,
+    /// on loop threads that serve TLS only).
+    fn with<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
         thread_local! {
-            static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(Box::default());
+            static SCRATCH: RefCell<Option<Box<Scratch>>> = const { RefCell::new(None) };
         }
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
-            if s.is_empty() {
-                *s = vec![0u8; SCRATCH_LEN].into_boxed_slice();
-            }
-            f(&mut s)
+            let scratch = s.get_or_insert_with(|| {
+                Box::new(Scratch {
+                    incoming: vec![0u8; MAX_INCOMING + READ_LEN].into_boxed_slice(),
+                    gather: vec![0u8; MAX_FRAGMENT].into_boxed_slice(),
+                    outgoing: vec![0u8; records_len(WRITE_LEN) + 4 * MAX_RECORD].into_boxed_slice(),
+                })
+            });
+            f(scratch)
         })
     }
 }
 
-/// TLS over one connection's TCP socket.
-pub(crate) struct TlsTransport {
-    tcp: TcpTransport,
-    tls: ServerConnection,
+/// TLS over one connection's TCP socket (`S`: the socket's transport;
+/// plain TCP in the server, an in-memory pipe in the fuzz harness).
+pub(crate) struct TlsTransport<S = TcpTransport> {
+    tcp: S,
+    tls: UnbufferedServerConnection,
     /// A trusted proxy's PROXY header, read off TCP before TLS begins.
     proxy: Option<Box<ProxyPrefix>>,
-    /// Plaintext bytes given to rustls whose records may not all be on the
-    /// wire yet; 0 once rustls holds no records.
-    held: usize,
-    /// Reservations (see [`Transport::settle`]) kept until `held` is 0.
+    /// Ciphertext of a record not yet whole (and, during the handshake, of
+    /// a handshake message not yet whole); empty, with no allocation, when
+    /// the last read ended on a record boundary.
+    incoming: Vec<u8>,
+    /// Records the socket has not taken yet, in order; empty when idle.
+    outgoing: Vec<u8>,
+    /// Plaintext decrypted that did not fit the caller's buffer (never, with
+    /// the reads sized as they are; kept so that nothing can be lost).
+    overflow: Vec<u8>,
+    /// Reservations (see [`Transport::settle`]) kept while `outgoing` holds bytes.
     unsettled: usize,
-    /// The last read ended with the socket drained and rustls holding no
-    /// plaintext: under edge-triggered readiness, the next read would only
-    /// say `WouldBlock`.
+    /// The last read ended with the socket drained: under edge-triggered
+    /// readiness, the next read would only say `WouldBlock`.
     drained: bool,
+    /// The peer sent close_notify, or ended TCP.
+    ended: bool,
 }
 
-/// The PROXY header in front of a TLS connection, and what followed it.
+/// The PROXY header in front of a TLS connection.
 #[derive(Default)]
 struct ProxyPrefix {
-    /// The header so far; once read, the bytes after it (the start of the
-    /// ClientHello), until rustls has taken them.
+    /// The header so far, until it is whole.
     buf: Vec<u8>,
     done: bool,
     client: Option<SocketAddr>,
 }
 
-/// How one read of the socket ended.
-enum Recv {
-    /// It filled what was asked: there may be more.
-    Full,
-    /// It gave less than asked, or nothing for now: the socket is drained.
-    Drained,
-    /// The peer ended the stream.
-    Eof,
+fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-impl TlsTransport {
+/// Appends what `encode` writes to `out`, growing it to the size rustls asks.
+fn encode_into(
+    out: &mut Vec<u8>,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> io::Result<()> {
+    let start = out.len();
+    let mut room = 1024;
+    loop {
+        out.resize(start + room, 0);
+        match encode(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(e)) => room = e.required_size,
+            Err(e) => {
+                out.truncate(start);
+                return Err(io::Error::other(e));
+            }
+        }
+    }
+}
+
+/// Appends what `encrypt` writes to `out`, growing it to the size rustls asks.
+fn encrypt_into(
+    out: &mut Vec<u8>,
+    expect: usize,
+    mut encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+) -> io::Result<()> {
+    let start = out.len();
+    let mut room = expect;
+    loop {
+        out.resize(start + room, 0);
+        match encrypt(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncryptError::InsufficientSize(e)) => room = e.required_size,
+            Err(e) => {
+                out.truncate(start);
+                return Err(io::Error::other(e));
+            }
+        }
+    }
+}
+
+/// Room for the records of `n` bytes of plaintext (header, content type,
+/// tag and padding allowance per record).
+fn records_len(n: usize) -> usize {
+    n + n.div_ceil(MAX_FRAGMENT).max(1) * (MAX_RECORD - MAX_FRAGMENT)
+}
+
+impl<S: Transport> TlsTransport<S> {
     /// `expect_proxy`: the peer is a trusted proxy that sends a PROXY
     /// protocol header before the TLS handshake.
-    pub(crate) fn new(
-        tcp: TcpTransport,
-        config: &TlsConfig,
-        expect_proxy: bool,
-    ) -> io::Result<TlsTransport> {
-        let tls = ServerConnection::new(Arc::clone(&config.server)).map_err(io::Error::other)?;
-        Ok(TlsTransport {
+    pub(crate) fn new(tcp: S, config: &TlsConfig, expect_proxy: bool) -> io::Result<Self> {
+        let tls = UnbufferedServerConnection::new(Arc::clone(&config.server))
+            .map_err(io::Error::other)?;
+        Ok(Self {
             tcp,
             tls,
             proxy: expect_proxy.then(Box::default),
-            held: 0,
+            incoming: Vec::new(),
+            outgoing: Vec::new(),
+            overflow: Vec::new(),
             unsettled: 0,
             drained: false,
+            ended: false,
         })
     }
 
+    /// The socket under TLS (the fuzz harness's in-memory pipe).
+    pub(crate) fn tcp_mut(&mut self) -> &mut S {
+        &mut self.tcp
+    }
+
     /// Reads the PROXY header off TCP. `Ok(true)` once it is read (what came
-    /// after it waits in the prefix for rustls); `WouldBlock` until then.
+    /// after it waits in `incoming` for rustls); `WouldBlock` until then.
     fn read_proxy_header(&mut self) -> io::Result<bool> {
         let Some(p) = &mut self.proxy else {
             return Ok(true);
@@ -140,7 +223,7 @@ impl TlsTransport {
         }
         let mut chunk = [0u8; 600];
         loop {
-            let n = match self.tcp.socket().read(&mut chunk) {
+            let n = match self.tcp.read(&mut chunk) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -153,153 +236,297 @@ impl TlsTransport {
                     if let Proxied::Client(addr) = proxied {
                         p.client = Some(addr);
                     }
-                    p.buf.drain(..used);
+                    // The start of the ClientHello.
+                    self.incoming.extend_from_slice(&p.buf[used..]);
+                    p.buf = Vec::new();
                     return Ok(true);
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("a trusted proxy sent no valid PROXY header: {e:?}"),
-                    ))
+                    return Err(invalid(format!(
+                        "a trusted proxy sent no valid PROXY header: {e:?}"
+                    )))
                 }
             }
         }
     }
 
-    /// Moves the plaintext rustls holds into `buf`; returns how much, and
-    /// whether the stream has ended (close_notify, or EOF without it) with
-    /// nothing more to give.
-    fn take_plaintext(&mut self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    /// Lets rustls process the whole records at the front of `incoming`:
+    /// their plaintext goes to `buf[*filled..]`, handshake answers to
+    /// `self.outgoing` (and out). Returns how many bytes of `incoming` are
+    /// done with; the rest is an unfinished record.
+    fn process(
+        &mut self,
+        incoming: &mut [u8],
+        buf: &mut [u8],
+        filled: &mut usize,
+    ) -> io::Result<usize> {
+        let mut used = 0;
+        loop {
+            let UnbufferedStatus { mut discard, state } =
+                self.tls.process_tls_records(&mut incoming[used..]);
+            match state {
+                Err(e) => {
+                    self.fail(&mut incoming[used + discard..]);
+                    return Err(invalid(e));
+                }
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
+                    while let Some(record) = traffic.next_record() {
+                        let record = record.map_err(invalid)?;
+                        discard += record.discard;
+                        let take = record.payload.len().min(buf.len() - *filled);
+                        buf[*filled..*filled + take].copy_from_slice(&record.payload[..take]);
+                        *filled += take;
+                        self.overflow.extend_from_slice(&record.payload[take..]);
+                    }
+                }
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    encode_into(&mut self.outgoing, |out| data.encode(out))?;
+                }
+                Ok(ConnectionState::TransmitTlsData(done)) => {
+                    // Whatever the socket does not take now goes out, in
+                    // order, before any later record.
+                    done.done();
+                    self.write_outgoing()?;
+                }
+                Ok(ConnectionState::BlockedHandshake | ConnectionState::WriteTraffic(_)) => {
+                    return Ok(used + discard);
+                }
+                Ok(ConnectionState::PeerClosed | ConnectionState::Closed) => {
+                    self.ended = true;
+                    return Ok(used + discard);
+                }
+                Ok(_) => {
+                    // Early data: never enabled in our configuration.
+                    self.fail(&mut incoming[used + discard..]);
+                    return Err(invalid("unexpected TLS early data"));
+                }
+            }
+            used += discard;
+        }
+    }
+
+    /// After an error: the alert rustls queued goes out (a fatal
+    /// decode_error of our own where it queued none, so the peer hears why
+    /// rather than a bare close). `incoming`: what follows the records
+    /// processed so far (rustls's offsets point into it).
+    fn fail(&mut self, incoming: &mut [u8]) {
+        let before = self.outgoing.len();
+        loop {
+            let status = self.tls.process_tls_records(incoming);
+            match status.state {
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    if encode_into(&mut self.outgoing, |out| data.encode(out)).is_err() {
+                        break;
+                    }
+                }
+                Ok(ConnectionState::TransmitTlsData(done)) => done.done(),
+                _ => break,
+            }
+        }
+        if self.outgoing.len() == before {
+            self.outgoing.extend_from_slice(&FATAL_DECODE_ERROR);
+        }
+        let _ = self.write_outgoing();
+    }
+
+    /// Writes the records waiting in `outgoing`; `Ok(true)` once none are left.
+    fn write_outgoing(&mut self) -> io::Result<bool> {
+        let mut sent = 0;
+        let result = loop {
+            if sent == self.outgoing.len() {
+                break Ok(true);
+            }
+            match self
+                .tcp
+                .write_vectored(&[IoSlice::new(&self.outgoing[sent..])])
+            {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        if sent == self.outgoing.len() {
+            // Idle connections keep no buffer.
+            self.outgoing = Vec::new();
+        } else {
+            self.outgoing.drain(..sent);
+        }
+        result
+    }
+
+    /// Reads ciphertext into `scratch` after what `incoming` kept, and
+    /// processes it, until the socket is drained or `buf` has no room left
+    /// for another read's plaintext.
+    fn read_records(&mut self, scratch: &mut [u8], buf: &mut [u8]) -> io::Result<usize> {
+        let mut len = self.incoming.len();
+        if len > MAX_INCOMING {
+            return Err(invalid("a TLS handshake message over 64 KiB"));
+        }
+        scratch[..len].copy_from_slice(&self.incoming);
         let mut filled = 0;
-        while filled < buf.len() {
-            match self.tls.reader().read(&mut buf[filled..]) {
-                Ok(0) => return Ok((filled, true)),
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // The peer closed TCP without close_notify: the end all the same.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok((filled, true)),
-                Err(e) => return Err(e),
+        loop {
+            let used = self.process(&mut scratch[..len], buf, &mut filled)?;
+            scratch.copy_within(used..len, 0);
+            len -= used;
+            // Read only what can be decrypted into `buf` now.
+            let room = buf.len() - filled;
+            if self.ended || self.drained || room < len + 2 * MAX_RECORD || len > MAX_INCOMING {
+                break;
             }
-        }
-        Ok((filled, false))
-    }
-
-    /// Gives rustls all of `cipher`, decrypting as it goes into
-    /// `buf[*filled..]` (which the caller made large enough), and answers
-    /// what the handshake asks for at once.
-    fn feed(&mut self, mut cipher: &[u8], buf: &mut [u8], filled: &mut usize) -> io::Result<()> {
-        // Never an empty slice: rustls takes a read of 0 for the peer's EOF.
-        while !cipher.is_empty() {
-            self.tls.read_tls(&mut cipher)?;
-            self.process()?;
-            *filled += self.take_plaintext(&mut buf[*filled..])?.0;
-        }
-        Ok(())
-    }
-
-    /// Lets rustls process what it was given. Plain HTTP or garbage to the
-    /// TLS port: the alert rustls queued goes out, then the connection ends.
-    fn process(&mut self) -> io::Result<()> {
-        if let Err(e) = self.tls.process_new_packets() {
-            if self.tls.wants_write() {
-                let _ = self.write_records();
-            } else {
-                // Some errors (a handshake message larger than any real one,
-                // say) queue no alert: send a fatal decode_error of our own,
-                // so the peer hears why rather than a bare close.
-                let _ = self.tcp.socket().write(&FATAL_DECODE_ERROR);
-            }
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-        }
-        // Handshake messages, key updates: answered at once.
-        self.write_records().map(|_| ())
-    }
-
-    /// Reads up to `want` bytes of ciphertext off the socket and feeds them
-    /// to rustls, plaintext into `buf[*filled..]`.
-    fn recv(&mut self, want: usize, buf: &mut [u8], filled: &mut usize) -> io::Result<Recv> {
-        CipherScratch::with(|scratch| {
-            let scratch = &mut scratch[..want.min(SCRATCH_LEN)];
-            let n = loop {
-                match self.tcp.socket().read(scratch) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Recv::Drained),
-                    Err(e) => return Err(e),
+            let want = (room - len).min(READ_LEN);
+            match self.tcp.read(&mut scratch[len..len + want]) {
+                Ok(0) => self.ended = true,
+                Ok(n) => {
+                    len += n;
+                    self.drained = n < want;
                 }
-            };
-            if n == 0 {
-                // The peer's EOF, told to rustls as a read of nothing, so it
-                // can say whether the stream ended cleanly.
-                self.tls.read_tls(&mut &[][..])?;
-                self.process()?;
-                return Ok(Recv::Eof);
-            }
-            self.feed(&scratch[..n], buf, filled)?;
-            Ok(if n < scratch.len() {
-                Recv::Drained
-            } else {
-                Recv::Full
-            })
-        })
-    }
-
-    /// Writes the records rustls holds; `Ok(true)` once it holds none.
-    fn write_records(&mut self) -> io::Result<bool> {
-        while self.tls.wants_write() {
-            match self.tls.write_tls(self.tcp.socket()) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        self.held = 0;
-        Ok(true)
+        if len == 0 {
+            self.incoming = Vec::new();
+        } else {
+            self.incoming.clear();
+            self.incoming.extend_from_slice(&scratch[..len]);
+        }
+        Ok(filled)
+    }
+
+    /// Runs `f` once rustls may send application data, with the records
+    /// it wants sent first (a key update, session tickets) already in
+    /// `self.outgoing`; `None` when it may not (the handshake is not done,
+    /// or both sides have closed).
+    fn with_traffic<R>(
+        &mut self,
+        f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>, &mut Vec<u8>) -> io::Result<R>,
+    ) -> io::Result<Option<R>> {
+        // The unfinished record stays where rustls expects it: at the front.
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let result = loop {
+            let UnbufferedStatus { state, .. } = self.tls.process_tls_records(&mut incoming);
+            match state {
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                    break f(&mut traffic, &mut self.outgoing).map(Some)
+                }
+                Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    if let Err(e) = encode_into(&mut self.outgoing, |o| data.encode(o)) {
+                        break Err(e);
+                    }
+                }
+                // Sent from `self.outgoing`, before anything encrypted after.
+                Ok(ConnectionState::TransmitTlsData(done)) => done.done(),
+                Ok(_) => break Ok(None),
+                Err(e) => break Err(invalid(e)),
+            }
+        };
+        self.incoming = incoming;
+        result
     }
 }
 
-impl Transport for TlsTransport {
+/// Records encrypted into a buffer of fixed size (no zeroing per write).
+struct Sealed<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl Sealed<'_> {
+    /// Whether the records of `n` more bytes of plaintext surely fit.
+    fn fits(&self, n: usize) -> bool {
+        records_len(n) <= self.buf.len() - self.len
+    }
+
+    fn seal(
+        &mut self,
+        traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+        plaintext: &[u8],
+    ) -> io::Result<()> {
+        let n = traffic
+            .encrypt(plaintext, &mut self.buf[self.len..])
+            .map_err(io::Error::other)?;
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Encrypts plaintext from `bufs` (up to [`WRITE_LEN`]) into `out`; returns
+/// how much it took. Small pieces are gathered into one record; large ones
+/// are encrypted from where they lie.
+fn encrypt(
+    traffic: &mut WriteTraffic<'_, ServerConnectionData>,
+    bufs: &[IoSlice<'_>],
+    gather: &mut [u8],
+    out: &mut Sealed<'_>,
+) -> io::Result<usize> {
+    let mut taken = 0;
+    let mut gathered = 0;
+    'slices: for slice in bufs {
+        let mut slice: &[u8] = slice;
+        while !slice.is_empty() && taken < WRITE_LEN {
+            if gathered == 0 && slice.len() >= MAX_FRAGMENT {
+                let n = slice.len().min(WRITE_LEN - taken);
+                if !out.fits(n) {
+                    break 'slices;
+                }
+                out.seal(traffic, &slice[..n])?;
+                taken += n;
+                slice = &slice[n..];
+                continue;
+            }
+            let n = slice
+                .len()
+                .min(gather.len() - gathered)
+                .min(WRITE_LEN - taken);
+            if !out.fits(gathered + n) {
+                break 'slices;
+            }
+            gather[gathered..gathered + n].copy_from_slice(&slice[..n]);
+            gathered += n;
+            taken += n;
+            slice = &slice[n..];
+            if gathered == gather.len() {
+                out.seal(traffic, &gather[..gathered])?;
+                gathered = 0;
+            }
+        }
+    }
+    if gathered > 0 {
+        out.seal(traffic, &gather[..gathered])?;
+    }
+    Ok(taken)
+}
+
+impl<S: Transport> Transport for TlsTransport<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.drained = false;
         match self.read_proxy_header() {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
             Err(e) => return Err(e),
         }
-        let mut filled = 0;
-        if let Some(p) = self.proxy.as_mut().filter(|p| !p.buf.is_empty()) {
-            // What followed the PROXY header: the start of the ClientHello.
-            let rest = std::mem::take(&mut p.buf);
-            self.feed(&rest, buf, &mut filled)?;
+        if !self.overflow.is_empty() {
+            let n = self.overflow.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.overflow[..n]);
+            self.overflow.drain(..n);
+            return Ok(n);
         }
-        let (n, ended) = self.take_plaintext(buf)?;
-        filled += n;
-        if ended {
-            return Ok(filled);
+        if self.ended {
+            return Ok(0);
         }
-        loop {
-            // Read only what can be decrypted into `buf` now: the new bytes'
-            // plaintext plus that of a record begun earlier.
-            let room = buf.len() - filled;
-            if room < 2 * MAX_RECORD {
-                return Ok(filled);
-            }
-            match self.recv(room - MAX_RECORD, buf, &mut filled)? {
-                Recv::Full => {}
-                Recv::Drained if filled == 0 => return Err(io::ErrorKind::WouldBlock.into()),
-                Recv::Drained => {
-                    self.drained = true;
-                    return Ok(filled);
-                }
-                Recv::Eof => {
-                    let (n, _) = self.take_plaintext(&mut buf[filled..])?;
-                    // Plaintext first; the next read says the end (0).
-                    return Ok(filled + n);
-                }
-            }
+        self.drained = false;
+        let filled = Scratch::with(|s| self.read_records(&mut s.incoming, buf))?;
+        if !self.overflow.is_empty() {
+            self.drained = false;
+        }
+        match filled {
+            0 if self.ended => Ok(0),
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            // Plaintext first; after an end, the next read says it (0).
+            n => Ok(n),
         }
     }
 
@@ -308,31 +535,57 @@ impl Transport for TlsTransport {
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        // Records still waiting go first: rustls takes plaintext only up to
-        // its buffer limit (64 KiB of records), the rest stays in the out
-        // queue. Nothing taken is a push-back only when the socket itself
-        // refused (then its writable edge will come); never otherwise.
-        if !self.write_records()? {
+        // Records still waiting go first. Nothing taken is a push-back only
+        // when the socket itself refused (then its writable edge will come).
+        if !self.write_outgoing()? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let taken = self.tls.writer().write_vectored(bufs)?;
-        self.held += taken;
-        self.write_records()?;
-        Ok(taken)
+        Scratch::with(|s| {
+            let Scratch {
+                gather, outgoing, ..
+            } = s;
+            let mut sealed = Sealed {
+                buf: outgoing,
+                len: 0,
+            };
+            let taken = self
+                .with_traffic(|traffic, _| encrypt(traffic, bufs, gather, &mut sealed))?
+                .ok_or(io::ErrorKind::BrokenPipe)?;
+            let outgoing = &sealed.buf[..sealed.len];
+            let mut sent = 0;
+            let first = !self.outgoing.is_empty();
+            if !first {
+                while sent < outgoing.len() {
+                    match self.tcp.write_vectored(&[IoSlice::new(&outgoing[sent..])]) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => sent += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            // Encrypted is owed: what the socket did not take waits here,
+            // after any handshake records rustls wanted sent first.
+            self.outgoing.extend_from_slice(&outgoing[sent..]);
+            if first {
+                self.write_outgoing()?;
+            }
+            Ok(taken)
+        })
     }
 
     fn flush(&mut self) -> io::Result<bool> {
-        self.write_records()
+        self.write_outgoing()
     }
 
     fn wants_write(&self) -> usize {
-        // Alerts and handshake records hold no plaintext, but are owed all the same.
-        self.held.max(usize::from(self.tls.wants_write()))
+        self.outgoing.len()
     }
 
     fn settle(&mut self, released: usize) -> usize {
         self.unsettled += released;
-        if self.held == 0 {
+        if self.outgoing.is_empty() {
             std::mem::take(&mut self.unsettled)
         } else {
             0
@@ -348,8 +601,10 @@ impl Transport for TlsTransport {
     }
 
     fn goodbye(&mut self) {
-        self.tls.send_close_notify();
-        let _ = self.write_records();
+        let _ = self.with_traffic(|traffic, outgoing| {
+            encrypt_into(outgoing, 64, |o| traffic.queue_close_notify(o))
+        });
+        let _ = self.write_outgoing();
     }
 
     fn shutdown_write(&mut self) {
@@ -373,6 +628,7 @@ impl Transport for TlsTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
     use std::net::TcpListener;
     use std::sync::mpsc;
     use std::time::{Duration, Instant};

@@ -104,14 +104,6 @@ impl TcpTransport {
     }
 }
 
-impl TcpTransport {
-    /// The socket, for a layer above (TLS) that reads and writes it itself.
-    #[cfg(feature = "tls")]
-    pub(crate) fn socket(&mut self) -> &mut TcpStream {
-        &mut self.stream
-    }
-}
-
 impl Transport for TcpTransport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         Read::read(&mut self.stream, buf)
