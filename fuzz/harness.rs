@@ -161,3 +161,36 @@ pub fn out_queue(data: &[u8]) {
 pub fn upgrade(data: &[u8]) {
     sockwave::server::fuzzing::upgrade_decision(data);
 }
+
+/// The TLS transport against a rustls client over an in-memory socket cut
+/// anywhere (see `sockwave::server::fuzzing::tls_transport`). The
+/// certificate is made once per process, at run time.
+#[cfg(feature = "tls")]
+pub fn tls_transport(data: &[u8]) {
+    use sockwave::server::fuzzing::TlsPair;
+    use std::sync::OnceLock;
+    static PAIR: OnceLock<TlsPair> = OnceLock::new();
+    let pair = PAIR.get_or_init(|| {
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let server = sockwave::server::TlsConfig::from_pem(
+            cert.pem().as_bytes(),
+            key_pair.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        TlsPair {
+            server,
+            client: Arc::new(client),
+        }
+    });
+    sockwave::server::fuzzing::tls_transport(pair, data);
+}

@@ -12,7 +12,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked --version 0.13.2
 fi
 export RUSTC_BOOTSTRAP=1
-for target in handshake frame conn conn_deflate out_queue upgrade; do
+for target in handshake frame conn conn_deflate out_queue upgrade tls_transport; do
     mkdir -p "fuzz/corpus/$target"
     echo "fuzz: $target for ${secs}s"
     cargo fuzz run -s none --release "$target" "fuzz/corpus/$target" fuzz/seeds/"$target" -- \

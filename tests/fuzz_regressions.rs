@@ -52,3 +52,9 @@ fn out_queue_inputs() {
 fn upgrade_inputs() {
     replay("upgrade", harness::upgrade);
 }
+
+#[cfg(feature = "tls")]
+#[test]
+fn tls_transport_inputs() {
+    replay("tls_transport", harness::tls_transport);
+}

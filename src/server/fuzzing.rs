@@ -1,9 +1,14 @@
 //! Fuzz harness bodies for runtime types that are not public: the upgrade
-//! decision and the outbound queue. Run by `fuzz/` (cargo-fuzz) and by
+//! decision, the outbound queue and the TLS transport. Run by `fuzz/` (cargo-fuzz) and by
 //! `tests/fuzz_regressions.rs`, which replays every saved input. Not API.
 //!
 //! Neither harness lets a handler panic: libFuzzer's panic hook aborts on
 //! any panic, caught or not (the unit tests cover the 500 a panic gets).
+
+#[cfg(feature = "tls")]
+mod tls_transport;
+#[cfg(feature = "tls")]
+pub use tls_transport::{tls_transport, TlsPair};
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
