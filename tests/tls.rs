@@ -19,6 +19,7 @@ use sockwave::server::{
 
 struct Pki {
     cert_pem: String,
+    cert_der: Vec<u8>,
     key_pem: String,
     client: Arc<rustls::ClientConfig>,
 }
@@ -29,6 +30,7 @@ fn pki() -> Pki {
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     Pki {
         client: common::trusting(&[cert.der()]),
+        cert_der: cert.der().to_vec(),
         cert_pem: cert.pem(),
         key_pem: key_pair.serialize_pem(),
     }
@@ -74,6 +76,39 @@ fn echoes_over_tls_up_to_16_mib_fragmented_pings_and_close_codes() {
     // The server ends with close_notify: a clean end of the TLS stream, not a cut.
     let mut rest = [0u8; 16];
     assert_eq!(c.read_some(&mut rest).unwrap(), 0);
+    server.shutdown_and_join();
+}
+
+/// The server speaks TLS 1.2 as well as 1.3: a client that offers only 1.2
+/// gets it, and echoes small and large messages over it.
+#[test]
+fn a_tls_1_2_client_is_served_too() {
+    let pki = pki();
+    let server = tls_server(&pki);
+    for (versions, expected) in [
+        (
+            &[&rustls::version::TLS12][..],
+            rustls::ProtocolVersion::TLSv1_2,
+        ),
+        (
+            &[&rustls::version::TLS13][..],
+            rustls::ProtocolVersion::TLSv1_3,
+        ),
+    ] {
+        let only = common::trusting_versions(&[&pki.cert_der], versions);
+        let mut c = Client::connect_tls(server.local_addr(), only, "localhost").unwrap();
+        assert_eq!(c.tls.as_ref().unwrap().protocol_version(), Some(expected));
+        c.send_text("hello").unwrap();
+        assert_eq!(c.recv().unwrap(), Ev::Text("hello".into()));
+        let big: Vec<u8> = (0..1u32 << 20).map(|i| (i % 241) as u8).collect();
+        c.send_binary(&big).unwrap();
+        assert!(
+            c.recv().unwrap() == Ev::Binary(big),
+            "1 MiB came back different"
+        );
+        c.close(1000, "").unwrap();
+        assert_eq!(c.recv().unwrap(), Ev::Close(1000, String::new()));
+    }
     server.shutdown_and_join();
 }
 

@@ -62,6 +62,15 @@ pub fn client_config() -> Arc<ProtocolConfig> {
 /// the session it resumes, not the one served now).
 #[cfg(feature = "tls")]
 pub fn trusting(certificates: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+    trusting_versions(certificates, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`trusting`], offering only the TLS `versions` given.
+#[cfg(feature = "tls")]
+pub fn trusting_versions(
+    certificates: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for der in certificates {
         roots
@@ -70,7 +79,7 @@ pub fn trusting(certificates: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
