@@ -299,6 +299,23 @@ fn bad_certificate_inputs_are_named() {
         Err(e @ TlsError::Key { .. }) => assert!(e.to_string().contains("junk.pem"), "{e}"),
         other => panic!("{other:?}"),
     }
+    // An expired certificate: refused at load, naming the file, not served
+    // to clients that would all refuse it.
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let old_key = rcgen::KeyPair::generate().unwrap();
+    let expired = dir.join("expired.pem");
+    std::fs::write(&expired, params.self_signed(&old_key).unwrap().pem()).unwrap();
+    let old_key_file = dir.join("expired-key.pem");
+    std::fs::write(&old_key_file, old_key.serialize_pem()).unwrap();
+    match TlsConfig::from_pem_files(&expired, &old_key_file) {
+        Err(e @ TlsError::Certificate { .. }) => {
+            let e = e.to_string();
+            assert!(e.contains("expired.pem") && e.contains("expired"), "{e}")
+        }
+        other => panic!("an expired certificate was accepted: {other:?}"),
+    }
     // A key that is not the certificate's.
     let other = rcgen::KeyPair::generate().unwrap();
     match TlsConfig::from_pem(pki.cert_pem.as_bytes(), other.serialize_pem().as_bytes()) {

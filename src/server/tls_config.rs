@@ -260,5 +260,43 @@ fn certificates<E: fmt::Display>(
     if chain.is_empty() {
         return Err(error("no PEM certificate in it".into()));
     }
+    check_dates(&chain, path)?;
     Ok(chain)
+}
+
+/// Refuses a chain whose certificates have expired or are not valid yet:
+/// the server would start, and every client would refuse it. The chain is
+/// checked against its own last certificate as the anchor, so only the
+/// dates can fail here; whether clients trust the issuer is theirs to say.
+fn check_dates(chain: &[CertificateDer<'static>], path: &Path) -> Result<(), TlsError> {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{ServerName, UnixTime};
+    use rustls::CertificateError;
+    let (Some(leaf), Some(anchor)) = (chain.first(), chain.last()) else {
+        return Ok(());
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    if roots.add(anchor.clone()).is_err() {
+        // Not even parseable as an anchor: rustls judges the pair next.
+        return Ok(());
+    }
+    let Ok(verifier) =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+    else {
+        return Ok(());
+    };
+    let name = ServerName::try_from("sockwave.invalid").expect("a valid name");
+    match verifier.verify_server_cert(leaf, &chain[1..], &name, &[], UnixTime::now()) {
+        Err(rustls::Error::InvalidCertificate(
+            e @ (CertificateError::Expired
+            | CertificateError::ExpiredContext { .. }
+            | CertificateError::NotValidYet
+            | CertificateError::NotValidYetContext { .. }),
+        )) => Err(TlsError::Certificate {
+            path: path.into(),
+            error: e.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
