@@ -71,7 +71,8 @@ typedef enum sw_result {
   SW_RESULT_WRONG_THREAD = 8,
   // A panic inside sockwave was caught at the API boundary.
   SW_RESULT_PANIC = 9,
-  // TLS: the certificate file could not be read or holds no PEM certificate.
+  // TLS: the certificate file could not be read, holds no PEM certificate,
+  // or its certificate has expired or is not valid yet.
   SW_RESULT_TLS_CERTIFICATE = 10,
   // TLS: the key file could not be read or holds no PEM private key.
   SW_RESULT_TLS_KEY = 11,
@@ -634,8 +635,8 @@ enum sw_result sw_server_publish_binary(const struct sw_server *server,
 enum sw_result sw_server_stats(const struct sw_server *server, struct sw_stats *stats_out);
 
 // Serves wss:// (and the HTTP pages over https) with the PEM certificate
-// chain (leaf first) and private key in these files, read now: a missing or
-// unreadable certificate is `SW_RESULT_TLS_CERTIFICATE`, the key
+// chain (leaf first) and private key in these files, read now: a missing,
+// unreadable or expired certificate is `SW_RESULT_TLS_CERTIFICATE`, the key
 // `SW_RESULT_TLS_KEY`, a pair that does not match `SW_RESULT_TLS_REJECTED`.
 enum sw_result sw_config_set_tls_files(struct sw_config *config,
                                        const char *cert_path,

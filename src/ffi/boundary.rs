@@ -28,7 +28,8 @@ pub enum sw_result {
     WrongThread = 8,
     /// A panic inside sockwave was caught at the API boundary.
     Panic = 9,
-    /// TLS: the certificate file could not be read or holds no PEM certificate.
+    /// TLS: the certificate file could not be read, holds no PEM certificate,
+    /// or its certificate has expired or is not valid yet.
     TlsCertificate = 10,
     /// TLS: the key file could not be read or holds no PEM private key.
     TlsKey = 11,

@@ -22,8 +22,8 @@ fn code(e: TlsError) -> sw_result {
 }
 
 /// Serves wss:// (and the HTTP pages over https) with the PEM certificate
-/// chain (leaf first) and private key in these files, read now: a missing or
-/// unreadable certificate is `SW_RESULT_TLS_CERTIFICATE`, the key
+/// chain (leaf first) and private key in these files, read now: a missing,
+/// unreadable or expired certificate is `SW_RESULT_TLS_CERTIFICATE`, the key
 /// `SW_RESULT_TLS_KEY`, a pair that does not match `SW_RESULT_TLS_REJECTED`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_config_set_tls_files(

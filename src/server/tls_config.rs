@@ -70,7 +70,8 @@ impl fmt::Debug for TlsConfig {
 /// Why a TLS configuration could not be made; each says which input.
 #[derive(Debug)]
 pub enum TlsError {
-    /// The certificate file could not be read or holds no PEM certificate.
+    /// The certificate file could not be read, holds no PEM certificate, or
+    /// its certificate has expired or is not valid yet.
     Certificate {
         /// The file (or `<memory>`).
         path: PathBuf,
