@@ -17,6 +17,7 @@
 pub use latency::LatencyHistogram;
 
 pub mod broker;
+mod buffer_pool;
 pub mod ffi;
 mod latency;
 pub mod protocol;

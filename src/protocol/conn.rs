@@ -148,10 +148,15 @@ impl Payload<'_> {
         }
     }
 
-    /// The bytes as a vector, copying only when borrowed.
+    /// The bytes as a vector, copying only when borrowed (into a recycled
+    /// buffer when the payload is large; see `buffer_pool`).
     pub fn into_vec(self) -> Vec<u8> {
         match self {
-            Payload::Borrowed(b) => b.to_vec(),
+            Payload::Borrowed(b) => {
+                let mut v = crate::buffer_pool::take(b.len());
+                v.extend_from_slice(b);
+                v
+            }
             Payload::Owned(v) => v,
         }
     }
@@ -663,7 +668,13 @@ impl Connection {
                 self.compressed = header.rsv1;
                 self.utf8.reset();
             }
-            self.assembled.reserve(len.min(MAX_RESERVE_AHEAD) as usize);
+            let ahead = len.min(MAX_RESERVE_AHEAD) as usize;
+            if self.assembled.capacity() == 0 {
+                // A new message: a recycled buffer when it is large.
+                self.assembled = crate::buffer_pool::take(ahead);
+            } else {
+                self.assembled.reserve(ahead);
+            }
         }
         let partial = PartialFrame {
             remaining: len,

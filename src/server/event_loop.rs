@@ -141,6 +141,7 @@ impl EventLoop {
             }
             let now = Instant::now();
             out_queue::set_turn(now);
+            crate::buffer_pool::maintain(now);
             self.handshake_budget = HANDSHAKES_PER_TURN;
             for event in events.iter() {
                 match event.token() {

@@ -70,6 +70,14 @@ impl Outgoing {
         let [a, b] = self.parts();
         a.len() + b.len()
     }
+
+    /// Sent: a large buffer of its own goes back to the thread's pool.
+    fn recycle(self) {
+        match self {
+            Outgoing::Bytes(v) | Outgoing::Split(_, v) => crate::buffer_pool::give(v),
+            Outgoing::Shared(_) => {}
+        }
+    }
 }
 
 /// Bytes waiting for the socket, in order.
@@ -203,7 +211,9 @@ impl OutQueue {
             released += front.accounted;
             let waited = TURN_US.with(Cell::get).saturating_sub(front.queued_us);
             SEND_WAITS.with(|w| w.borrow_mut().record(waited));
-            self.chunks.pop_front();
+            if let Some(chunk) = self.chunks.pop_front() {
+                chunk.data.recycle();
+            }
         }
         if self.chunks.is_empty() {
             // Idle connections keep no queue allocation.
@@ -215,7 +225,9 @@ impl OutQueue {
     /// Drops everything; returns the accounted bytes of all that was queued.
     pub(crate) fn clear(&mut self) -> usize {
         let released = self.chunks.iter().map(|c| c.accounted).sum();
-        self.chunks = VecDeque::new();
+        for chunk in std::mem::take(&mut self.chunks) {
+            chunk.data.recycle();
+        }
         self.offset = 0;
         queued_delta(-(self.queued as isize));
         self.queued = 0;
