@@ -571,6 +571,12 @@ enum sw_result sw_upgrade_reject(struct sw_upgrade *up,
 // `sw_server_publish_*` after the client sees the connection open misses it.
 enum sw_result sw_upgrade_subscribe(struct sw_upgrade *up, const char *topic);
 
+// Makes the new connection a relay: every message it sends is published to
+// `topic` (never back to it) by its event loop, and `on_message` is not
+// called for it. Pub/sub without a callback per message; `on_open`,
+// `on_close` and `on_drain` still come. Called again, the last topic wins.
+enum sw_result sw_upgrade_relay(struct sw_upgrade *up, const char *topic);
+
 // Binds the listeners and starts every thread; on success `*server_out` is
 // the running server (free it with `sw_server_free`). The address must be
 // free: while another server (sockwave or not) listens there, this returns

@@ -36,6 +36,7 @@ impl Handler for Relay {
                 "/" => Vec::new(),
                 p => vec![p[1..].to_string()],
             },
+            relay: None,
         }
     }
 
@@ -568,6 +569,7 @@ impl Handler for PathPubSub {
             protocol: None,
             headers: Vec::new(),
             subscribe: vec![upgrade.request().path().to_string()],
+            relay: None,
         }
     }
 

@@ -808,3 +808,73 @@ fn a_trusted_proxy_from_c() {
         );
     }
 }
+
+/// Messages on a relay connection must never reach `on_message`.
+static RELAYED_TO_HANDLER: AtomicI32 = AtomicI32::new(0);
+
+unsafe extern "C" fn relay_by_path(
+    _: *mut c_void,
+    _: *const sw_server,
+    req: *const sw_request,
+    up: *mut sw_upgrade,
+) {
+    unsafe {
+        let path = sw_request_path(req);
+        let bytes = std::slice::from_raw_parts(path.ptr.cast::<u8>(), path.len);
+        let topic = std::ffi::CString::new(bytes).unwrap();
+        assert_eq!(sw_upgrade_subscribe(up, topic.as_ptr()), sw_result::Ok);
+        assert_eq!(sw_upgrade_relay(up, topic.as_ptr()), sw_result::Ok);
+        assert_eq!(sw_upgrade_relay(up, ptr::null()), sw_result::NullParameter);
+    }
+}
+
+unsafe extern "C" fn count_relayed(
+    _: *mut c_void,
+    _: *const sw_server,
+    _: sw_conn_id,
+    _: *mut c_void,
+    _: sw_message_kind,
+    _: *const u8,
+    _: usize,
+) {
+    RELAYED_TO_HANDLER.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn a_relay_from_c_publishes_without_a_message_callback() {
+    unsafe {
+        let cfg = sw_config_new();
+        sw_config_set_listen(cfg, c"127.0.0.1:0".as_ptr());
+        let cbs = sw_callbacks {
+            userdata: ptr::null_mut(),
+            on_handshake: Some(relay_by_path),
+            on_open: None,
+            on_message: Some(count_relayed),
+            on_close: None,
+            on_drain: None,
+        };
+        let mut server: *mut sw_server = ptr::null_mut();
+        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
+        sw_config_free(cfg);
+        let mut port = 0u16;
+        sw_server_local_port(server, &mut port);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut a = Client::connect_with(addr, "/room", &[], &[]).unwrap();
+        let mut b = Client::connect_with(addr, "/room", &[], &[]).unwrap();
+        let mut other = Client::connect_with(addr, "/elsewhere", &[], &[]).unwrap();
+        a.send_text("from a").unwrap();
+        assert_eq!(b.recv().unwrap(), Ev::Text("from a".into()));
+        b.send_text("from b").unwrap();
+        assert_eq!(a.recv().unwrap(), Ev::Text("from b".into()));
+        // Nothing went to the other topic, nor back to a sender: the next
+        // thing each reads is what its own topic says next.
+        other.send_text("alone").unwrap();
+        a.send_text("again").unwrap();
+        assert_eq!(b.recv().unwrap(), Ev::Text("again".into()));
+        b.send_text("last").unwrap();
+        assert_eq!(a.recv().unwrap(), Ev::Text("last".into()));
+        assert_eq!(RELAYED_TO_HANDLER.load(Ordering::SeqCst), 0);
+        drop((a, b, other));
+        sw_server_free(server);
+    }
+}

@@ -537,6 +537,7 @@ fn upgrade_hook_picks_subprotocol_adds_headers_or_rejects() {
                 protocol: protocol.map(String::from),
                 headers: vec![("X-Served-By".into(), "sockwave".into())],
                 subscribe: Vec::new(),
+                relay: None,
             }
         }
         fn on_message(&self, conn: &Conn, m: Message) {
@@ -1159,4 +1160,67 @@ fn latency_histograms_count_handshakes_dispatch_waits_and_send_waits() {
         "none past 5 s"
     );
     s.shutdown_and_join();
+}
+
+/// A relay: the loop publishes what the connection sends to its topic (never
+/// back to it) and the handler's `on_message` is not called; `on_open` and
+/// `on_close` still are.
+#[derive(Default)]
+struct RelayRooms {
+    messages: AtomicUsize,
+    opens: AtomicUsize,
+    closes: AtomicUsize,
+}
+
+impl Handler for RelayRooms {
+    fn on_upgrade(&self, upgrade: &Upgrade<'_>) -> Decision {
+        let room = upgrade.request().path().to_string();
+        Decision::Accept {
+            protocol: None,
+            headers: Vec::new(),
+            subscribe: vec![room.clone()],
+            relay: Some(room),
+        }
+    }
+    fn on_open(&self, _: &Conn, _: &sockwave::protocol::Request) {
+        self.opens.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_message(&self, _: &Conn, _: Message) {
+        self.messages.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_close(&self, _: &Conn, _: u16, _: &str) {
+        self.closes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_relay_publishes_from_the_loop_and_the_handler_sees_no_messages() {
+    let rooms = Arc::new(RelayRooms::default());
+    let server = Server::start_arc(config(), rooms.clone()).unwrap();
+    let addr = server.local_addr();
+    let mut a = Client::connect_with(addr, "/r1", &[], &[]).unwrap();
+    let mut b = Client::connect_with(addr, "/r1", &[], &[]).unwrap();
+    let mut c = Client::connect_with(addr, "/r2", &[], &[]).unwrap();
+    wait_until("opens", || rooms.opens.load(Ordering::SeqCst) == 3);
+    for i in 0..100 {
+        a.send_binary(&[i; 300]).unwrap();
+    }
+    for i in 0..100 {
+        assert_eq!(
+            b.recv().unwrap(),
+            Ev::Binary(vec![i; 300]),
+            "in order, once"
+        );
+    }
+    c.send_text("r2 only").unwrap();
+    b.send_text("to a").unwrap();
+    // a's next message is b's: nothing of its own came back, nothing of r2's.
+    assert_eq!(a.recv().unwrap(), Ev::Text("to a".into()));
+    // A publish from the server reaches relay connections like any subscriber.
+    assert!(server.publish("/r2", MessageKind::Text, b"hello r2", None));
+    assert_eq!(c.recv().unwrap(), Ev::Text("hello r2".into()));
+    assert_eq!(rooms.messages.load(Ordering::SeqCst), 0);
+    a.close(1000, "").unwrap();
+    wait_until("a's close", || rooms.closes.load(Ordering::SeqCst) == 1);
+    server.shutdown_and_join();
 }

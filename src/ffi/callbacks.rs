@@ -154,6 +154,7 @@ impl Handler for CHandler {
                 protocol: protocol.map(str::to_string),
                 headers: Vec::new(),
                 subscribe: Vec::new(),
+                relay: None,
             };
         };
         let view = sw_request { req: request };
@@ -162,6 +163,7 @@ impl Handler for CHandler {
             headers: Vec::new(),
             reject: None,
             subscribe: Vec::new(),
+            relay: None,
             offered: request.protocols().map(str::to_string).collect(),
             peer: upgrade.peer_addr(),
             user_data: None,
@@ -181,6 +183,7 @@ impl Handler for CHandler {
                 protocol: up.protocol.unwrap_or_else(|| protocol.map(str::to_string)),
                 headers: up.headers,
                 subscribe: up.subscribe,
+                relay: up.relay,
             },
         }
     }

@@ -112,6 +112,7 @@ pub struct sw_upgrade {
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) reject: Option<(u16, Vec<u8>)>,
     pub(crate) subscribe: Vec<String>,
+    pub(crate) relay: Option<String>,
     pub(crate) offered: Vec<String>,
     pub(crate) peer: Option<std::net::SocketAddr>,
     pub(crate) user_data: Option<*mut c_void>,
@@ -275,6 +276,21 @@ pub unsafe extern "C" fn sw_upgrade_subscribe(
     with_upgrade(up, |u| match unsafe { c_str(topic) } {
         Ok(t) => {
             u.subscribe.push(t.to_string());
+            sw_result::Ok
+        }
+        Err(e) => e,
+    })
+}
+
+/// Makes the new connection a relay: every message it sends is published to
+/// `topic` (never back to it) by its event loop, and `on_message` is not
+/// called for it. Pub/sub without a callback per message; `on_open`,
+/// `on_close` and `on_drain` still come. Called again, the last topic wins.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_upgrade_relay(up: *mut sw_upgrade, topic: *const c_char) -> sw_result {
+    with_upgrade(up, |u| match unsafe { c_str(topic) } {
+        Ok(t) => {
+            u.relay = Some(t.to_string());
             sw_result::Ok
         }
         Err(e) => e,

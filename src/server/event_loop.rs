@@ -348,11 +348,17 @@ impl EventLoop {
                     if !self.within_rate(slot, data.len(), now) {
                         continue;
                     }
-                    if let Some(inner) = inner {
-                        let conn = self.handle_of(inner);
-                        self.dispatcher
-                            .dispatch(slot, WorkerEvent::Message(conn, Message::new(kind, data)));
+                    let Some(inner) = inner else { continue };
+                    if let Some(topic) = self.topics.relay_of(slot) {
+                        // A relay: published here, no handler call.
+                        let topic = Arc::clone(topic);
+                        self.server.publish(&topic, kind, &data, Some(inner.id));
+                        crate::buffer_pool::give(data);
+                        continue;
                     }
+                    let conn = self.handle_of(inner);
+                    self.dispatcher
+                        .dispatch(slot, WorkerEvent::Message(conn, Message::new(kind, data)));
                 }
                 Some(Event::Close(frame)) => {
                     let (code, reason) = (frame.code, frame.reason.to_string());

@@ -111,11 +111,13 @@ impl Handler for Hooks {
                 protocol: None,
                 headers: vec![("X-Path".into(), upgrade.request().path().into())],
                 subscribe: vec![upgrade.request().path().into()],
+                relay: None,
             },
             _ => Decision::Accept {
                 protocol: upgrade.protocol().map(str::to_string),
                 headers: Vec::new(),
                 subscribe: Vec::new(),
+                relay: None,
             },
         }
     }

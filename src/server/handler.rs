@@ -104,6 +104,12 @@ pub enum Decision {
         headers: Vec<(String, String)>,
         /// Topics the connection is subscribed to from its first moment.
         subscribe: Vec<String>,
+        /// A relay: every message from this connection is published to this
+        /// topic (never back to the sender) by its event loop, without a
+        /// call to [`Handler::on_message`]. The pub/sub pattern at the cost
+        /// of an inline publish, with no hop to a worker and back; the
+        /// handler still hears the connection's open, close and drain.
+        relay: Option<String>,
     },
     /// Refuse with an HTTP response.
     Reject {
@@ -123,6 +129,7 @@ impl Decision {
             protocol: None,
             headers: Vec::new(),
             subscribe: Vec::new(),
+            relay: None,
         }
     }
 
@@ -161,6 +168,7 @@ pub trait Handler: Send + Sync + 'static {
             protocol: upgrade.protocol().map(str::to_string),
             headers: Vec::new(),
             subscribe: Vec::new(),
+            relay: None,
         }
     }
 

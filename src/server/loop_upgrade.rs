@@ -71,6 +71,7 @@ impl EventLoop {
                 protocol,
                 headers,
                 subscribe,
+                relay,
                 data,
             } => {
                 let headers: Vec<(&str, &str)> = headers
@@ -86,7 +87,7 @@ impl EventLoop {
                 if c.proto.accept(&req, &opts, now, &mut sink).is_ok() {
                     self.stats
                         .upgraded(now.saturating_duration_since(accepted_at));
-                    self.open(slot, req, protocol, peer, subscribe, data.0);
+                    self.open(slot, req, protocol, peer, (subscribe, relay), data.0);
                 } else {
                     failure = Some(HandshakeFailure::Invalid);
                 }
@@ -105,7 +106,7 @@ impl EventLoop {
         req: Request,
         protocol: Option<String>,
         peer: Option<std::net::SocketAddr>,
-        subscribe: Vec<String>,
+        (subscribe, relay): (Vec<String>, Option<String>),
         data: Option<ConnData>,
     ) {
         let id = self.conns.id(slot);
@@ -137,6 +138,9 @@ impl EventLoop {
             .fetch_add(1, Ordering::Relaxed);
         for topic in subscribe {
             self.topics.subscribe(slot, topic.into());
+        }
+        if let Some(topic) = relay {
+            self.topics.relay(slot, topic.into());
         }
         let conn = self.handle_of(inner);
         self.dispatcher

@@ -13,6 +13,8 @@ use super::topic_interest::TopicInterest;
 pub(crate) struct Topics {
     by_topic: HashMap<Arc<str>, Vec<usize>>,
     by_slot: HashMap<usize, Vec<Arc<str>>>,
+    /// Connections whose messages the loop publishes itself, and where.
+    relays: HashMap<usize, Arc<str>>,
     interest: Option<Arc<TopicInterest>>,
 }
 
@@ -23,6 +25,19 @@ impl Topics {
             interest,
             ..Topics::default()
         }
+    }
+
+    /// Makes `slot` a relay: the loop publishes its messages to `topic`.
+    pub(crate) fn relay(&mut self, slot: usize, topic: Arc<str>) {
+        self.relays.insert(slot, topic);
+    }
+
+    /// Where `slot`'s messages go when it is a relay.
+    pub(crate) fn relay_of(&self, slot: usize) -> Option<&Arc<str>> {
+        if self.relays.is_empty() {
+            return None;
+        }
+        self.relays.get(&slot)
     }
 
     /// Subscribes `slot` to `topic`; false if it already was.
@@ -61,6 +76,7 @@ impl Topics {
 
     /// Takes `slot` out of every topic (its connection is gone).
     pub(crate) fn remove(&mut self, slot: usize) {
+        self.relays.remove(&slot);
         for topic in self.by_slot.remove(&slot).unwrap_or_default() {
             self.remove_from_topic(slot, &topic);
         }

@@ -25,6 +25,7 @@ pub(crate) enum Answer {
         protocol: Option<String>,
         headers: Vec<(String, String)>,
         subscribe: Vec<String>,
+        relay: Option<String>,
         data: KeptData,
     },
 }
@@ -179,11 +180,13 @@ fn decide_unchecked(
             protocol,
             headers,
             subscribe,
+            relay,
         } => verdict(
             Answer::Accept {
                 protocol,
                 headers,
                 subscribe,
+                relay,
                 data: KeptData(upgrade.take_data()),
             },
             None,
@@ -208,11 +211,13 @@ mod tests {
                     protocol: None,
                     headers: vec![("Sec-WebSocket-Accept".into(), "forged".into())],
                     subscribe: Vec::new(),
+                    relay: None,
                 },
                 _ => Decision::Accept {
                     protocol: upgrade.protocol().map(str::to_string),
                     headers: vec![("X-Peer".into(), format!("{:?}", upgrade.peer_addr()))],
                     subscribe: vec!["news".into()],
+                    relay: None,
                 },
             }
         }
@@ -386,6 +391,7 @@ mod tests {
                 protocol: Some("a".into()),
                 headers: vec![("X-Peer".into(), "Some(127.0.0.1:5555)".into())],
                 subscribe: vec!["news".into()],
+                relay: None,
                 data: KeptData(None),
             },
             "the client's first choice among ours"

@@ -1,9 +1,7 @@
 //! What the standalone server does: the three modes, and the plain HTTP
 //! pages served on the WebSocket port.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
 
 use sockwave::broker::BrokerHealth;
 use sockwave::server::{
@@ -15,24 +13,13 @@ use crate::Mode;
 
 const DEMO_PAGE: &str = include_str!("demo.html");
 
-/// Per-connection channel names for pub/sub, sharded to keep workers apart.
-const SHARDS: usize = 16;
-
 pub struct App {
     mode: Mode,
-    channels: [Mutex<HashMap<u64, Arc<str>>>; SHARDS],
 }
 
 impl App {
     pub fn new(mode: Mode) -> App {
-        App {
-            mode,
-            channels: std::array::from_fn(|_| Mutex::new(HashMap::new())),
-        }
-    }
-
-    fn shard(&self, conn: &Conn) -> &Mutex<HashMap<u64, Arc<str>>> {
-        &self.channels[(conn.id().as_u64() as usize) % SHARDS]
+        App { mode }
     }
 
     /// 200 either way: a node whose broker is away still serves its own
@@ -325,6 +312,9 @@ impl Handler for App {
                 Mode::Pubsub => vec![upgrade.request().path().to_string()],
                 _ => Vec::new(),
             },
+            // What a pub/sub client sends goes to its channel's other
+            // members straight from the loop (no handler call, no worker).
+            relay: (self.mode == Mode::Pubsub).then(|| upgrade.request().path().to_string()),
         }
     }
 
@@ -335,12 +325,6 @@ impl Handler for App {
             request.path(),
             conn.peer_addr()
         );
-        if self.mode == Mode::Pubsub {
-            self.shard(conn)
-                .lock()
-                .unwrap()
-                .insert(conn.id().as_u64(), request.path().into());
-        }
     }
 
     fn on_message(&self, conn: &Conn, message: Message) {
@@ -353,29 +337,12 @@ impl Handler for App {
                 conn.server()
                     .broadcast_except(message.kind(), message.as_bytes(), Some(conn.id()));
             }
-            Mode::Pubsub => {
-                let channel = self
-                    .shard(conn)
-                    .lock()
-                    .unwrap()
-                    .get(&conn.id().as_u64())
-                    .cloned();
-                if let Some(channel) = channel {
-                    conn.server().publish(
-                        &channel,
-                        message.kind(),
-                        message.as_bytes(),
-                        Some(conn.id()),
-                    );
-                }
-            }
+            // Relayed by the loop (see `on_upgrade`): never called.
+            Mode::Pubsub => {}
         }
     }
 
     fn on_close(&self, conn: &Conn, code: u16, reason: &str) {
         log::debug!("close {} {code} {reason:?}", conn.id());
-        if self.mode == Mode::Pubsub {
-            self.shard(conn).lock().unwrap().remove(&conn.id().as_u64());
-        }
     }
 }
