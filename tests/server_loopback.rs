@@ -1224,3 +1224,30 @@ fn a_relay_publishes_from_the_loop_and_the_handler_sees_no_messages() {
     wait_until("a's close", || rooms.closes.load(Ordering::SeqCst) == 1);
     server.shutdown_and_join();
 }
+
+/// Sends "before", then blocks at the gate until the test lets it go.
+struct SendThenBlock(Gate);
+
+impl Handler for SendThenBlock {
+    fn on_message(&self, conn: &Conn, _: Message) {
+        conn.send_text("before");
+        self.0.pass();
+        conn.send_text("after");
+    }
+}
+
+/// A worker wakes its loop once per batch, at the batch's end; a handler
+/// that sends and then blocks must not hold its send back until it returns.
+#[test]
+fn a_send_goes_out_while_its_handler_is_still_blocked() {
+    let (gate, control) = gate();
+    let server = Server::start(config(), SendThenBlock(gate)).unwrap();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.send_text("go").unwrap();
+    control.wait_entered();
+    // The handler is blocked at the gate: "before" arrives all the same.
+    assert_eq!(c.recv().unwrap(), Ev::Text("before".into()));
+    control.open();
+    assert_eq!(c.recv().unwrap(), Ev::Text("after".into()));
+    server.shutdown_and_join();
+}

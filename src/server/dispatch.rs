@@ -14,6 +14,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::command::Command;
+use super::mailbox::DeferredWakes;
 use super::server_state::ServerState;
 use super::stats::micros;
 use super::{Conn, Dispatch, Handler, Message};
@@ -45,6 +46,8 @@ pub(crate) enum WorkerEvent {
 pub(crate) struct Batch {
     at: Instant,
     events: Vec<WorkerEvent>,
+    /// The loop that sent it (its mailbox counts the batches out at workers).
+    from: usize,
 }
 
 /// The worker threads' inboxes, shared by every loop.
@@ -95,8 +98,14 @@ fn run_worker(rx: Receiver<Batch>, handler: Arc<dyn Handler>, server: Arc<Server
             waited.record_n(micros(batch.at.elapsed()), messages);
             waited.fold_into(&server.stats.dispatch_latency);
         }
+        // The loops this batch's replies go to are woken once, at its end.
+        let wakes = DeferredWakes::begin(&server.mailboxes);
         for event in batch.events {
             handle_event(&*handler, event);
+        }
+        drop(wakes);
+        if let Some(mailbox) = server.mailboxes.get(batch.from) {
+            mailbox.batch_done();
         }
     }
 }
@@ -112,6 +121,8 @@ pub(crate) enum Dispatcher {
         /// This loop's index and the number of loops, to spread slots over workers.
         loop_index: usize,
         loops: usize,
+        /// Where this loop's mailbox counts its batches out at workers.
+        server: Arc<ServerState>,
     },
 }
 
@@ -119,8 +130,8 @@ impl Dispatcher {
     pub(crate) fn new(
         handler: Arc<dyn Handler>,
         inboxes: WorkerInboxes,
-        loop_index: usize,
-        loops: usize,
+        (loop_index, loops): (usize, usize),
+        server: &Arc<ServerState>,
     ) -> Dispatcher {
         if inboxes.is_empty() {
             return Dispatcher::Inline(handler);
@@ -130,6 +141,7 @@ impl Dispatcher {
             inboxes,
             loop_index,
             loops,
+            server: Arc::clone(server),
         }
     }
 
@@ -155,15 +167,28 @@ impl Dispatcher {
     /// Sends this turn's batches; `at` is when the turn read their events.
     pub(crate) fn flush(&mut self, at: Instant) {
         if let Dispatcher::Workers {
-            inboxes, batches, ..
+            inboxes,
+            batches,
+            loop_index,
+            server,
+            ..
         } = self
         {
+            let mailbox = &server.mailboxes[*loop_index];
             for (inbox, batch) in inboxes.iter().zip(batches.iter_mut()) {
                 if !batch.is_empty() {
                     // Blocks when the worker is far behind: this loop then stops
                     // reading, which pushes back on its clients through TCP.
                     let events = std::mem::take(batch);
-                    let _ = inbox.send(Batch { at, events });
+                    mailbox.batch_sent();
+                    let sent = inbox.send(Batch {
+                        at,
+                        events,
+                        from: *loop_index,
+                    });
+                    if sent.is_err() {
+                        mailbox.batch_done();
+                    }
                 }
             }
         }

@@ -205,6 +205,9 @@ impl EventLoop {
             timeout = Some(Duration::ZERO);
         }
         let mailbox = &self.server.state().mailboxes[self.index];
+        if let Some(bound) = mailbox.sleep_bound() {
+            timeout = Some(timeout.map_or(bound, |t| t.min(bound)));
+        }
         mailbox.set_asleep(true);
         if !self.rx.is_empty() {
             timeout = Some(Duration::ZERO);

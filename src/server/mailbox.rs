@@ -1,8 +1,18 @@
 //! [`Mailbox`]: a loop as other threads see it: its command channel, its
 //! waker, and the registry that turns a [`ConnId`] into a live handle.
+//!
+//! A worker defers its wake-ups to the end of its batch ([`DeferredWakes`]):
+//! on a core shared by a loop and its worker, a wake-up at the first reply
+//! lets the scheduler switch to the loop at once, which takes that one reply,
+//! sleeps, and is woken by the next: a thread switch per message. Deferred,
+//! the loop is woken once per batch and takes all of its replies in one turn.
+//! Order is unchanged: the commands are in the channel when they are sent;
+//! only the wake-up waits, and for no longer than the batch.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
@@ -25,8 +35,13 @@ pub struct LoopGauges {
     pub fanout_pending_bytes: usize,
 }
 
+/// The longest a loop sleeps while workers hold batches of its events.
+const WORKER_CHECK: Duration = Duration::from_millis(1);
+
 /// A loop's mailbox.
 pub(crate) struct Mailbox {
+    /// The loop's index, for a deferred wake-up.
+    index: usize,
     tx: Sender<Command>,
     waker: Waker,
     /// The loop is (about to be) blocked in poll: the next sender wakes it.
@@ -34,6 +49,11 @@ pub(crate) struct Mailbox {
     /// Payload bytes of broadcasts and publishes queued here and not yet
     /// taken by the loop (their recipients reserve them only then).
     fanout_pending: AtomicUsize,
+    /// Batches this loop handed to workers that they have not finished: while
+    /// there are some, the loop sleeps at most [`WORKER_CHECK`] at a time, so
+    /// a wake-up a worker deferred behind a handler that blocks waits no
+    /// longer than that.
+    batches_out: AtomicUsize,
     /// Open connections of the loop (a gauge for `/metrics`).
     pub(crate) open: AtomicUsize,
     /// Bytes the loop's connections owe their sockets, as of its last turn.
@@ -44,13 +64,19 @@ pub(crate) struct Mailbox {
 
 impl Mailbox {
     /// A mailbox whose loop reads `Receiver` and is woken through `waker`.
-    pub(crate) fn new(waker: Waker, reserved_slots: usize) -> (Mailbox, Receiver<Command>) {
+    pub(crate) fn new(
+        index: usize,
+        waker: Waker,
+        reserved_slots: usize,
+    ) -> (Mailbox, Receiver<Command>) {
         let (tx, rx) = crossbeam_channel::unbounded();
         let mailbox = Mailbox {
+            index,
             tx,
             waker,
             asleep: AtomicBool::new(false),
             fanout_pending: AtomicUsize::new(0),
+            batches_out: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             registry: RwLock::new(Vec::with_capacity(reserved_slots)),
@@ -63,11 +89,31 @@ impl Mailbox {
         if self.tx.send(cmd).is_ok()
             && self.asleep.load(Ordering::SeqCst)
             && self.asleep.swap(false, Ordering::SeqCst)
+            && !DeferredWakes::defer(self.index)
         {
             // One wake-up per batch: the loop clears `asleep` when it wakes, so
             // later senders of the same batch skip the syscall.
-            let _ = self.waker.wake();
+            self.wake();
         }
+    }
+
+    fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
+    /// The loop handed a batch to a worker.
+    pub(crate) fn batch_sent(&self) {
+        self.batches_out.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A worker finished one of the loop's batches (and woke it if asked).
+    pub(crate) fn batch_done(&self) {
+        self.batches_out.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// How long the loop may sleep with nothing else due.
+    pub(crate) fn sleep_bound(&self) -> Option<Duration> {
+        (self.batches_out.load(Ordering::Acquire) > 0).then_some(WORKER_CHECK)
     }
 
     /// Reserves `len` bytes of a broadcast or publish for this loop under
@@ -120,5 +166,94 @@ impl Mailbox {
     pub(crate) fn lookup(&self, id: ConnId) -> Option<Arc<ConnInner>> {
         let reg = self.registry.read().unwrap_or_else(|e| e.into_inner());
         reg.get(id.slot())?.as_ref().filter(|c| c.id == id).cloned()
+    }
+}
+
+thread_local! {
+    /// On a worker inside a batch: the loops (by index, as bits) it owes a
+    /// wake-up. `None` elsewhere: wake at once.
+    static DEFERRED: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// While alive, this thread's wake-ups of sleeping loops wait for its drop
+/// (see the module's comment): a worker holds one per batch.
+pub(crate) struct DeferredWakes<'a> {
+    mailboxes: &'a [Mailbox],
+}
+
+impl<'a> DeferredWakes<'a> {
+    pub(crate) fn begin(mailboxes: &'a [Mailbox]) -> DeferredWakes<'a> {
+        DEFERRED.with(|d| d.set(Some(0)));
+        DeferredWakes { mailboxes }
+    }
+
+    /// Notes that loop `index` must be woken; false when this thread is not
+    /// deferring (or the index does not fit the mask): wake now.
+    fn defer(index: usize) -> bool {
+        DEFERRED.with(|d| match d.get() {
+            Some(mask) if index < 64 => {
+                d.set(Some(mask | 1 << index));
+                true
+            }
+            _ => false,
+        })
+    }
+}
+
+impl Drop for DeferredWakes<'_> {
+    fn drop(&mut self) {
+        let mut mask = DEFERRED.with(|d| d.take()).unwrap_or(0);
+        while mask != 0 {
+            let index = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(mailbox) = self.mailboxes.get(index) {
+                mailbox.wake();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll, Token};
+    use std::time::Duration;
+
+    const WAKER: Token = Token(7);
+
+    fn woken(poll: &mut Poll) -> bool {
+        let mut events = Events::with_capacity(4);
+        poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+        events.iter().any(|e| e.token() == WAKER)
+    }
+
+    #[test]
+    fn a_worker_wakes_a_sleeping_loop_once_at_the_end_of_its_batch() {
+        let mut poll = Poll::new().unwrap();
+        let waker = Waker::new(poll.registry(), WAKER).unwrap();
+        let (mailbox, rx) = Mailbox::new(0, waker, 0);
+        let mailboxes = [mailbox];
+        let close = |n| Command::CloseAck {
+            id: super::super::ConnId::new(0, n, 0),
+        };
+
+        // Outside a batch: the first command wakes the sleeping loop at once.
+        mailboxes[0].set_asleep(true);
+        mailboxes[0].push(close(1));
+        assert!(woken(&mut poll));
+
+        // Inside one: commands are queued at once, the wake-up waits.
+        mailboxes[0].batch_sent();
+        assert_eq!(mailboxes[0].sleep_bound(), Some(WORKER_CHECK));
+        mailboxes[0].set_asleep(true);
+        let wakes = DeferredWakes::begin(&mailboxes);
+        mailboxes[0].push(close(2));
+        mailboxes[0].push(close(3));
+        assert_eq!(rx.len(), 3, "queued in order, not held back");
+        assert!(!woken(&mut poll), "no wake-up inside the batch");
+        drop(wakes);
+        assert!(woken(&mut poll), "one at its end");
+        mailboxes[0].batch_done();
+        assert_eq!(mailboxes[0].sleep_bound(), None);
     }
 }

@@ -39,10 +39,10 @@ impl Server {
         let mut polls = Vec::with_capacity(loops);
         let mut mailboxes = Vec::with_capacity(loops);
         let mut receivers = Vec::with_capacity(loops);
-        for _ in 0..loops {
+        for index in 0..loops {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), WAKER)?;
-            let (mailbox, rx) = Mailbox::new(waker, config.reserved_slots());
+            let (mailbox, rx) = Mailbox::new(index, waker, config.reserved_slots());
             polls.push(poll);
             mailboxes.push(mailbox);
             receivers.push(rx);
@@ -102,7 +102,12 @@ fn spawn_threads(
     {
         listener.set_nonblocking(true)?;
         let listener = mio::net::TcpListener::from_std(listener);
-        let dispatcher = Dispatcher::new(Arc::clone(handler), Arc::clone(&inboxes), index, loops);
+        let dispatcher = Dispatcher::new(
+            Arc::clone(handler),
+            Arc::clone(&inboxes),
+            (index, loops),
+            server.state(),
+        );
         let event_loop = EventLoop::new(
             index,
             poll,
