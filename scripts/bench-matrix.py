@@ -2,14 +2,24 @@
 """Every echo server through the same matrix, side by side.
 
 Servers: sockwave (default worker dispatch), sockwave with --dispatch inline,
-and echo servers on tokio-tungstenite and fastwebsockets (benches/peers).
+and echo servers on tokio-tungstenite and fastwebsockets (benches/peers),
+each written as its own examples write one; with --uws-echo PATH, an
+uWebSockets EchoServer built outside this repository as one more column.
+
+With --fanout, a pub/sub table too: one publisher and S subscribers on one
+topic (S in 100, 1,000, 5,000; 20 B and 1 KiB), and 5,000 subscribers over
+10 topics, 16 messages in flight (`sockwave-bench --mode fanout`, every
+delivery checked), against sockwave's pubsub mode, a tokio-tungstenite
+pub/sub server written like that crate's chat example, and with
+--uws-pubsub PATH an uWebSockets ws->publish server.
 Each server runs pinned to core 0 (taskset) with one event loop; the load
 generator, sockwave-bench, runs pinned to core 1. Cells are run in turns
 (every server on cell 1, then every server on cell 2, ...) so drift on this
 noisy machine hits all servers alike; with --rounds N the whole sequence is
 repeated N times and each cell reports the median run (by messages/s).
 
-    scripts/bench-matrix.py [--quick] [--rounds N] [--cells 100x1024x1,...] [--out benches/results]
+    scripts/bench-matrix.py [--quick] [--rounds N] [--cells 100x1024x1,...] [--fanout] [--no-echo]
+                            [--uws-echo PATH] [--uws-pubsub PATH] [--out benches/results]
 
 Writes OUT.json, OUT.md (the table) and OUT.svg (a chart), and prints the table.
 """
@@ -29,13 +39,39 @@ PEERS = os.path.join(ROOT, "benches/peers/target/release")
 PORT = 9700
 
 
+UWS_ECHO = None
+UWS_PUBSUB = None
+
+
 def servers(addr):
-    return {
+    out = {
         "sockwave": [SOCKWAVE, "--listen", addr, "--threads", "1", "--workers", "1", "--log-level", "warn"],
         "sockwave-inline": [SOCKWAVE, "--listen", addr, "--threads", "1", "--dispatch", "inline", "--log-level", "warn"],
         "tokio-tungstenite": [os.path.join(PEERS, "tungstenite-echo"), addr],
         "fastwebsockets": [os.path.join(PEERS, "fastwebsockets-echo"), addr],
     }
+    if UWS_ECHO:
+        # Built outside the repository; it takes the port as its argument.
+        out["uWebSockets"] = [UWS_ECHO, addr.rsplit(":", 1)[1]]
+    return out
+
+
+def pubsub_servers(addr):
+    out = {
+        "sockwave": [SOCKWAVE, "--listen", addr, "--threads", "1", "--workers", "1", "--mode", "pubsub",
+                     "--log-level", "warn"],
+        "sockwave-inline": [SOCKWAVE, "--listen", addr, "--threads", "1", "--dispatch", "inline", "--mode", "pubsub",
+                            "--log-level", "warn"],
+        "tokio-tungstenite": [os.path.join(PEERS, "tungstenite-pubsub"), addr],
+    }
+    if UWS_PUBSUB:
+        out["uWebSockets"] = [UWS_PUBSUB, addr.rsplit(":", 1)[1]]
+    return out
+
+
+# (subscribers, topics, payload), one publisher per topic.
+FANOUT_CELLS = [(100, 1, 20), (1000, 1, 20), (5000, 1, 20), (100, 1, 1024), (1000, 1, 1024), (5000, 1, 1024),
+                (5000, 10, 20)]
 
 
 def build():
@@ -114,11 +150,17 @@ def main():
     ap.add_argument("--no-extra", action="store_true", help="echo cells only (no connect rate, no idle memory)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benches/results"))
     ap.add_argument("--replot", action="store_true", help="redraw OUT.md and OUT.svg from OUT.json")
+    ap.add_argument("--fanout", action="store_true", help="also the pub/sub fan-out table")
+    ap.add_argument("--no-echo", action="store_true", help="no echo cells (with --fanout: that table only)")
+    ap.add_argument("--uws-echo", default=None, help="an uWebSockets EchoServer binary (built outside the repository)")
+    ap.add_argument("--uws-pubsub", default=None, help="an uWebSockets ws->publish server binary")
     a = ap.parse_args()
+    global UWS_ECHO, UWS_PUBSUB
+    UWS_ECHO, UWS_PUBSUB = a.uws_echo, a.uws_pubsub
     if a.replot:
         with open(a.out + ".json") as f:
             results = json.load(f)
-        names = list(results["echo"][0].keys())[3:]
+        names = list(results["echo"][0].keys())[3:] if results["echo"] else []
         with open(a.out + ".md", "w") as f:
             f.write(markdown(results, names))
         with open(a.out + ".svg", "w") as f:
@@ -130,10 +172,23 @@ def main():
     build()
     addr = f"127.0.0.1:{PORT}"
     names = list(servers(addr))
-    results = {"echo": [], "connect": {}, "idle": {}, "duration": duration, "rounds": rounds}
+    results = {"echo": [], "connect": {}, "idle": {}, "fanout": [], "duration": duration, "rounds": rounds}
     runs = {}
+    echo_cells = [] if a.no_echo else cells(a.quick, a.cells)
     for round_ in range(rounds):
-        for (c, p, d) in cells(a.quick, a.cells):
+        for (s_, t, p) in (FANOUT_CELLS if a.fanout else []):
+            for name, cmd in pubsub_servers(addr).items():
+                proc = start(cmd, PORT)
+                r = bench(["--mode", "fanout", "--subscribers", str(s_), "--topics", str(t), "--publishers", "1",
+                           "--window", "16", "-p", str(p), "--duration", str(duration), "--warmup", str(warmup)],
+                          PORT, proc.pid)
+                stop(proc)
+                runs.setdefault(("fanout", s_, t, p, name), []).append(r)
+                print(f"[{round_ + 1}/{rounds}] fan-out {s_:>5} subs {t:>2} topics {p:>5} B  {name:<18} "
+                      f"{fmt(r.get('deliveries_per_sec')):>8} deliveries/s  "
+                      f"{fmt(r.get('deliveries_per_server_cpu_sec')):>8} per CPU-s  "
+                      f"p99 {r.get('p99_us', '-')} us {r.get('error', '')}{r.get('first_error') or ''}", flush=True)
+        for (c, p, d) in echo_cells:
             for name, cmd in servers(addr).items():
                 proc = start(cmd, PORT)
                 r = bench(["-c", str(c), "-p", str(p), "-d", str(d), "--duration", str(duration),
@@ -144,7 +199,7 @@ def main():
                       f"{fmt(r.get('messages_per_sec')):>8} msgs/s  "
                       f"{fmt(r.get('messages_per_server_cpu_sec')):>8} per CPU-s  "
                       f"p99 {r.get('p99_us', '-')} us {r.get('error', '')}", flush=True)
-        if a.no_extra:
+        if a.no_extra or a.no_echo:
             continue
         for name, cmd in servers(addr).items():
             # 100 handshake + close cycles in flight from one client thread.
@@ -161,12 +216,17 @@ def main():
             print(f"[{round_ + 1}/{rounds}] {name:<18} connect {fmt(runs[('connect', name)][-1].get('connections_per_sec'))}/s "
                   f"({fmt(runs[('connect', name)][-1].get('connections_per_server_cpu_sec'))} per CPU-s), "
                   f"idle {r.get('rss_bytes_per_connection', '-')} B/conn", flush=True)
-    for (c, p, d) in cells(a.quick, a.cells):
+    for (s_, t, p) in (FANOUT_CELLS if a.fanout else []):
+        row = {"subscribers": s_, "topics": t, "payload": p}
+        for name in pubsub_servers(addr):
+            row[name] = median_run(runs[("fanout", s_, t, p, name)], "deliveries_per_sec")
+        results["fanout"].append(row)
+    for (c, p, d) in echo_cells:
         row = {"connections": c, "payload": p, "depth": d}
         for name in names:
             row[name] = median_run(runs[(c, p, d, name)], "messages_per_sec")
         results["echo"].append(row)
-    if not a.no_extra:
+    if not (a.no_extra or a.no_echo):
         for name in names:
             results["connect"][name] = median_run(runs[("connect", name)], "connections_per_sec")
             results["idle"][name] = median_run(runs[("idle", name)], "rss_bytes_per_connection")
@@ -175,12 +235,32 @@ def main():
     table = markdown(results, names)
     with open(a.out + ".md", "w") as f:
         f.write(table)
-    with open(a.out + ".svg", "w") as f:
-        f.write(chart(results, names))
+    if results["echo"]:
+        with open(a.out + ".svg", "w") as f:
+            f.write(chart(results, names))
     print(table)
 
 
+def fanout_markdown(results):
+    if not results.get("fanout"):
+        return ""
+    names = list(results["fanout"][0].keys())[3:]
+    lines = ["", "| subscribers | topics | payload | " + " | ".join(
+        f"{n} deliveries/s (per server CPU-s), p99" for n in names) + " |",
+             "|" + " --- |" * (3 + len(names))]
+    for row in results["fanout"]:
+        cells_ = []
+        for n in names:
+            r = row[n]
+            cells_.append(f"{fmt(r.get('deliveries_per_sec'))} ({fmt(r.get('deliveries_per_server_cpu_sec'))}), "
+                          f"{r.get('p99_us', '-')} us" if r.get("errors", 1) == 0 else "error")
+        lines.append(f"| {row['subscribers']} | {row['topics']} | {row['payload']} | " + " | ".join(cells_) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(results, names):
+    if not results["echo"]:
+        return fanout_markdown(results)
     lines = ["| connections | payload | depth | " + " | ".join(f"{n} msgs/s (per server CPU-s)" for n in names) + " |",
              "|" + " --- |" * (3 + len(names))]
     for row in results["echo"]:
@@ -191,7 +271,7 @@ def markdown(results, names):
                           if "error" not in r else "error")
         lines.append(f"| {row['connections']} | {row['payload']} | {row['depth']} | " + " | ".join(cells_) + " |")
     if not results["connect"]:
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines) + "\n" + fanout_markdown(results)
     lines.append("")
     lines.append("| | " + " | ".join(names) + " |")
     lines.append("|" + " --- |" * (1 + len(names)))
@@ -201,7 +281,7 @@ def markdown(results, names):
         fmt(results["connect"][n].get("connections_per_server_cpu_sec")) for n in names) + " |")
     lines.append("| idle server RSS per connection (bytes) | " + " | ".join(
         str(results["idle"][n].get("rss_bytes_per_connection", "-")) for n in names) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + fanout_markdown(results)
 
 
 def chart(results, names):
