@@ -29,9 +29,9 @@ pub(crate) const MIN_POOLED: usize = 16 * 1024;
 /// Larger ones are rare enough to leave to malloc (and to the kernel).
 pub(crate) const MAX_POOLED: usize = 4 << 20;
 /// Buffers kept per thread.
-const MAX_BUFFERS: usize = 1024;
+const MAX_BUFFERS: usize = 2048;
 /// Bytes kept per thread.
-const MAX_BYTES: usize = 64 << 20;
+const MAX_BYTES: usize = 128 << 20;
 /// How long a buffer may stay unused in the pool before it is freed.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
@@ -53,18 +53,30 @@ thread_local! {
 /// the thread has one that fits (and is not more than four times too large),
 /// else a new one.
 pub(crate) fn take(len: usize) -> Vec<u8> {
-    if len < MIN_POOLED {
+    take_for(len, len)
+}
+
+/// [`take`] for a message expected to grow to `expected` bytes (a frame's
+/// declared length) of which `len` are to be reserved now: a recycled
+/// buffer that holds all of `expected` is preferred, so the message never
+/// grows (a new buffer is still only `len`: a length a peer declares is not
+/// allocated on its word).
+pub(crate) fn take_for(len: usize, expected: usize) -> Vec<u8> {
+    let expected = expected.clamp(len, MAX_POOLED.max(len));
+    if expected < MIN_POOLED {
         return Vec::with_capacity(len);
     }
     let recycled = POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let best = p
-            .free
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.capacity() >= len && b.capacity() / 4 <= len)
-            .min_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i)?;
+        let fits = |want: usize| {
+            p.free
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.capacity() >= want && b.capacity() / 4 <= want)
+                .min_by_key(|(_, b)| b.capacity())
+                .map(|(i, _)| i)
+        };
+        let best = fits(expected).or_else(|| fits(len))?;
         let buf = p.free.swap_remove(best);
         p.bytes -= buf.capacity();
         p.low = p.low.min(p.free.len());
@@ -184,6 +196,20 @@ mod tests {
         // Idle: the rest go.
         maintain(t0 + 3 * TRIM_EVERY);
         assert_eq!(kept(), 0);
+    }
+
+    #[test]
+    fn a_message_gets_a_buffer_for_its_whole_declared_length_when_one_is_kept() {
+        // A 256 KiB frame grown in pieces leaves an odd capacity behind.
+        give(Vec::with_capacity(321_508));
+        give(Vec::with_capacity(70_000));
+        // Its next one reserves 64 KiB ahead but declares 256 KiB: the
+        // buffer that holds it all, not the one that fits the first piece.
+        assert_eq!(take_for(64 * 1024, 256 * 1024).capacity(), 321_508);
+        // Declared beyond anything kept: the best fit for what is reserved.
+        assert_eq!(take_for(64 * 1024, 16 << 20).capacity(), 70_000);
+        // Nothing kept: only what is reserved is allocated.
+        assert_eq!(take_for(64 * 1024, 16 << 20).capacity(), 64 * 1024);
     }
 
     #[test]

@@ -670,8 +670,10 @@ impl Connection {
             }
             let ahead = len.min(MAX_RESERVE_AHEAD) as usize;
             if self.assembled.capacity() == 0 {
-                // A new message: a recycled buffer when it is large.
-                self.assembled = crate::buffer_pool::take(ahead);
+                // A new message: a recycled buffer when it is large, one
+                // that holds the whole frame if one is kept.
+                let declared = usize::try_from(len).unwrap_or(usize::MAX);
+                self.assembled = crate::buffer_pool::take_for(ahead, declared);
             } else {
                 self.assembled.reserve(ahead);
             }
