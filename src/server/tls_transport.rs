@@ -135,49 +135,51 @@ fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error 
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// Appends what `encode` writes to `out`, growing it to the size rustls asks.
-fn encode_into(
-    out: &mut Vec<u8>,
-    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
-) -> io::Result<()> {
-    let start = out.len();
-    let mut room = 1024;
-    loop {
-        out.resize(start + room, 0);
-        match encode(&mut out[start..]) {
-            Ok(n) => {
-                out.truncate(start + n);
-                return Ok(());
-            }
-            Err(EncodeError::InsufficientSize(e)) => room = e.required_size,
-            Err(e) => {
-                out.truncate(start);
-                return Err(io::Error::other(e));
-            }
+/// rustls's "the buffer is too small" from an encode or an encrypt.
+trait TooSmall: std::error::Error + Send + Sync + 'static {
+    fn required(&self) -> Option<usize>;
+}
+
+impl TooSmall for EncodeError {
+    fn required(&self) -> Option<usize> {
+        match self {
+            EncodeError::InsufficientSize(e) => Some(e.required_size),
+            _ => None,
         }
     }
 }
 
-/// Appends what `encrypt` writes to `out`, growing it to the size rustls asks.
-fn encrypt_into(
+impl TooSmall for EncryptError {
+    fn required(&self) -> Option<usize> {
+        match self {
+            EncryptError::InsufficientSize(e) => Some(e.required_size),
+            _ => None,
+        }
+    }
+}
+
+/// Appends what `write` puts into a buffer to `out`: first `room` bytes of
+/// it, then as many as rustls says it needs.
+fn append<E: TooSmall>(
     out: &mut Vec<u8>,
-    expect: usize,
-    mut encrypt: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+    mut room: usize,
+    mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
 ) -> io::Result<()> {
     let start = out.len();
-    let mut room = expect;
     loop {
         out.resize(start + room, 0);
-        match encrypt(&mut out[start..]) {
+        match write(&mut out[start..]) {
             Ok(n) => {
                 out.truncate(start + n);
                 return Ok(());
             }
-            Err(EncryptError::InsufficientSize(e)) => room = e.required_size,
-            Err(e) => {
-                out.truncate(start);
-                return Err(io::Error::other(e));
-            }
+            Err(e) => match e.required() {
+                Some(required) => room = required,
+                None => {
+                    out.truncate(start);
+                    return Err(io::Error::other(e));
+                }
+            },
         }
     }
 }
@@ -281,7 +283,7 @@ impl<S: Transport> TlsTransport<S> {
                     }
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    encode_into(&mut self.outgoing, |out| data.encode(out))?;
+                    append(&mut self.outgoing, 1024, |out| data.encode(out))?;
                 }
                 Ok(ConnectionState::TransmitTlsData(done)) => {
                     // Whatever the socket does not take now goes out, in
@@ -316,7 +318,7 @@ impl<S: Transport> TlsTransport<S> {
             let status = self.tls.process_tls_records(incoming);
             match status.state {
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    if encode_into(&mut self.outgoing, |out| data.encode(out)).is_err() {
+                    if append(&mut self.outgoing, 1024, |out| data.encode(out)).is_err() {
                         break;
                     }
                 }
@@ -414,7 +416,7 @@ impl<S: Transport> TlsTransport<S> {
                     break f(&mut traffic, &mut self.outgoing).map(Some)
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    if let Err(e) = encode_into(&mut self.outgoing, |o| data.encode(o)) {
+                    if let Err(e) = append(&mut self.outgoing, 1024, |o| data.encode(o)) {
                         break Err(e);
                     }
                 }
@@ -602,7 +604,7 @@ impl<S: Transport> Transport for TlsTransport<S> {
 
     fn goodbye(&mut self) {
         let _ = self.with_traffic(|traffic, outgoing| {
-            encrypt_into(outgoing, 64, |o| traffic.queue_close_notify(o))
+            append(outgoing, 64, |o| traffic.queue_close_notify(o))
         });
         let _ = self.write_outgoing();
     }

@@ -96,6 +96,15 @@ pub fn served_certificate(c: &Client) -> Vec<u8> {
 
 #[cfg(feature = "tls")]
 type TlsClient = rustls::ClientConnection;
+
+/// A rustls client connection to `name` with `config`.
+#[cfg(feature = "tls")]
+fn tls_client(config: Arc<rustls::ClientConfig>, name: &str) -> io::Result<Box<TlsClient>> {
+    let name =
+        rustls::pki_types::ServerName::try_from(name.to_string()).map_err(io::Error::other)?;
+    let tls = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+    Ok(Box::new(tls))
+}
 #[cfg(not(feature = "tls"))]
 type TlsClient = ();
 
@@ -126,17 +135,8 @@ impl Client {
         config: Arc<rustls::ClientConfig>,
         name: &str,
     ) -> io::Result<Client> {
-        let name =
-            rustls::pki_types::ServerName::try_from(name.to_string()).map_err(io::Error::other)?;
-        let tls = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
-        Self::handshake(
-            Self::socket(addr)?,
-            Some(Box::new(tls)),
-            addr,
-            "/",
-            &[],
-            &[],
-        )
+        let tls = tls_client(config, name)?;
+        Self::handshake(Self::socket(addr)?, Some(tls), addr, "/", &[], &[])
     }
 
     /// wss:// behind a proxy: `prefix` (a PROXY header) on the TCP stream
@@ -148,12 +148,10 @@ impl Client {
         config: Arc<rustls::ClientConfig>,
         name: &str,
     ) -> io::Result<Client> {
-        let name =
-            rustls::pki_types::ServerName::try_from(name.to_string()).map_err(io::Error::other)?;
-        let tls = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        let tls = tls_client(config, name)?;
         let mut stream = Self::socket(addr)?;
         stream.write_all(prefix)?;
-        Self::handshake(stream, Some(Box::new(tls)), addr, "/", &[], &[])
+        Self::handshake(stream, Some(tls), addr, "/", &[], &[])
     }
 
     /// wss:// over a socket whose receive buffer is 4 KiB, for a client
@@ -164,20 +162,20 @@ impl Client {
         config: Arc<rustls::ClientConfig>,
         name: &str,
     ) -> io::Result<Client> {
-        let name =
-            rustls::pki_types::ServerName::try_from(name.to_string()).map_err(io::Error::other)?;
-        let tls = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        let tls = tls_client(config, name)?;
         let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
         sock.set_recv_buffer_size(4096)?;
         sock.connect(&addr.into())?;
-        let stream: TcpStream = sock.into();
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        Self::handshake(stream, Some(Box::new(tls)), addr, "/", &[], &[])
+        let stream = Self::prepared(sock.into())?;
+        Self::handshake(stream, Some(tls), addr, "/", &[], &[])
     }
 
     fn socket(addr: SocketAddr) -> io::Result<TcpStream> {
-        let stream = TcpStream::connect(addr)?;
+        Self::prepared(TcpStream::connect(addr)?)
+    }
+
+    /// The options every test client's socket has.
+    fn prepared(stream: TcpStream) -> io::Result<TcpStream> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(20)))?;
         Ok(stream)
