@@ -184,6 +184,22 @@ fn append<E: TooSmall>(
     }
 }
 
+/// Writes `bytes` until the socket pushes back: how many it took, and
+/// `Ok(true)` once it took them all (`Ok(false)`: it pushed back).
+fn send<S: Transport>(tcp: &mut S, bytes: &[u8]) -> (usize, io::Result<bool>) {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match tcp.write_vectored(&[IoSlice::new(&bytes[sent..])]) {
+            Ok(0) => return (sent, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (sent, Ok(false)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (sent, Err(e)),
+        }
+    }
+    (sent, Ok(true))
+}
+
 /// Room for the records of `n` bytes of plaintext (header, content type,
 /// tag and padding allowance per record).
 fn records_len(n: usize) -> usize {
@@ -334,22 +350,7 @@ impl<S: Transport> TlsTransport<S> {
 
     /// Writes the records waiting in `outgoing`; `Ok(true)` once none are left.
     fn write_outgoing(&mut self) -> io::Result<bool> {
-        let mut sent = 0;
-        let result = loop {
-            if sent == self.outgoing.len() {
-                break Ok(true);
-            }
-            match self
-                .tcp
-                .write_vectored(&[IoSlice::new(&self.outgoing[sent..])])
-            {
-                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
-            }
-        };
+        let (sent, result) = send(&mut self.tcp, &self.outgoing);
         if sent == self.outgoing.len() {
             // Idle connections keep no buffer.
             self.outgoing = Vec::new();
@@ -557,15 +558,9 @@ impl<S: Transport> Transport for TlsTransport<S> {
             let mut sent = 0;
             let first = !self.outgoing.is_empty();
             if !first {
-                while sent < outgoing.len() {
-                    match self.tcp.write_vectored(&[IoSlice::new(&outgoing[sent..])]) {
-                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(n) => sent += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
+                let (n, result) = send(&mut self.tcp, outgoing);
+                result?;
+                sent = n;
             }
             // Encrypted is owed: what the socket did not take waits here,
             // after any handshake records rustls wanted sent first.
