@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{raise_fd_limit, raw_exchange, response_head, wait_until, Client, Ev, UPGRADE};
+use common::{
+    raise_fd_limit, raw_exchange, response_head, wait_until, Client, Ev, Registry, UPGRADE,
+};
 use sockwave::protocol::{MessageKind, ProtocolConfig};
 use sockwave::server::{
     BackpressurePolicy, Config, Conn, Decision, Dispatch, DropReason, Echo, Handler, Message,
@@ -183,29 +185,6 @@ fn a_thousand_concurrent_connections_each_get_their_own_echoes() {
     assert_eq!(s.connections_total, 1000);
     assert_eq!(s.messages_in, 5000);
     server.shutdown_and_join();
-}
-
-/// Remembers every open connection.
-#[derive(Default)]
-struct Registry {
-    conns: Mutex<Vec<Conn>>,
-    closes: Mutex<Vec<(u16, String)>>,
-    drains: AtomicUsize,
-}
-
-impl Handler for Registry {
-    fn on_open(&self, conn: &Conn, _req: &sockwave::protocol::Request) {
-        self.conns.lock().unwrap().push(conn.clone());
-    }
-    fn on_message(&self, conn: &Conn, message: Message) {
-        conn.send_owned(message.kind(), message.into_bytes());
-    }
-    fn on_close(&self, _conn: &Conn, code: u16, reason: &str) {
-        self.closes.lock().unwrap().push((code, reason.to_string()));
-    }
-    fn on_drain(&self, _conn: &Conn) {
-        self.drains.fetch_add(1, Ordering::SeqCst);
-    }
 }
 
 #[test]

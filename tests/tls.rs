@@ -6,15 +6,15 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{served_certificate, wait_until, Client, Ev};
+use common::{served_certificate, wait_until, Client, Ev, Registry};
 use sockwave::protocol::MessageKind;
 use sockwave::server::{
-    BackpressurePolicy, Config, Conn, DropReason, Echo, Handler, Message, SendStatus, Server,
-    ServerHandle, TlsConfig, TlsError,
+    BackpressurePolicy, Config, DropReason, Echo, SendStatus, Server, ServerHandle, TlsConfig,
+    TlsError,
 };
 
 struct Pki {
@@ -112,29 +112,6 @@ fn a_tls_1_2_client_is_served_too() {
     server.shutdown_and_join();
 }
 
-/// Keeps every connection's handle, echoes, and counts closes and drains.
-#[derive(Default)]
-struct Registry {
-    conns: Mutex<Vec<Conn>>,
-    closes: Mutex<Vec<u16>>,
-    drains: AtomicUsize,
-}
-
-impl Handler for Registry {
-    fn on_open(&self, conn: &Conn, _req: &sockwave::protocol::Request) {
-        self.conns.lock().unwrap().push(conn.clone());
-    }
-    fn on_message(&self, conn: &Conn, message: Message) {
-        conn.send_owned(message.kind(), message.into_bytes());
-    }
-    fn on_close(&self, _conn: &Conn, code: u16, _reason: &str) {
-        self.closes.lock().unwrap().push(code);
-    }
-    fn on_drain(&self, _conn: &Conn) {
-        self.drains.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
 /// A wss client that stops reading: the cap and the policy act as they do
 /// on plain TCP, with the records rustls holds counted as bytes owed.
 fn tls_backpressure(policy: BackpressurePolicy) {
@@ -190,7 +167,7 @@ fn tls_backpressure(policy: BackpressurePolicy) {
             wait_until("close for backpressure", || {
                 registry.closes.lock().unwrap().len() == 1
             });
-            assert_eq!(registry.closes.lock().unwrap()[0], 1008);
+            assert_eq!(registry.closes.lock().unwrap()[0].0, 1008);
             assert_eq!(server.stats().closed_backpressure, 1);
             assert!(!slow.is_open());
         }

@@ -458,3 +458,28 @@ pub fn raise_fd_limit() {
 }
 
 pub const UPGRADE: &str = "GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+/// A handler that echoes, keeps every connection's handle, and records
+/// closes (code, reason) and drains: what the backpressure tests watch.
+#[derive(Default)]
+pub struct Registry {
+    pub conns: std::sync::Mutex<Vec<sockwave::server::Conn>>,
+    pub closes: std::sync::Mutex<Vec<(u16, String)>>,
+    pub drains: std::sync::atomic::AtomicUsize,
+}
+
+impl sockwave::server::Handler for Registry {
+    fn on_open(&self, conn: &sockwave::server::Conn, _req: &sockwave::protocol::Request) {
+        self.conns.lock().unwrap().push(conn.clone());
+    }
+    fn on_message(&self, conn: &sockwave::server::Conn, message: sockwave::server::Message) {
+        conn.send_owned(message.kind(), message.into_bytes());
+    }
+    fn on_close(&self, _conn: &sockwave::server::Conn, code: u16, reason: &str) {
+        self.closes.lock().unwrap().push((code, reason.to_string()));
+    }
+    fn on_drain(&self, _conn: &sockwave::server::Conn) {
+        self.drains
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
