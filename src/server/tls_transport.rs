@@ -327,20 +327,17 @@ impl<S: Transport> TlsTransport<S> {
     /// After an error: the alert rustls queued goes out (a fatal
     /// decode_error of our own where it queued none, so the peer hears why
     /// rather than a bare close). `incoming`: what follows the records
-    /// processed so far (rustls's offsets point into it).
+    /// processed so far (rustls's offsets point into it). The alert is the
+    /// one record rustls holds then (every earlier one went out as it was
+    /// made), so rustls is asked once: asked again, it would read the bytes
+    /// that failed again and try to send a second fatal alert, which its
+    /// debug builds assert against.
     fn fail(&mut self, incoming: &mut [u8]) {
         let before = self.outgoing.len();
-        loop {
-            let status = self.tls.process_tls_records(incoming);
-            match status.state {
-                Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    if append(&mut self.outgoing, 1024, |out| data.encode(out)).is_err() {
-                        break;
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(done)) => done.done(),
-                _ => break,
-            }
+        if let Ok(ConnectionState::EncodeTlsData(mut data)) =
+            self.tls.process_tls_records(incoming).state
+        {
+            let _ = append(&mut self.outgoing, 1024, |out| data.encode(out));
         }
         if self.outgoing.len() == before {
             self.outgoing.extend_from_slice(&FATAL_DECODE_ERROR);
