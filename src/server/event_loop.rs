@@ -166,9 +166,11 @@ impl EventLoop {
             }
             self.handle_commands(now);
             self.fire_timers(now);
+            // Counted before this turn's bytes go out: a peer that reads our
+            // answer and then the stats finds its message in them.
+            self.stats.fold_into(&self.server.state().stats);
             self.flush_dirty();
             self.dispatcher.flush(now);
-            self.stats.fold_into(&self.server.state().stats);
             out_queue::fold_send_waits(&self.server.state().stats.send_latency);
             self.fold_queued_bytes();
         }
