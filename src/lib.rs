@@ -22,3 +22,4 @@ pub mod ffi;
 mod latency;
 pub mod protocol;
 pub mod server;
+mod spares;

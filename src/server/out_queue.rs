@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use super::stats::micros;
 use crate::latency::{Histogram, LocalHistogram};
+use crate::spares::{self, Spares};
 
 use crate::protocol::{EncodedHeader, MessageKind, Sink};
 
@@ -81,14 +82,30 @@ impl Outgoing {
 }
 
 /// Bytes waiting for the socket, in order.
+///
+/// One pointer while empty, which is what an idle connection's queue is: the
+/// chunks live in a [`Pending`] that exists only while something waits, and
+/// goes back to a per-thread stock when the last byte is written, so a
+/// connection that drains every turn allocates nothing for it either.
 #[derive(Debug, Default)]
 pub(crate) struct OutQueue {
+    pending: Option<Box<Pending>>,
+}
+
+/// What a connection's queue holds while it is not empty.
+#[derive(Debug, Default)]
+struct Pending {
     chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     offset: usize,
     /// Bytes queued and not yet written, the server's own replies included.
     queued: usize,
 }
+
+/// Emptied [`Pending`]s kept per thread for the next queue to fill.
+const SPARE_MAX: usize = 1024;
+/// A spare keeps its chunk list's allocation up to this many chunks.
+const SPARE_CHUNKS_MAX: usize = 64;
 
 #[derive(Debug)]
 struct Chunk {
@@ -107,6 +124,8 @@ thread_local! {
     /// How long buffers waited for the socket on this thread, folded into
     /// the server's histogram once per turn ([`fold_send_waits`]).
     static SEND_WAITS: RefCell<LocalHistogram> = RefCell::new(LocalHistogram::default());
+    /// Emptied queues' storage, for the next queue this thread fills.
+    static SPARE: Spares<Pending> = const { RefCell::new(Vec::new()) };
     /// Bytes queued less bytes written or dropped on this thread since the
     /// loop last took the count ([`take_queued_delta`]): the loop's gauge of
     /// what its connections owe, kept without a pass over them.
@@ -134,28 +153,42 @@ pub(crate) fn fold_send_waits(into: &Histogram) {
     SEND_WAITS.with(|w| w.borrow_mut().fold_into(into));
 }
 
+impl Pending {
+    /// Back to the stock, empty (a list grown past a burst is let go).
+    fn give(mut self: Box<Pending>) {
+        debug_assert!(self.chunks.is_empty());
+        if self.chunks.capacity() > SPARE_CHUNKS_MAX {
+            self.chunks = VecDeque::new();
+        }
+        self.offset = 0;
+        self.queued = 0;
+        spares::give(&SPARE, self, SPARE_MAX);
+    }
+}
+
 impl OutQueue {
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.pending.is_none()
     }
 
     /// Bytes queued and not yet written: every frame, accounted or not (the
     /// server's own pongs and close frames too), so a connection whose peer
     /// does not read can be stopped from making the server queue more.
     pub(crate) fn queued(&self) -> usize {
-        self.queued
+        self.pending.as_ref().map_or(0, |p| p.queued)
     }
 
     /// Appends `data`, which reserved `accounted` bytes of the buffered amount.
     pub(crate) fn push(&mut self, data: Outgoing, accounted: usize) {
-        self.queued += data.len();
+        let p = self.pending.get_or_insert_with(|| spares::take(&SPARE));
+        p.queued += data.len();
         queued_delta(data.len() as isize);
         if let Outgoing::Bytes(new) = &data {
             if let Some(Chunk {
                 data: Outgoing::Bytes(back),
                 accounted: back_accounted,
                 ..
-            }) = self.chunks.back_mut()
+            }) = p.chunks.back_mut()
             {
                 if new.len() <= COALESCE_MAX && back.len() + new.len() <= COALESCED_BUFFER_MAX {
                     back.extend_from_slice(new);
@@ -165,7 +198,7 @@ impl OutQueue {
             }
         }
         let queued_us = TURN_US.with(Cell::get);
-        self.chunks.push_back(Chunk {
+        p.chunks.push_back(Chunk {
             data,
             accounted,
             queued_us,
@@ -175,9 +208,12 @@ impl OutQueue {
     /// Fills `out` with the unwritten bytes, front first; returns how many
     /// slices it filled (at most [`MAX_IOVECS`]).
     pub(crate) fn slices<'a>(&'a self, out: &mut [IoSlice<'a>; MAX_IOVECS]) -> usize {
+        let Some(p) = &self.pending else {
+            return 0;
+        };
         let mut n = 0;
-        let mut skip = self.offset;
-        'chunks: for chunk in &self.chunks {
+        let mut skip = p.offset;
+        'chunks: for chunk in &p.chunks {
             for part in chunk.data.parts() {
                 if part.len() <= skip {
                     skip -= part.len();
@@ -197,41 +233,56 @@ impl OutQueue {
     /// Marks `written` bytes as sent; returns the accounted bytes of the
     /// chunks that left whole.
     pub(crate) fn advance(&mut self, mut written: usize) -> usize {
-        self.queued -= written;
+        let Some(p) = self.pending.as_mut() else {
+            debug_assert_eq!(written, 0, "written more than was queued");
+            return 0;
+        };
+        p.queued -= written;
         queued_delta(-(written as isize));
         let mut released = 0;
-        while let Some(front) = self.chunks.front() {
-            let left = front.data.len() - self.offset;
+        while let Some(front) = p.chunks.front() {
+            let left = front.data.len() - p.offset;
             if written < left {
-                self.offset += written;
+                p.offset += written;
                 break;
             }
             written -= left;
-            self.offset = 0;
+            p.offset = 0;
             released += front.accounted;
             let waited = TURN_US.with(Cell::get).saturating_sub(front.queued_us);
             SEND_WAITS.with(|w| w.borrow_mut().record(waited));
-            if let Some(chunk) = self.chunks.pop_front() {
+            if let Some(chunk) = p.chunks.pop_front() {
                 chunk.data.recycle();
             }
         }
-        if self.chunks.is_empty() {
-            // Idle connections keep no queue allocation.
-            self.chunks = VecDeque::new();
+        if p.chunks.is_empty() {
+            // Idle connections keep no queue storage.
+            if let Some(p) = self.pending.take() {
+                p.give();
+            }
         }
         released
     }
 
     /// Drops everything; returns the accounted bytes of all that was queued.
     pub(crate) fn clear(&mut self) -> usize {
-        let released = self.chunks.iter().map(|c| c.accounted).sum();
-        for chunk in std::mem::take(&mut self.chunks) {
+        let Some(mut p) = self.pending.take() else {
+            return 0;
+        };
+        let mut released = 0;
+        for chunk in p.chunks.drain(..) {
+            released += chunk.accounted;
             chunk.data.recycle();
         }
-        self.offset = 0;
-        queued_delta(-(self.queued as isize));
-        self.queued = 0;
+        queued_delta(-(p.queued as isize));
+        p.give();
         released
+    }
+
+    /// Chunks queued (for tests of coalescing).
+    #[cfg(test)]
+    fn chunk_count(&self) -> usize {
+        self.pending.as_ref().map_or(0, |p| p.chunks.len())
     }
 }
 
@@ -312,19 +363,19 @@ mod tests {
         let mut q = OutQueue::default();
         q.push(bytes(10, 1), 3);
         q.push(bytes(COALESCE_MAX, 2), 4);
-        assert_eq!(q.chunks.len(), 1, "small bytes join the previous buffer");
+        assert_eq!(q.chunk_count(), 1, "small bytes join the previous buffer");
         q.push(bytes(COALESCE_MAX + 1, 3), 5);
-        assert_eq!(q.chunks.len(), 2, "a frame over COALESCE_MAX stays apart");
+        assert_eq!(q.chunk_count(), 2, "a frame over COALESCE_MAX stays apart");
         q.push(Outgoing::Shared(vec![4; 8].into()), 6);
         q.push(bytes(8, 5), 7);
-        assert_eq!(q.chunks.len(), 4, "nothing joins a shared frame");
+        assert_eq!(q.chunk_count(), 4, "nothing joins a shared frame");
         let mut full = OutQueue::default();
         for _ in 0..COALESCED_BUFFER_MAX / COALESCE_MAX {
             full.push(bytes(COALESCE_MAX, 0), 1);
         }
-        assert_eq!(full.chunks.len(), 1);
+        assert_eq!(full.chunk_count(), 1);
         full.push(bytes(1, 0), 1);
-        assert_eq!(full.chunks.len(), 2, "a coalesced buffer stops at its cap");
+        assert_eq!(full.chunk_count(), 2, "a coalesced buffer stops at its cap");
         assert_eq!(
             q.clear(),
             3 + 4 + 5 + 6 + 7,
