@@ -701,3 +701,33 @@ fn in_memory_client_and_server_exchange_everything_then_close() {
     assert_eq!(at_server, vec![Ev::Close(1000, "done".into())]);
     assert!(p.server.is_closed() && p.client.is_closed());
 }
+
+/// The timestamps a connection keeps (8 bytes each) give back the very
+/// instants they were given, to the nanosecond and a year on.
+#[test]
+fn timestamps_keep_every_nanosecond_a_year_on() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let cfg = Arc::new(ProtocolConfig {
+        idle_timeout: Some(s(100)),
+        ping_interval: None,
+        ..ProtocolConfig::default()
+    });
+    let (mut conn, mut pending, mut out) = open_server(cfg, t0);
+    assert_eq!(conn.poll_timeout(), Some(t0 + s(100)));
+    let later = t0 + s(400 * 86_400) + Duration::from_nanos(7);
+    feed(&mut conn, &mut pending, &cframe(0x8A, b""), later, &mut out);
+    assert_eq!(conn.poll_timeout(), Some(later + s(100)));
+    assert_eq!(
+        conn.handle_timeout(later + s(100) - Duration::from_nanos(1), &mut out),
+        None
+    );
+    assert_eq!(
+        conn.handle_timeout(later + s(100), &mut out),
+        Some(Timeout::Idle)
+    );
+    assert_eq!(
+        conn.poll_timeout(),
+        Some(later + s(100) + ProtocolConfig::default().close_timeout)
+    );
+}

@@ -13,6 +13,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::moment::Moment;
+use crate::spares::Spares;
+use std::cell::RefCell;
+
 use super::close::{self, code, CloseFrame};
 use super::deflate::{self, Agreed, Compressor, Decompressor, DeflateOptions, InflateError};
 use super::error::ProtocolError;
@@ -265,12 +269,11 @@ struct PartialFrame {
     fin: bool,
 }
 
-/// One WebSocket connection's protocol state.
-#[derive(Debug)]
-pub struct Connection {
-    config: Arc<ProtocolConfig>,
-    role: Role,
-    phase: Phase,
+/// What a connection knows of a frame or message still arriving. Boxed
+/// (and the box kept per thread between uses): an idle connection, which
+/// has none, carries one word for it.
+#[derive(Debug, Default)]
+struct InProgress {
     /// The payload of a data frame in progress.
     frame: Option<PartialFrame>,
     /// The kind of the message in progress (fragmented, or one frame still arriving).
@@ -278,22 +281,42 @@ pub struct Connection {
     /// Bytes of the message in progress; empty (and unallocated) between messages.
     assembled: Vec<u8>,
     utf8: Utf8Validator,
+    /// The message in progress arrived with RSV1: inflate it when complete.
+    compressed: bool,
+}
+
+/// Emptied [`InProgress`] boxes kept per thread.
+const SPARE_MAX: usize = 1024;
+
+thread_local! {
+    static SPARE: Spares<InProgress> = const { RefCell::new(Vec::new()) };
+}
+
+/// One WebSocket connection's protocol state.
+#[derive(Debug)]
+pub struct Connection {
+    config: Arc<ProtocolConfig>,
+    role: Role,
+    phase: Phase,
+    /// A frame or message still arriving; none between messages.
+    progress: Option<Box<InProgress>>,
     /// When the current phase began (handshake start, close sent).
-    phase_since: Instant,
+    phase_since: Moment,
     /// When the peer last sent anything.
-    last_activity: Instant,
+    last_activity: Moment,
     /// When our unanswered keep-alive ping left.
-    ping_sent: Option<Instant>,
+    ping_sent: Moment,
     /// xorshift state for client mask keys (unused by servers).
     mask_rng: u64,
     /// permessage-deflate, when negotiated.
     deflate: Option<Box<DeflateSession>>,
-    /// The message in progress arrived with RSV1: inflate it when complete.
-    compressed: bool,
     /// Keep back the close frame that answers the peer (see [`Connection::hold_close_reply`]).
     hold_close: bool,
     /// That close frame, encoded, until [`Connection::release_close_reply`].
-    held_close: Option<Box<[u8]>>,
+    // Boxed twice: one word in every connection for a frame held only
+    // while a close is under way.
+    #[allow(clippy::box_collection)]
+    held_close: Option<Box<Vec<u8>>>,
     /// The code of the close we started (0: we started none).
     started_close: u16,
 }
@@ -392,16 +415,12 @@ impl Connection {
             config,
             role,
             phase,
-            frame: None,
-            message: None,
-            assembled: Vec::new(),
-            utf8: Utf8Validator::new(),
-            phase_since: now,
-            last_activity: now,
-            ping_sent: None,
+            progress: None,
+            phase_since: Moment::of(now),
+            last_activity: Moment::of(now),
+            ping_sent: Moment::NONE,
             mask_rng: seed,
             deflate: None,
-            compressed: false,
             hold_close: false,
             started_close: 0,
             held_close: None,
@@ -441,12 +460,47 @@ impl Connection {
     /// When the connection reached [`State::Closed`], if it has: the start of
     /// the wait for the peer to read our last bytes and hang up.
     pub fn closed_since(&self) -> Option<Instant> {
-        (self.phase == Phase::Closed).then_some(self.phase_since)
+        (self.phase == Phase::Closed).then(|| self.phase_since.at())
     }
 
     /// Bytes of an unfinished incoming message held by this connection.
     pub fn buffered_incoming(&self) -> usize {
-        self.assembled.len()
+        self.progress.as_ref().map_or(0, |p| p.assembled.len())
+    }
+
+    /// The data frame whose payload is arriving, if one is.
+    fn frame(&self) -> Option<PartialFrame> {
+        self.progress.as_ref().and_then(|p| p.frame)
+    }
+
+    /// The kind of the message arriving, if one is.
+    fn message(&self) -> Option<MessageKind> {
+        self.progress.as_ref().and_then(|p| p.message)
+    }
+
+    /// What is arriving, made when something starts to.
+    fn progress_mut(&mut self) -> &mut InProgress {
+        self.progress
+            .get_or_insert_with(|| crate::spares::take(&SPARE))
+    }
+
+    /// Gives the progress box back once no frame or message is arriving.
+    fn settle_progress(&mut self) {
+        if self
+            .progress
+            .as_ref()
+            .is_some_and(|p| p.frame.is_none() && p.message.is_none())
+        {
+            self.drop_progress();
+        }
+    }
+
+    /// Forgets whatever was arriving.
+    fn drop_progress(&mut self) {
+        if let Some(mut p) = self.progress.take() {
+            *p = InProgress::default();
+            crate::spares::give(&SPARE, p, SPARE_MAX);
+        }
     }
 
     fn next_mask(&mut self) -> Option<[u8; 4]> {
@@ -483,11 +537,9 @@ impl Connection {
 
     fn enter(&mut self, phase: Phase, now: Instant) {
         self.phase = phase;
-        self.phase_since = now;
+        self.phase_since = Moment::of(now);
         if phase == Phase::Closed {
-            self.frame = None;
-            self.message = None;
-            self.assembled = Vec::new();
+            self.drop_progress();
         }
     }
 
@@ -500,8 +552,8 @@ impl Connection {
         sink: &mut S,
     ) -> Read<'a> {
         if !input.is_empty() {
-            self.last_activity = now;
-            self.ping_sent = None;
+            self.last_activity = Moment::of(now);
+            self.ping_sent = Moment::NONE;
         }
         match self.phase {
             Phase::AwaitingRequest => self.read_request(input, now, sink),
@@ -610,7 +662,7 @@ impl Connection {
             self.enable_deflate(agreed);
         }
         self.enter(Phase::Open, now);
-        self.last_activity = now;
+        self.last_activity = Moment::of(now);
         Ok(())
     }
 
@@ -636,7 +688,7 @@ impl Connection {
         now: Instant,
         sink: &mut S,
     ) -> Read<'a> {
-        if let Some(partial) = self.frame {
+        if let Some(partial) = self.frame() {
             return self.read_payload(partial, input, 0, now, sink);
         }
         let (header, head_len) = match FrameHeader::decode(input, self.decode_rules()) {
@@ -659,24 +711,8 @@ impl Connection {
         let closing = self.phase == Phase::CloseSent;
         let len = header.payload_len;
         let whole_frame_here = (input.len() - head_len) as u64 >= len;
-        if !closing && header.fin && self.message.is_none() && whole_frame_here {
+        if !closing && header.fin && self.message().is_none() && whole_frame_here {
             return self.read_whole_message(kind, &header, head_len, input, now, sink);
-        }
-        if !closing {
-            if self.message.is_none() {
-                self.message = Some(kind);
-                self.compressed = header.rsv1;
-                self.utf8.reset();
-            }
-            let ahead = len.min(MAX_RESERVE_AHEAD) as usize;
-            if self.assembled.capacity() == 0 {
-                // A new message: a recycled buffer when it is large, one
-                // that holds the whole frame if one is kept.
-                let declared = usize::try_from(len).unwrap_or(usize::MAX);
-                self.assembled = crate::buffer_pool::take_for(ahead, declared);
-            } else {
-                self.assembled.reserve(ahead);
-            }
         }
         let partial = PartialFrame {
             remaining: len,
@@ -684,7 +720,24 @@ impl Connection {
             mask_phase: 0,
             fin: header.fin,
         };
-        self.frame = Some(partial);
+        let p = self.progress_mut();
+        if !closing {
+            if p.message.is_none() {
+                p.message = Some(kind);
+                p.compressed = header.rsv1;
+                p.utf8.reset();
+            }
+            let ahead = len.min(MAX_RESERVE_AHEAD) as usize;
+            if p.assembled.capacity() == 0 {
+                // A new message: a recycled buffer when it is large, one
+                // that holds the whole frame if one is kept.
+                let declared = usize::try_from(len).unwrap_or(usize::MAX);
+                p.assembled = crate::buffer_pool::take_for(ahead, declared);
+            } else {
+                p.assembled.reserve(ahead);
+            }
+        }
+        p.frame = Some(partial);
         self.read_payload(partial, input, head_len, now, sink)
     }
 
@@ -725,7 +778,7 @@ impl Connection {
             // RSV1 marks a compressed message on its first frame only (RFC 7692 section 6).
             return Err(ProtocolError::ReservedBits);
         }
-        let kind = match (header.opcode, self.message) {
+        let kind = match (header.opcode, self.message()) {
             (OpCode::Continuation, Some(kind)) => kind,
             (OpCode::Continuation, None) if !closing => {
                 return Err(ProtocolError::UnexpectedContinuation)
@@ -741,7 +794,7 @@ impl Connection {
             // compressed one may carry deflate's overhead on the wire, and
             // is held to its limit again as it is inflated.
             let compressed = match header.opcode {
-                OpCode::Continuation => self.compressed,
+                OpCode::Continuation => self.progress.as_ref().is_some_and(|p| p.compressed),
                 _ => header.rsv1,
             };
             let on_wire = |limit: u64| {
@@ -754,7 +807,7 @@ impl Connection {
             if header.payload_len > on_wire(self.config.max_frame_size) {
                 return Err(ProtocolError::FrameTooBig);
             }
-            if self.assembled.len() as u64 + header.payload_len
+            if self.buffered_incoming() as u64 + header.payload_len
                 > on_wire(self.config.max_message_size)
             {
                 return Err(ProtocolError::MessageTooBig);
@@ -814,44 +867,47 @@ impl Connection {
         let remaining = partial.remaining - take as u64;
         let frame_done = remaining == 0;
         let consumed = at + take;
-        self.frame = (!frame_done).then_some(PartialFrame {
+        let closing = self.phase == Phase::CloseSent;
+        let unmask = self.role == Role::Server;
+        let p = self.progress_mut();
+        p.frame = (!frame_done).then_some(PartialFrame {
             remaining,
             ..partial
         });
-        if self.phase == Phase::CloseSent {
+        if closing {
             // After our close, data is ignored: skip it without looking.
+            self.settle_progress();
             return Read {
                 consumed,
                 event: None,
             };
         }
-        if self.role == Role::Server {
+        if unmask {
             let phase = apply_mask(chunk, partial.mask, partial.mask_phase as usize) as u8;
-            if let Some(f) = self.frame.as_mut() {
+            if let Some(f) = p.frame.as_mut() {
                 f.mask_phase = phase;
             }
         }
-        let kind = self
+        let kind = p
             .message
             .expect("a data frame in progress belongs to a message");
         let message_done = frame_done && partial.fin;
         // Compressed text is checked once inflated, at the end.
-        if kind == MessageKind::Text
-            && !self.compressed
-            && self.utf8.feed(chunk, message_done).is_err()
-        {
+        if kind == MessageKind::Text && !p.compressed && p.utf8.feed(chunk, message_done).is_err() {
             return self.fail(ProtocolError::InvalidUtf8, input_len, now, sink);
         }
-        self.assembled.extend_from_slice(chunk);
+        p.assembled.extend_from_slice(chunk);
         if !message_done {
             return Read {
                 consumed,
                 event: None,
             };
         }
-        self.message = None;
-        let mut data = std::mem::take(&mut self.assembled);
-        if std::mem::take(&mut self.compressed) {
+        p.message = None;
+        let mut data = std::mem::take(&mut p.assembled);
+        let compressed = std::mem::take(&mut p.compressed);
+        self.settle_progress();
+        if compressed {
             data = match self.inflate_message(kind, &data) {
                 Ok(d) => d,
                 Err(e) => return self.fail(e, input_len, now, sink),
@@ -932,7 +988,7 @@ impl Connection {
         if self.hold_close {
             let mut frame = Vec::with_capacity(2 + MAX_CONTROL_PAYLOAD);
             self.write_close(code, reason, &mut frame);
-            self.held_close = Some(frame.into_boxed_slice());
+            self.held_close = Some(Box::new(frame));
         } else {
             self.write_close(code, reason, sink);
         }
@@ -1117,8 +1173,13 @@ impl Connection {
                 };
                 self.write_close(code, reason, sink);
                 self.started_close = code;
-                self.message = None;
-                self.assembled = Vec::new();
+                // What arrives of a message from here on is dropped; the
+                // rest of a frame under way is still skipped.
+                if let Some(p) = self.progress.as_mut() {
+                    p.message = None;
+                    p.assembled = Vec::new();
+                }
+                self.settle_progress();
                 self.enter(Phase::CloseSent, now);
                 Ok(())
             }
@@ -1138,7 +1199,7 @@ impl Connection {
     /// When the current phase began: for a server connection still reading
     /// its request, when it was created (its accept).
     pub fn phase_since(&self) -> Instant {
-        self.phase_since
+        self.phase_since.at()
     }
 
     /// The code of the closing handshake this side started ([`Connection::close`],
@@ -1153,20 +1214,21 @@ impl Connection {
         let c = &self.config;
         match self.phase {
             Phase::AwaitingRequest | Phase::Deciding => {
-                c.handshake_timeout.map(|t| self.phase_since + t)
+                c.handshake_timeout.map(|t| self.phase_since.at() + t)
             }
             Phase::Open => {
-                let idle = c.idle_timeout.map(|t| self.last_activity + t);
-                let keepalive = match self.ping_sent {
+                let active = self.last_activity.at();
+                let idle = c.idle_timeout.map(|t| active + t);
+                let keepalive = match self.ping_sent.get() {
                     Some(sent) => Some(sent + c.pong_timeout),
-                    None => c.ping_interval.map(|t| self.last_activity + t),
+                    None => c.ping_interval.map(|t| active + t),
                 };
                 match (idle, keepalive) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 }
             }
-            Phase::CloseSent => Some(self.phase_since + c.close_timeout),
+            Phase::CloseSent => Some(self.phase_since.at() + c.close_timeout),
             Phase::Closed => None,
         }
     }
@@ -1182,14 +1244,14 @@ impl Connection {
         match self.phase {
             Phase::AwaitingRequest | Phase::Deciding => {
                 if c.handshake_timeout
-                    .is_some_and(|t| now >= self.phase_since + t)
+                    .is_some_and(|t| now >= self.phase_since.at() + t)
                 {
                     self.enter(Phase::Closed, now);
                     return Some(Timeout::Handshake);
                 }
             }
             Phase::Open => {
-                if let Some(sent) = self.ping_sent {
+                if let Some(sent) = self.ping_sent.get() {
                     if now >= sent + c.pong_timeout {
                         self.write_close(code::GOING_AWAY, "ping timeout", sink);
                         self.enter(Phase::Closed, now);
@@ -1197,7 +1259,7 @@ impl Connection {
                     }
                 }
                 if c.idle_timeout
-                    .is_some_and(|t| now >= self.last_activity + t)
+                    .is_some_and(|t| now >= self.last_activity.at() + t)
                 {
                     self.write_close(code::GOING_AWAY, "idle timeout", sink);
                     self.started_close = code::GOING_AWAY;
@@ -1206,14 +1268,14 @@ impl Connection {
                 }
                 if self.ping_sent.is_none()
                     && c.ping_interval
-                        .is_some_and(|t| now >= self.last_activity + t)
+                        .is_some_and(|t| now >= self.last_activity.at() + t)
                 {
                     self.write_frame(OpCode::Ping, true, b"", sink);
-                    self.ping_sent = Some(now);
+                    self.ping_sent = Moment::of(now);
                 }
             }
             Phase::CloseSent => {
-                if now >= self.phase_since + c.close_timeout {
+                if now >= self.phase_since.at() + c.close_timeout {
                     self.enter(Phase::Closed, now);
                     return Some(Timeout::Close);
                 }

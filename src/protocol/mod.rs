@@ -21,6 +21,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+mod moment;
 pub mod utf8;
 
 pub use close::{code as close_code, CloseFrame};
