@@ -46,12 +46,12 @@ impl Conn {
 
     /// The subprotocol chosen during the handshake.
     pub fn protocol(&self) -> Option<&str> {
-        self.inner.protocol.as_deref()
+        self.inner.protocol()
     }
 
     /// The peer's address as the socket reported it at the upgrade.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.inner.peer
+        self.inner.peer()
     }
 
     /// Keeps `value` with the connection (replacing what was kept): the

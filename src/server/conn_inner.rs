@@ -3,7 +3,7 @@
 //! whether it still takes messages, and how they are encoded.
 
 use std::any::Any;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -12,33 +12,45 @@ use super::send_status::Refused;
 use super::{BackpressurePolicy, Config, ConnId, Stats};
 
 /// The part of a connection that other threads share with its loop.
+///
+/// Every open connection has one, so it is kept to 40 bytes (an allocation
+/// of 64 with `Arc`'s counts): what only some connections have (a
+/// subprotocol, an IPv6 peer, the application's data) lives in [`Extras`],
+/// made only for them.
 #[derive(Debug)]
 pub(crate) struct ConnInner {
     pub(crate) id: ConnId,
     /// Payload bytes accepted for sending and not yet written to the kernel.
     pub(crate) buffered: AtomicUsize,
+    /// Null, or extras that live as long as `self` (freed in `drop`).
+    extras: AtomicPtr<Extras>,
+    /// Subscribes and unsubscribes sent to the loop and not yet taken: the
+    /// one kind of command not bounded by a byte count, so bounded by number.
+    pub(crate) pending_subscriptions: AtomicU32,
+    /// The peer, when it is an IPv4 address (others are in the extras).
+    peer_v4: Option<SocketAddrV4>,
     /// Sends are accepted (cleared when the closing handshake starts).
     pub(crate) open: AtomicBool,
     /// A producer hit backpressure (or the kernel pushed back): tell the
     /// handler when the buffer empties.
     pub(crate) want_drain: AtomicBool,
-    pub(crate) protocol: Option<Box<str>>,
-    pub(crate) peer: Option<SocketAddr>,
     /// How messages to this connection are encoded, fixed at the upgrade.
     pub(crate) encoding: Encoding,
-    /// Subscribes and unsubscribes sent to the loop and not yet taken: the
-    /// one kind of command not bounded by a byte count, so bounded by number.
-    pub(crate) pending_subscriptions: AtomicU32,
-    /// The application's state for this connection (`Conn::set_data`):
-    /// made the first time it is set, so a connection without any pays one
-    /// pointer (this struct is part of every connection's memory).
-    data: AtomicPtr<DataSlot>,
+}
+
+/// What some connections have: made at the upgrade for a subprotocol or a
+/// peer that is not IPv4, or the first time the application keeps data.
+#[derive(Debug, Default)]
+struct Extras {
+    protocol: Option<Box<str>>,
+    /// The peer, when it is not an IPv4 address.
+    peer: Option<SocketAddr>,
+    /// The application's state for this connection (`Conn::set_data`).
+    data: Mutex<Option<ConnData>>,
 }
 
 /// What an application keeps with a connection.
 pub(crate) type ConnData = Arc<dyn Any + Send + Sync>;
-
-type DataSlot = Mutex<Option<ConnData>>;
 
 /// Subscribes and unsubscribes one connection may have waiting for its loop.
 pub(crate) const MAX_PENDING_SUBSCRIPTIONS: u32 = 1024;
@@ -50,46 +62,73 @@ impl ConnInner {
         peer: Option<SocketAddr>,
         encoding: Encoding,
     ) -> ConnInner {
+        let (peer_v4, other_peer) = match peer {
+            Some(SocketAddr::V4(v4)) => (Some(v4), None),
+            other => (None, other),
+        };
+        let extras = if protocol.is_some() || other_peer.is_some() {
+            Box::into_raw(Box::new(Extras {
+                protocol,
+                peer: other_peer,
+                data: Mutex::new(None),
+            }))
+        } else {
+            std::ptr::null_mut()
+        };
         ConnInner {
             id,
             buffered: AtomicUsize::new(0),
+            extras: AtomicPtr::new(extras),
+            pending_subscriptions: AtomicU32::new(0),
+            peer_v4,
             open: AtomicBool::new(true),
             want_drain: AtomicBool::new(false),
-            protocol,
-            peer,
             encoding,
-            pending_subscriptions: AtomicU32::new(0),
-            data: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// The subprotocol chosen at the upgrade.
+    pub(crate) fn protocol(&self) -> Option<&str> {
+        self.extras()?.protocol.as_deref()
+    }
+
+    /// The peer's address as the upgrade saw it.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        match self.peer_v4 {
+            Some(v4) => Some(SocketAddr::V4(v4)),
+            None => self.extras()?.peer,
         }
     }
 
     /// Replaces what is kept with the connection.
     pub(crate) fn set_data(&self, value: Option<ConnData>) {
-        let slot = match self.slot() {
-            Some(slot) => slot,
+        let extras = match self.extras() {
+            Some(extras) => extras,
             None if value.is_none() => return,
-            None => self.make_slot(),
+            None => self.make_extras(),
         };
-        *slot.lock().unwrap_or_else(|e| e.into_inner()) = value;
+        *extras.data.lock().unwrap_or_else(|e| e.into_inner()) = value;
     }
 
     /// What is kept with the connection.
     pub(crate) fn data(&self) -> Option<ConnData> {
-        self.slot()?
+        self.extras()?
+            .data
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    fn slot(&self) -> Option<&DataSlot> {
-        // SAFETY: null, or a slot made by `make_slot` that lives as long as
-        // `self` (freed in `drop`).
-        unsafe { self.data.load(Ordering::Acquire).as_ref() }
+    fn extras(&self) -> Option<&Extras> {
+        // SAFETY: null, or extras made by `new` or `make_extras` that live as
+        // long as `self` (freed in `drop`).
+        unsafe { self.extras.load(Ordering::Acquire).as_ref() }
     }
 
-    fn make_slot(&self) -> &DataSlot {
-        let fresh = Box::into_raw(Box::new(DataSlot::new(None)));
-        match self.data.compare_exchange(
+    /// Extras for a connection made without (so no protocol or other peer).
+    fn make_extras(&self) -> &Extras {
+        let fresh = Box::into_raw(Box::default());
+        match self.extras.compare_exchange(
             std::ptr::null_mut(),
             fresh,
             Ordering::AcqRel,
@@ -98,9 +137,9 @@ impl ConnInner {
             // SAFETY: just published; freed only in `drop`.
             Ok(_) => unsafe { &*fresh },
             Err(theirs) => {
-                // Another thread made it first: ours was never shared.
+                // Another thread made them first: ours were never shared.
                 drop(unsafe { Box::from_raw(fresh) });
-                // SAFETY: as in `slot`.
+                // SAFETY: as in `extras`.
                 unsafe { &*theirs }
             }
         }
@@ -154,10 +193,11 @@ impl ConnInner {
 
 impl Drop for ConnInner {
     fn drop(&mut self) {
-        let slot = *self.data.get_mut();
-        if !slot.is_null() {
-            // SAFETY: made by `make_slot` with Box::into_raw, freed only here.
-            drop(unsafe { Box::from_raw(slot) });
+        let extras = *self.extras.get_mut();
+        if !extras.is_null() {
+            // SAFETY: made by `new` or `make_extras` with Box::into_raw,
+            // freed only here.
+            drop(unsafe { Box::from_raw(extras) });
         }
     }
 }
@@ -168,9 +208,42 @@ mod tests {
     use crate::server::prepared::Encoding;
     use crate::server::send_status::Refused;
     use crate::server::{BackpressurePolicy, Config, ConnId, Stats};
+    use std::sync::Arc;
 
     fn conn() -> ConnInner {
         ConnInner::new(ConnId::new(0, 0, 0), None, None, Encoding::Plain)
+    }
+
+    #[test]
+    fn only_connections_with_extras_make_them() {
+        assert_eq!(std::mem::size_of::<ConnInner>(), 40);
+        let v4: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:4000".parse().unwrap();
+        let plain = ConnInner::new(ConnId::new(0, 0, 0), None, Some(v4), Encoding::Plain);
+        assert!(plain.extras().is_none(), "an IPv4 peer without a protocol");
+        assert_eq!((plain.peer(), plain.protocol()), (Some(v4), None));
+        assert!(plain.data().is_none());
+        plain.set_data(None);
+        assert!(plain.extras().is_none(), "clearing makes nothing");
+        plain.set_data(Some(Arc::new(5u32)));
+        assert_eq!(
+            plain.data().unwrap().downcast::<u32>().ok().as_deref(),
+            Some(&5)
+        );
+        assert_eq!(plain.peer(), Some(v4), "the peer stays inline");
+        let other = ConnInner::new(
+            ConnId::new(0, 0, 0),
+            Some("chat".into()),
+            Some(v6),
+            Encoding::Plain,
+        );
+        assert_eq!((other.peer(), other.protocol()), (Some(v6), Some("chat")));
+        other.set_data(Some(Arc::new("x")));
+        assert_eq!(
+            other.protocol(),
+            Some("chat"),
+            "data joins the extras made at the start"
+        );
     }
 
     #[test]

@@ -284,7 +284,7 @@ impl EventLoop {
                 }
                 continue;
             }
-            let tail = std::mem::take(&mut c.tail);
+            let tail = c.tail.take().map(|t| *t).unwrap_or_default();
             let start = tail_room - tail.len();
             self.read_buf[start..tail_room].copy_from_slice(&tail);
             self.process_input(slot, start, tail_room + n, drained, now);
@@ -389,7 +389,7 @@ impl EventLoop {
         if c.proto.is_closed() {
             self.conns.mark_dirty(slot);
         } else if pos < end {
-            c.tail = self.read_buf[pos..end].into();
+            c.tail = Some(Box::new(self.read_buf[pos..end].to_vec()));
         }
     }
 

@@ -26,8 +26,11 @@ use crate::protocol::Connection;
 pub(crate) struct LoopConn {
     pub(crate) transport: Stream,
     pub(crate) proto: Connection,
-    /// Unconsumed input (a partial header or control frame, a partial request head).
-    pub(crate) tail: Box<[u8]>,
+    /// Unconsumed input (a partial header or control frame, a partial request
+    /// head). Boxed twice: one word in every connection for bytes kept only
+    /// when a read ends inside a header.
+    #[allow(clippy::box_collection)]
+    pub(crate) tail: Option<Box<Vec<u8>>>,
     pub(crate) out: OutQueue,
     /// The part other threads share, from the upgrade on.
     pub(crate) inner: Option<Arc<ConnInner>>,
@@ -52,7 +55,7 @@ impl LoopConn {
         LoopConn {
             transport,
             proto,
-            tail: Box::default(),
+            tail: None,
             out: OutQueue::default(),
             inner: None,
             lifecycle: Lifecycle::Handshaking {
