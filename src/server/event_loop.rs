@@ -284,7 +284,7 @@ impl EventLoop {
                 }
                 continue;
             }
-            let tail = c.tail.take().map(|t| *t).unwrap_or_default();
+            let tail = c.take_tail();
             let start = tail_room - tail.len();
             self.read_buf[start..tail_room].copy_from_slice(&tail);
             self.process_input(slot, start, tail_room + n, drained, now);
@@ -312,7 +312,6 @@ impl EventLoop {
             };
             if let Lifecycle::Handshaking {
                 awaiting_proxy: awaiting @ true,
-                client,
                 ..
             } = &mut c.lifecycle
             {
@@ -320,7 +319,7 @@ impl EventLoop {
                     Ok(Some((proxied, n))) => {
                         *awaiting = false;
                         if let Proxied::Client(addr) = proxied {
-                            *client = Some(Box::new(addr));
+                            c.set_proxied_client(addr);
                         }
                         pos += n;
                         continue;
@@ -389,7 +388,7 @@ impl EventLoop {
         if c.proto.is_closed() {
             self.conns.mark_dirty(slot);
         } else if pos < end {
-            c.tail = Some(Box::new(self.read_buf[pos..end].to_vec()));
+            c.keep_tail(&self.read_buf[pos..end]);
         }
     }
 
@@ -476,7 +475,11 @@ impl EventLoop {
             ),
             _ => (code, reason),
         };
-        let deferred: usize = c.lifecycle.end().iter().map(|m| m.len()).sum();
+        let deferred: usize = if c.lifecycle.end() {
+            c.take_deferred().iter().map(|m| m.len()).sum()
+        } else {
+            0
+        };
         let inner = Arc::clone(
             c.inner
                 .as_ref()

@@ -129,10 +129,10 @@ impl EventLoop {
         let Some((slot, c)) = self.conns.live(id) else {
             return;
         };
-        let Lifecycle::Opening { deferred } = &mut c.lifecycle else {
+        if c.lifecycle != Lifecycle::Opening {
             return;
-        };
-        let deferred = deferred.take();
+        }
+        let deferred = c.take_deferred();
         c.lifecycle = Lifecycle::Open;
         let opts = &self.proto_config.deflate;
         let encoding = c.inner.as_ref().map_or(Encoding::Plain, |i| i.encoding);

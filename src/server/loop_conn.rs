@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::aside::Aside;
 use super::conn_inner::ConnInner;
 use super::lifecycle::Lifecycle;
 use super::out_queue::{OutQueue, QueueSink, MAX_IOVECS};
@@ -26,11 +27,6 @@ use crate::protocol::Connection;
 pub(crate) struct LoopConn {
     pub(crate) transport: Stream,
     pub(crate) proto: Connection,
-    /// Unconsumed input (a partial header or control frame, a partial request
-    /// head). Boxed twice: one word in every connection for bytes kept only
-    /// when a read ends inside a header.
-    #[allow(clippy::box_collection)]
-    pub(crate) tail: Option<Box<Vec<u8>>>,
     pub(crate) out: OutQueue,
     /// The part other threads share, from the upgrade on.
     pub(crate) inner: Option<Arc<ConnInner>>,
@@ -43,6 +39,8 @@ pub(crate) struct LoopConn {
     pub(crate) read_paused: bool,
     /// Its rate limits and address, when the server limits either.
     pub(crate) limits: Option<Box<ConnLimits>>,
+    /// What it holds only for a while (see [`Aside`]).
+    aside: Option<Box<Aside>>,
 }
 
 impl LoopConn {
@@ -55,19 +53,67 @@ impl LoopConn {
         LoopConn {
             transport,
             proto,
-            tail: None,
             out: OutQueue::default(),
             inner: None,
             lifecycle: Lifecycle::Handshaking {
                 over_capacity,
                 awaiting_proxy,
-                client: None,
             },
             timer: 0,
             dirty: false,
             read_paused: false,
             limits: None,
+            aside: None,
         }
+    }
+
+    /// Its short-lived part, made if it has none.
+    fn aside(&mut self) -> &mut Aside {
+        self.aside.get_or_insert_default()
+    }
+
+    /// Drops the short-lived part once nothing is left in it.
+    fn settle_aside(&mut self) {
+        if self.aside.as_ref().is_some_and(|a| a.is_empty()) {
+            self.aside = None;
+        }
+    }
+
+    /// Takes the input left over from the last read (empty if none).
+    pub(crate) fn take_tail(&mut self) -> Vec<u8> {
+        let Some(aside) = self.aside.as_mut() else {
+            return Vec::new();
+        };
+        let tail = std::mem::take(&mut aside.tail);
+        self.settle_aside();
+        tail
+    }
+
+    /// Keeps input the protocol could not use yet, for the next read.
+    pub(crate) fn keep_tail(&mut self, bytes: &[u8]) {
+        self.aside().tail.extend_from_slice(bytes);
+    }
+
+    /// Notes the client a trusted proxy's PROXY header named.
+    pub(crate) fn set_proxied_client(&mut self, client: std::net::SocketAddr) {
+        self.aside().client = Some(client);
+    }
+
+    /// Takes the client a PROXY header named, if one did.
+    pub(crate) fn take_proxied_client(&mut self) -> Option<std::net::SocketAddr> {
+        let client = self.aside.as_mut()?.client.take();
+        self.settle_aside();
+        client
+    }
+
+    /// Takes the messages held while `on_open` ran.
+    pub(crate) fn take_deferred(&mut self) -> Vec<Arc<PreparedMessage>> {
+        let Some(aside) = self.aside.as_mut() else {
+            return Vec::new();
+        };
+        let deferred = std::mem::take(&mut aside.deferred);
+        self.settle_aside();
+        deferred
     }
 
     /// Queues a message made ready for this connection's encoding; false
@@ -147,8 +193,8 @@ impl LoopConn {
             Ok(_) => {
                 stats.sent(len);
                 let encoding = inner.encoding;
-                if let Lifecycle::Opening { deferred } = &mut self.lifecycle {
-                    deferred.push(Arc::clone(message));
+                if self.lifecycle == Lifecycle::Opening {
+                    self.aside().deferred.push(Arc::clone(message));
                     return false;
                 }
                 let prepared = message.prepare_for(encoding, &state.config.protocol.deflate);

@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::conn_inner::{ConnData, ConnInner};
 use super::dispatch::WorkerEvent;
 use super::event_loop::EventLoop;
-use super::lifecycle::{Deferred, Lifecycle};
+use super::lifecycle::Lifecycle;
 use super::out_queue::QueueSink;
 use super::prepared::Encoding;
 use super::stats::HandshakeFailure;
@@ -23,14 +23,14 @@ impl EventLoop {
         let Some(c) = self.conns.get_mut(slot) else {
             return;
         };
-        let (over_capacity, proxied) = match &c.lifecycle {
+        let over_capacity = matches!(
+            c.lifecycle,
             Lifecycle::Handshaking {
-                over_capacity,
-                client,
+                over_capacity: true,
                 ..
-            } => (*over_capacity, client.as_deref().copied()),
-            _ => (false, None),
-        };
+            }
+        );
+        let proxied = c.take_proxied_client();
         let load = Load {
             over_capacity,
             shutting_down: self.server.state().shutting_down.load(Ordering::Acquire),
@@ -120,9 +120,7 @@ impl EventLoop {
         inner.set_data(data);
         let inner = Arc::new(inner);
         c.inner = Some(Arc::clone(&inner));
-        c.lifecycle = Lifecycle::Opening {
-            deferred: Deferred::default(),
-        };
+        c.lifecycle = Lifecycle::Opening;
         // Our answer to the peer's close waits until the handler is through
         // with what arrived before it (see `WorkerEvent::Close`).
         c.proto.hold_close_reply(true);

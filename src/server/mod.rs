@@ -38,6 +38,7 @@
 //! | `conn_table.rs` | slots, generations, free list, the flush list |
 //! | `loop_conn.rs` | one connection as its loop owns it |
 //! | `lifecycle.rs` | the runtime's view of a connection, one enum |
+//! | `aside.rs` | what a connection holds only for a while (input cut in a header, a PROXY client, messages held for `on_open`) |
 //! | `transport.rs` | the seam between socket and protocol; plain TCP |
 //! | `tls_config.rs` | [`TlsConfig`]: certificates, SNI, reload |
 //! | `tls_transport.rs` | TLS on that seam (rustls) |
@@ -55,6 +56,7 @@
 //! | `timers.rs` | deadlines in a heap: a tick costs what is due |
 //! | `upgrade.rs` | the upgrade decision, a pure function of config, handler, request and load |
 
+mod aside;
 mod command;
 mod config;
 mod conn;
