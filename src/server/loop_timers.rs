@@ -14,13 +14,13 @@ use crate::protocol::Timeout;
 impl EventLoop {
     /// Acts on every deadline that has come.
     pub(super) fn fire_timers(&mut self, now: Instant) {
-        while let Some((key, at)) = self.timers.pop_due(now) {
-            let slot = key.slot as usize;
-            let Some(c) = self.conns.by_generation(slot, key.generation) else {
+        while let Some((slot, at)) = self.timers.pop_due(now) {
+            let Some(c) = self.conns.get_mut(slot) else {
                 continue;
             };
             if c.timer != at {
-                // Superseded by an earlier entry for the same connection.
+                // Superseded by an earlier entry for the same connection (or
+                // left by the slot's last one).
                 continue;
             }
             c.timer = 0;
@@ -81,7 +81,6 @@ impl EventLoop {
     /// or, once closed, the end of the wait for the peer to hang up.
     pub(super) fn reschedule(&mut self, slot: usize) {
         let close_timeout = self.proto_config.close_timeout;
-        let key = self.conns.timer_key(slot);
         let Some(c) = self.conns.get_mut(slot) else {
             return;
         };
@@ -95,7 +94,7 @@ impl EventLoop {
             (a, b) => a.or(b),
         };
         if let Some(at) = deadline {
-            self.timers.schedule(key, at, &mut c.timer);
+            self.timers.schedule(slot, at, &mut c.timer);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! [`Timers`]: one loop's deadlines, in a min-heap keyed by (deadline, slot,
-//! generation), so a turn does work only for the connections whose deadline
+//! [`Timers`]: one loop's deadlines, in a min-heap keyed by (deadline,
+//! slot), so a turn does work only for the connections whose deadline
 //! has come, whatever the number of connections.
 //!
 //! A connection's deadline only moves later as it is active (the idle and
@@ -12,27 +12,32 @@
 //!
 //! Deadlines are kept as [`Tick`]s, nanoseconds from the loop's start
 //! (8 bytes rather than an `Instant`'s 16): the heap holds one entry per
-//! connection, and each connection records the tick it is scheduled at.
+//! connection, and each connection records the tick it is scheduled at. An
+//! entry is 12 bytes: the tick in two halves and the slot. It carries no
+//! generation: a popped entry counts only when the slot's connection is
+//! scheduled at exactly that nanosecond, and if a later connection in the
+//! slot ever were, its deadline has come all the same.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-/// Which connection an entry is for: a slot in one of its generations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct TimerKey {
-    pub(crate) slot: u32,
-    pub(crate) generation: u32,
-}
-
 /// A deadline: nanoseconds after the loop's start, plus one; 0 is "none".
 pub(crate) type Tick = u64;
+
+/// One heap entry: (tick's high half, tick's low half, slot), ordered as
+/// (tick, slot); 12 bytes with 4-byte alignment where (u64, u32) takes 16.
+type Entry = (u32, u32, u32);
+
+fn entry(at: Tick, slot: u32) -> Entry {
+    ((at >> 32) as u32, at as u32, slot)
+}
 
 /// The deadlines of one loop's connections.
 #[derive(Debug)]
 pub(crate) struct Timers {
     epoch: Instant,
-    heap: BinaryHeap<Reverse<(Tick, TimerKey)>>,
+    heap: BinaryHeap<Reverse<Entry>>,
     /// Entries popped since the count was last taken (work done, for tests
     /// and for anyone checking that a tick costs what is due, not the table).
     #[cfg(test)]
@@ -55,22 +60,23 @@ impl Timers {
         u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
     }
 
-    /// Schedules `key` at `at`. `live` is the connection's own record of its
+    /// Schedules `slot` at `at`. `live` is the connection's own record of its
     /// earliest scheduled deadline (0: none): nothing is pushed when that is
     /// already no later than `at`.
-    pub(crate) fn schedule(&mut self, key: TimerKey, at: Instant, live: &mut Tick) {
+    pub(crate) fn schedule(&mut self, slot: usize, at: Instant, live: &mut Tick) {
         let at = self.tick(at);
         if *live != 0 && *live <= at {
             return;
         }
         *live = at;
-        self.heap.push(Reverse((at, key)));
+        self.heap.push(Reverse(entry(at, slot as u32)));
     }
 
-    /// The next entry due at `now`, with the tick it was scheduled for.
-    /// The caller checks it against the connection's live tick.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, Tick)> {
-        let &Reverse((at, key)) = self.heap.peek()?;
+    /// The slot of the next entry due at `now`, with the tick it was
+    /// scheduled for. The caller checks it against the slot's live tick.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(usize, Tick)> {
+        let &Reverse((hi, lo, slot)) = self.heap.peek()?;
+        let at = (u64::from(hi) << 32) | u64::from(lo);
         if at > self.tick(now) {
             return None;
         }
@@ -79,14 +85,15 @@ impl Timers {
         {
             self.popped += 1;
         }
-        Some((key, at))
+        Some((slot as usize, at))
     }
 
     /// The earliest deadline, for the poll timeout.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.heap
-            .peek()
-            .map(|Reverse((at, _))| self.epoch + std::time::Duration::from_nanos(at - 1))
+        self.heap.peek().map(|&Reverse((hi, lo, _))| {
+            let at = (u64::from(hi) << 32) | u64::from(lo);
+            self.epoch + std::time::Duration::from_nanos(at - 1)
+        })
     }
 
     /// Entries in the heap, stale ones included.
@@ -107,11 +114,18 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn key(slot: u32) -> TimerKey {
-        TimerKey {
-            slot,
-            generation: 0,
-        }
+    #[test]
+    fn an_entry_is_twelve_bytes_and_ticks_past_32_bits_keep_their_order() {
+        assert_eq!(std::mem::size_of::<Reverse<Entry>>(), 12);
+        let t0 = Instant::now();
+        let mut timers = Timers::new(t0);
+        let (mut a, mut b) = (0, 0);
+        // 5 s is past 2^32 ns: the high half orders it after 4 s.
+        timers.schedule(1, t0 + Duration::from_secs(5), &mut a);
+        timers.schedule(2, t0 + Duration::from_secs(4), &mut b);
+        let now = t0 + Duration::from_secs(6);
+        assert_eq!(timers.pop_due(now), Some((2, b)));
+        assert_eq!(timers.pop_due(now), Some((1, a)));
     }
 
     #[test]
@@ -126,13 +140,13 @@ mod tests {
             } else {
                 t0 + Duration::from_secs(60)
             };
-            timers.schedule(key(slot as u32), at, l);
+            timers.schedule(slot, at, l);
         }
         let now = t0 + Duration::from_secs(2);
         let mut due = Vec::new();
         while let Some((k, at)) = timers.pop_due(now) {
-            assert_eq!(live[k.slot as usize], at);
-            due.push(k.slot);
+            assert_eq!(live[k], at);
+            due.push(k);
         }
         due.sort_unstable();
         assert_eq!(due, vec![7, 40_007, 80_007]);
@@ -151,24 +165,24 @@ mod tests {
         let mut timers = Timers::new(t0);
         let tick = |d: Duration| d.as_nanos() as u64 + 1;
         let mut live = 0;
-        timers.schedule(key(1), t0 + s(30), &mut live);
-        timers.schedule(key(1), t0 + s(40), &mut live);
+        timers.schedule(1, t0 + s(30), &mut live);
+        timers.schedule(1, t0 + s(40), &mut live);
         assert_eq!(
             timers.len(),
             1,
             "a later deadline waits for the earlier entry"
         );
-        timers.schedule(key(1), t0 + s(5), &mut live);
+        timers.schedule(1, t0 + s(5), &mut live);
         assert_eq!(timers.len(), 2);
         assert_eq!(live, tick(s(5)));
         let mut other = 0;
-        timers.schedule(key(2), t0 + s(10), &mut other);
+        timers.schedule(2, t0 + s(10), &mut other);
         assert_eq!(timers.pop_due(t0 + s(4)), None);
         assert_eq!(timers.next_deadline(), Some(t0 + s(5)));
-        assert_eq!(timers.pop_due(t0 + s(60)), Some((key(1), tick(s(5)))));
-        assert_eq!(timers.pop_due(t0 + s(60)), Some((key(2), tick(s(10)))));
+        assert_eq!(timers.pop_due(t0 + s(60)), Some((1, tick(s(5)))));
+        assert_eq!(timers.pop_due(t0 + s(60)), Some((2, tick(s(10)))));
         let (k, stale) = timers.pop_due(t0 + s(60)).unwrap();
-        assert_eq!((k, stale), (key(1), tick(s(30))));
+        assert_eq!((k, stale), (1, tick(s(30))));
         assert_ne!(live, stale, "not the live entry: the caller ignores it");
         assert_eq!(timers.pop_due(t0 + s(60)), None);
     }
