@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::moment::Moment;
-use crate::spares::Spares;
+use crate::spares::{Spares, Stock};
 use std::cell::RefCell;
 
 use super::close::{self, code, CloseFrame};
@@ -286,10 +286,17 @@ struct InProgress {
 }
 
 /// Emptied [`InProgress`] boxes kept per thread.
-const SPARE_MAX: usize = 1024;
+const SPARE_MAX: usize = 256;
 
 thread_local! {
-    static SPARE: Spares<InProgress> = const { RefCell::new(Vec::new()) };
+    static SPARE: Stock<InProgress> = const { RefCell::new(Spares::new(SPARE_MAX)) };
+}
+
+/// Frees the progress boxes this thread kept and did not reuse since the
+/// last call; returns how many it still keeps. (The event loop calls it once
+/// a second.)
+pub(crate) fn trim_spares() -> usize {
+    crate::spares::trim(&SPARE)
 }
 
 /// One WebSocket connection's protocol state.
@@ -499,7 +506,7 @@ impl Connection {
     fn drop_progress(&mut self) {
         if let Some(mut p) = self.progress.take() {
             *p = InProgress::default();
-            crate::spares::give(&SPARE, p, SPARE_MAX);
+            crate::spares::give(&SPARE, p);
         }
     }
 

@@ -44,12 +44,17 @@ pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER: Token = Token(usize::MAX - 2);
 /// How long accepting waits after the process ran out of descriptors.
 pub(super) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// Transport handshakes (TLS) a loop progresses per turn: a flood of them
-/// cannot starve the connections that are open (their reads and writes
-/// come first every turn; the rest of the handshakes wait for the next).
+/// Handshakes (a TLS handshake's steps, request heads) a loop progresses per
+/// turn: a flood of them cannot starve the connections that are open (their
+/// reads and writes come first every turn; the rest of the handshakes wait
+/// for the next), and a burst of connects leaves at most this many requests
+/// with the workers at once (the memory they held would otherwise stay with
+/// the loop, in holes between the connections that stayed).
 const HANDSHAKES_PER_TURN: usize = 64;
 /// Reads per connection per turn before others get their turn.
 const READ_BUDGET: usize = 8;
+/// How often the thread's caches give back what they did not reuse.
+const CACHE_TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// One event loop and everything it owns.
 pub(crate) struct EventLoop {
@@ -77,6 +82,10 @@ pub(crate) struct EventLoop {
     /// Under edge-triggered readiness the listener raises no new event for
     /// connections already waiting in its backlog.
     pub(super) accept_retry: Option<Instant>,
+    /// When the thread's caches are next trimmed.
+    next_trim: Instant,
+    /// Wake for that trim, busy or not: the caches keep something.
+    trim_wake: Option<Instant>,
     pub(super) stats: LoopStats,
 }
 
@@ -114,6 +123,8 @@ impl EventLoop {
             handshake_budget: HANDSHAKES_PER_TURN,
             shutdown_deadline: None,
             accept_retry: None,
+            next_trim: Instant::now(),
+            trim_wake: None,
             stats: LoopStats::default(),
         })
     }
@@ -141,7 +152,7 @@ impl EventLoop {
             }
             let now = Instant::now();
             out_queue::set_turn(now);
-            crate::buffer_pool::maintain(now);
+            self.trim_caches(now);
             self.handshake_budget = HANDSHAKES_PER_TURN;
             for event in events.iter() {
                 match event.token() {
@@ -181,6 +192,22 @@ impl EventLoop {
         self.stats.fold_into(&self.server.state().stats);
     }
 
+    /// Frees what this thread's caches (large buffers, out-queue storage,
+    /// message-in-progress boxes) kept and did not reuse for a second. While
+    /// they keep anything, the loop wakes a second later to look again, so an
+    /// idle loop gives a burst's memory back too.
+    fn trim_caches(&mut self, now: Instant) {
+        crate::buffer_pool::maintain(now);
+        if now < self.next_trim {
+            return;
+        }
+        self.next_trim = now + CACHE_TRIM_EVERY;
+        let kept = out_queue::trim_spares()
+            + crate::protocol::conn::trim_spares()
+            + crate::buffer_pool::kept();
+        self.trim_wake = (kept > 0).then_some(self.next_trim);
+    }
+
     /// Moves this turn's change in queued bytes into the loop's gauge.
     fn fold_queued_bytes(&self) {
         let delta = out_queue::take_queued_delta();
@@ -198,6 +225,7 @@ impl EventLoop {
             self.timers.next_deadline(),
             self.shutdown_deadline,
             self.accept_retry,
+            self.trim_wake,
         ]
         .into_iter()
         .flatten()
@@ -251,7 +279,7 @@ impl EventLoop {
                 return;
             }
             let handshaking = c.transport.handshaking();
-            if handshaking {
+            if handshaking || matches!(c.lifecycle, Lifecycle::Handshaking { .. }) {
                 if self.handshake_budget == 0 {
                     return self.pending_reads.push(slot);
                 }

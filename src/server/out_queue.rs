@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use super::stats::micros;
 use crate::latency::{Histogram, LocalHistogram};
-use crate::spares::{self, Spares};
+use crate::spares::{self, Spares, Stock};
 
 use crate::protocol::{EncodedHeader, MessageKind, Sink};
 
@@ -102,10 +102,13 @@ struct Pending {
     queued: usize,
 }
 
-/// Emptied [`Pending`]s kept per thread for the next queue to fill.
-const SPARE_MAX: usize = 1024;
+/// Emptied [`Pending`]s kept per thread for the next queue to fill: the
+/// connections a busy turn writes to mostly drain every turn and take one
+/// again the next. Bounded, because a burst of upgrades fills the stock too
+/// (each answer is queued once).
+const SPARE_MAX: usize = 256;
 /// A spare keeps its chunk list's allocation up to this many chunks.
-const SPARE_CHUNKS_MAX: usize = 64;
+const SPARE_CHUNKS_MAX: usize = 4;
 
 #[derive(Debug)]
 struct Chunk {
@@ -125,7 +128,7 @@ thread_local! {
     /// the server's histogram once per turn ([`fold_send_waits`]).
     static SEND_WAITS: RefCell<LocalHistogram> = RefCell::new(LocalHistogram::default());
     /// Emptied queues' storage, for the next queue this thread fills.
-    static SPARE: Spares<Pending> = const { RefCell::new(Vec::new()) };
+    static SPARE: Stock<Pending> = const { RefCell::new(Spares::new(SPARE_MAX)) };
     /// Bytes queued less bytes written or dropped on this thread since the
     /// loop last took the count ([`take_queued_delta`]): the loop's gauge of
     /// what its connections owe, kept without a pass over them.
@@ -134,6 +137,12 @@ thread_local! {
 
 fn queued_delta(by: isize) {
     QUEUED_DELTA.with(|d| d.set(d.get() + by));
+}
+
+/// Frees the queue storage this thread kept and did not reuse since the last
+/// call; returns how many it still keeps.
+pub(crate) fn trim_spares() -> usize {
+    spares::trim(&SPARE)
 }
 
 /// The change in bytes queued on this thread since the last call.
@@ -162,7 +171,7 @@ impl Pending {
         }
         self.offset = 0;
         self.queued = 0;
-        spares::give(&SPARE, self, SPARE_MAX);
+        spares::give(&SPARE, self);
     }
 }
 
