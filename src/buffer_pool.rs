@@ -68,13 +68,25 @@ pub(crate) fn take_for(len: usize, expected: usize) -> Vec<u8> {
     }
     let recycled = POOL.with(|p| {
         let mut p = p.borrow_mut();
+        // The most recently given first (likely still in cache): one
+        // within twice the size wanted is taken at once, so a pool full of
+        // buffers of one size costs a look or two, not a pass over all of
+        // them; failing that, the smallest that fits.
         let fits = |want: usize| {
-            p.free
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.capacity() >= want && b.capacity() / 4 <= want)
-                .min_by_key(|(_, b)| b.capacity())
-                .map(|(i, _)| i)
+            let mut best: Option<(usize, usize)> = None;
+            for (i, b) in p.free.iter().enumerate().rev() {
+                let cap = b.capacity();
+                if cap < want || cap / 4 > want {
+                    continue;
+                }
+                if cap / 2 <= want {
+                    return Some(i);
+                }
+                if best.is_none_or(|(_, c)| cap < c) {
+                    best = Some((i, cap));
+                }
+            }
+            best.map(|(i, _)| i)
         };
         let best = fits(expected).or_else(|| fits(len))?;
         let buf = p.free.swap_remove(best);
