@@ -24,9 +24,11 @@ pub(crate) const MAX_IOVECS: usize = 64;
 const COALESCE_MAX: usize = 4096;
 /// A coalesced buffer grows to at most this size.
 const COALESCED_BUFFER_MAX: usize = 64 * 1024;
-/// Payloads up to this size are copied next to their header (one iovec)
-/// rather than sent from the sender's own buffer.
-const COPY_MAX: usize = 1024;
+/// A coalesced buffer is started with room for at least this much, so the
+/// frames that follow a small one are appended without regrowing it; it is
+/// the thread's buffer pool's smallest size, so the buffers cycle through
+/// the pool (a written one comes back for the next) instead of malloc.
+const COALESCED_BUFFER_START: usize = crate::buffer_pool::MIN_POOLED;
 
 /// An encoded frame (or raw bytes) on its way out.
 #[derive(Debug)]
@@ -49,11 +51,10 @@ impl Outgoing {
         Outgoing::Bytes(v)
     }
 
-    /// A frame that keeps `data` where it is (small payloads are copied).
+    /// A frame that keeps `data` where it is: no copy when it is sent alone;
+    /// a small one is copied once, into the buffer it is coalesced with
+    /// (see [`OutQueue::push`]).
     pub(crate) fn owned_frame(kind: MessageKind, data: Vec<u8>) -> Outgoing {
-        if data.len() <= COPY_MAX {
-            return Outgoing::copy_frame(kind, &data);
-        }
         let head = EncodedHeader::new(kind.opcode(), true, false, data.len() as u64, None);
         Outgoing::Split(head, data)
     }
@@ -109,6 +110,33 @@ struct Pending {
 const SPARE_MAX: usize = 256;
 /// A spare keeps its chunk list's allocation up to this many chunks.
 const SPARE_CHUNKS_MAX: usize = 4;
+
+impl Chunk {
+    /// Appends the small frame `data` to this chunk when it is a buffer of
+    /// its own (or a small frame, made into one) with room under
+    /// [`COALESCED_BUFFER_MAX`]; false, and nothing done, otherwise. The
+    /// bytes stay in order, so a write offset into the chunk stays right.
+    fn absorb(&mut self, data: &Outgoing) -> bool {
+        let (add, have) = (data.len(), self.data.len());
+        match &mut self.data {
+            Outgoing::Bytes(back) if have + add <= COALESCED_BUFFER_MAX => {
+                for part in data.parts() {
+                    back.extend_from_slice(part);
+                }
+                true
+            }
+            Outgoing::Split(..) if have <= COALESCE_MAX => {
+                let mut joined = crate::buffer_pool::take((have + add).max(COALESCED_BUFFER_START));
+                for part in self.data.parts().into_iter().chain(data.parts()) {
+                    joined.extend_from_slice(part);
+                }
+                std::mem::replace(&mut self.data, Outgoing::Bytes(joined)).recycle();
+                true
+            }
+            _ => false,
+        }
+    }
+}
 
 #[derive(Debug)]
 struct Chunk {
@@ -190,18 +218,14 @@ impl OutQueue {
     /// Appends `data`, which reserved `accounted` bytes of the buffered amount.
     pub(crate) fn push(&mut self, data: Outgoing, accounted: usize) {
         let p = self.pending.get_or_insert_with(|| spares::take(&SPARE));
-        p.queued += data.len();
-        queued_delta(data.len() as isize);
-        if let Outgoing::Bytes(new) = &data {
-            if let Some(Chunk {
-                data: Outgoing::Bytes(back),
-                accounted: back_accounted,
-                ..
-            }) = p.chunks.back_mut()
-            {
-                if new.len() <= COALESCE_MAX && back.len() + new.len() <= COALESCED_BUFFER_MAX {
-                    back.extend_from_slice(new);
-                    *back_accounted += accounted;
+        let len = data.len();
+        p.queued += len;
+        queued_delta(len as isize);
+        if len <= COALESCE_MAX && !matches!(data, Outgoing::Shared(_)) {
+            if let Some(back) = p.chunks.back_mut() {
+                if back.absorb(&data) {
+                    back.accounted += accounted;
+                    data.recycle();
                     return;
                 }
             }
@@ -422,18 +446,47 @@ mod tests {
 
     #[test]
     fn slices_stop_at_max_iovecs() {
+        // Frames too large to coalesce: a header and a payload each.
+        const LEN: usize = COALESCE_MAX + 1;
         let mut q = OutQueue::default();
         for _ in 0..MAX_IOVECS {
             q.push(
-                Outgoing::owned_frame(MessageKind::Binary, vec![1; 2048]),
-                2048,
+                Outgoing::owned_frame(MessageKind::Binary, vec![1; LEN]),
+                LEN,
             );
         }
         let (n, all) = pending(&q);
         assert_eq!(n, MAX_IOVECS);
-        assert_eq!(all.len(), (MAX_IOVECS / 2) * (4 + 2048));
-        assert_eq!(q.advance(all.len()), (MAX_IOVECS / 2) * 2048);
+        assert_eq!(all.len(), (MAX_IOVECS / 2) * (4 + LEN));
+        assert_eq!(q.advance(all.len()), (MAX_IOVECS / 2) * LEN);
         assert_eq!(pending(&q).0, MAX_IOVECS);
+    }
+
+    #[test]
+    fn a_small_frame_alone_is_not_copied_and_the_next_joins_it() {
+        let mut q = OutQueue::default();
+        let payload = vec![5u8; 100];
+        let at = payload.as_ptr();
+        q.push(Outgoing::owned_frame(MessageKind::Binary, payload), 100);
+        let (n, first) = pending(&q);
+        assert_eq!(n, 2, "header and the sender's own buffer");
+        let mut s = [IoSlice::new(&[]); MAX_IOVECS];
+        q.slices(&mut s);
+        assert_eq!(s[1].as_ptr(), at, "sent from where it was");
+        q.advance(1);
+        q.push(Outgoing::owned_frame(MessageKind::Text, vec![6u8; 50]), 50);
+        q.push(Outgoing::copy_frame(MessageKind::Text, b"xyz"), 3);
+        assert_eq!(q.chunk_count(), 1, "both joined the first, made a buffer");
+        let (n, rest) = pending(&q);
+        assert_eq!(n, 1);
+        assert_eq!(
+            rest[..first.len() - 1],
+            first[1..],
+            "the write offset still holds"
+        );
+        assert_eq!(rest[first.len() - 1..][..2], [0x81, 50]);
+        assert_eq!(q.advance(rest.len()), 100 + 50 + 3);
+        assert!(q.is_empty());
     }
 
     #[test]
