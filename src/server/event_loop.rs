@@ -23,7 +23,6 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
 use super::command::Command;
-use super::conn_inner::ConnInner;
 use super::conn_table::ConnTable;
 use super::dispatch::{Dispatcher, WorkerEvent};
 use super::lifecycle::Lifecycle;
@@ -36,7 +35,7 @@ use super::stats::{HandshakeFailure, LoopStats, TlsFailure};
 use super::timers::Timers;
 use super::topics::Topics;
 use super::transport::Transport;
-use super::{Conn, ConnId, Handler, Message, ServerHandle};
+use super::{ConnId, Handler, Message, ServerHandle};
 use crate::protocol::close::code;
 use crate::protocol::{Event, ProtocolConfig};
 
@@ -388,9 +387,8 @@ impl EventLoop {
                         crate::buffer_pool::give(data);
                         continue;
                     }
-                    let conn = self.handle_of(inner);
                     self.dispatcher
-                        .dispatch(slot, WorkerEvent::Message(conn, Message::new(kind, data)));
+                        .dispatch(slot, WorkerEvent::Message(inner, Message::new(kind, data)));
                 }
                 Some(Event::Close(frame)) => {
                     let (code, reason) = (frame.code, frame.reason.to_string());
@@ -474,13 +472,6 @@ impl EventLoop {
         self.state().stats.handshake_failures.count(why);
     }
 
-    pub(super) fn handle_of(&self, inner: Arc<ConnInner>) -> Conn {
-        Conn {
-            inner,
-            server: Arc::clone(self.server.state()),
-        }
-    }
-
     /// The one place a connection's end is reported: `on_close` is
     /// dispatched once, for a connection that was opened, and the shared
     /// open flag cleared. When the protocol holds back its close frame (the
@@ -525,11 +516,10 @@ impl EventLoop {
         self.state().mailboxes[self.index]
             .open
             .fetch_sub(1, Ordering::Relaxed);
-        let conn = self.handle_of(inner);
         self.dispatcher.dispatch(
             slot,
             WorkerEvent::Close {
-                conn,
+                conn: inner,
                 code,
                 reason,
                 ack,
@@ -607,8 +597,7 @@ impl EventLoop {
                 if inner.want_drain.swap(false, Ordering::AcqRel)
                     && inner.open.load(Ordering::Acquire)
                 {
-                    let conn = self.handle_of(inner);
-                    self.dispatcher.dispatch(slot, WorkerEvent::Drain(conn));
+                    self.dispatcher.dispatch(slot, WorkerEvent::Drain(inner));
                 }
             }
         }

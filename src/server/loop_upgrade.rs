@@ -140,8 +140,7 @@ impl EventLoop {
         if let Some(topic) = relay {
             self.topics.relay(slot, topic.into());
         }
-        let conn = self.handle_of(inner);
         self.dispatcher
-            .dispatch(slot, WorkerEvent::Open(conn, Box::new(req)));
+            .dispatch(slot, WorkerEvent::Open(inner, Box::new(req)));
     }
 }
