@@ -299,3 +299,42 @@ fn handle_event(handler: &dyn Handler, server: &Arc<ServerState>, event: WorkerE
         conn.close(code::INTERNAL_ERROR, "handler panicked");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::prepared::Encoding;
+    use crate::server::{Config, ConnId, ServerHandle};
+
+    #[test]
+    fn a_lent_handle_counts_nothing_and_a_kept_clone_counts_as_any() {
+        let handle = ServerHandle::detached(Config::default());
+        let server = Arc::clone(handle.state());
+        let inner = Arc::new(ConnInner::new(
+            ConnId::new(0, 0, 0),
+            None,
+            None,
+            Encoding::Plain,
+        ));
+        let (servers, inners) = (Arc::strong_count(&server), Arc::strong_count(&inner));
+        let lent = LentConn::new(Arc::clone(&inner), &server);
+        assert_eq!(Arc::strong_count(&server), servers, "lent, not counted");
+        assert_eq!(lent.id(), inner.id);
+        let kept: Conn = (*lent).clone();
+        assert_eq!(
+            Arc::strong_count(&server),
+            servers + 1,
+            "a kept clone counts"
+        );
+        drop(lent);
+        assert_eq!(Arc::strong_count(&server), servers + 1);
+        assert_eq!(
+            Arc::strong_count(&inner),
+            inners + 1,
+            "the lent one's inner went back"
+        );
+        drop(kept);
+        assert_eq!(Arc::strong_count(&server), servers);
+        assert_eq!(Arc::strong_count(&inner), inners);
+    }
+}
