@@ -81,36 +81,31 @@ def open_tls(n, cert):
     socks = []
     for _ in range(n):
         s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", PORT)), server_hostname="localhost")
-        s.sendall(REQ)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = s.recv(4096)
-            if not chunk:
-                raise RuntimeError("closed during the upgrade")
-            head += chunk
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise RuntimeError(head[:80])
+        upgrade(s)
         socks.append(s)
     return socks
+
+
+def upgrade(s):
+    """Sends the upgrade request on the blocking socket `s` and reads the 101."""
+    s.sendall(REQ)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise RuntimeError("closed during the upgrade")
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise RuntimeError(head[:80])
 
 
 def warm_up(cert):
     """One connection upgraded and closed, before anything is measured."""
     if TLS:
-        socks = open_tls(1, cert)
+        open_tls(1, cert)[0].close()
     else:
         s = socket.create_connection(("127.0.0.1", PORT))
-        s.sendall(REQ)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = s.recv(4096)
-            if not chunk:
-                raise RuntimeError("closed during the warm-up upgrade")
-            head += chunk
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise RuntimeError(head[:80])
-        socks = [s]
-    for s in socks:
+        upgrade(s)
         s.close()
 
 
