@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -345,13 +346,35 @@ fn a_node_whose_clients_read_slowly_keeps_its_redis_link_and_slows_no_one() {
         redis.numsub("test:topic:firehose") == 2
     });
     const MESSAGES: usize = 16_000;
+    // The publisher stays at most WINDOW messages (512 KiB) ahead of what b
+    // and c have taken from Redis: a node that keeps reading never lags near
+    // the limit, however busy the machine (other tests share its two
+    // cores), while one that stopped reading Redis stops the publisher here
+    // and the test fails (or Redis cuts it off, which fails it too).
+    const WINDOW: usize = 512;
     let filler = "x".repeat(1024);
-    let reader = thread::spawn(move || {
-        (0..MESSAGES)
-            .map(|_| parse(reader.recv_message().unwrap()).2)
-            .collect::<Vec<_>>()
-    });
+    let got = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let got = Arc::clone(&got);
+        thread::spawn(move || {
+            (0..MESSAGES)
+                .map(|_| {
+                    let m = parse(reader.recv_message().unwrap()).2;
+                    got.fetch_add(1, Ordering::Relaxed);
+                    m
+                })
+                .collect::<Vec<_>>()
+        })
+    };
     for m in 0..MESSAGES {
+        if m >= WINDOW && m % (WINDOW / 2) == 0 {
+            let taken = (m - WINDOW) as u64;
+            wait_until("b and c to keep reading Redis", || {
+                let sb = stats(&b);
+                assert_eq!(sb.reconnects, 0, "redis cut b off: {sb:?}");
+                got.load(Ordering::Relaxed) as u64 >= taken && sb.received >= taken
+            });
+        }
         publisher
             .send_text(&format!("T|firehose|p|{m}|{filler}"))
             .unwrap();
@@ -543,6 +566,11 @@ fn c_servers_started_from_one_config_publish_across_nodes() {
         assert_eq!(b.recv_message().unwrap(), Ev::Binary(b"from a".to_vec()));
         b.send_binary(b"from b").unwrap();
         assert_eq!(a.recv_message().unwrap(), Ev::Binary(b"from b".to_vec()));
+        // A publish is counted when Redis answers the PUBLISH, which may be
+        // after the other node has already delivered it.
+        wait_until("both publishes counted", || {
+            servers.iter().all(|&s| stats(s).published == 1)
+        });
         let (sa, sb) = (stats(servers[0]), stats(servers[1]));
         assert_eq!((sa.published, sa.received), (1, 1));
         assert_eq!((sb.published, sb.received, sb.latency_count), (1, 1, 1));
