@@ -10,12 +10,9 @@
 //! the message does. Incomplete headers and control frames consume nothing, so
 //! the caller keeps at most a few bytes of tail between reads.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use super::moment::Moment;
-use crate::spares::{Spares, Stock};
-use std::cell::RefCell;
 
 use super::close::{self, code, CloseFrame};
 use super::deflate::{self, Agreed, Compressor, Decompressor, DeflateOptions, InflateError};
@@ -23,7 +20,9 @@ use super::error::ProtocolError;
 use super::frame::{DecodeRules, EncodedHeader, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
 use super::handshake::{self, AcceptOptions, HandshakeError, HandshakeLimits, Request};
 use super::mask::apply_mask;
+use super::moment::Moment;
 use super::utf8::{self, Utf8Validator};
+use crate::spares::{Spares, Stock};
 
 /// Which end of the connection we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -111,6 +111,15 @@ const SPARE_MAX: usize = 256;
 /// A spare keeps its chunk list's allocation up to this many chunks.
 const SPARE_CHUNKS_MAX: usize = 4;
 
+#[derive(Debug)]
+struct Chunk {
+    data: Outgoing,
+    /// Payload bytes reserved in the connection's buffered count.
+    accounted: usize,
+    /// The loop's clock when it was queued (see [`set_turn`]).
+    queued_us: u64,
+}
+
 impl Chunk {
     /// Appends the small frame `data` to this chunk when it is a buffer of
     /// its own (or a small frame, made into one) with room under
@@ -136,15 +145,6 @@ impl Chunk {
             _ => false,
         }
     }
-}
-
-#[derive(Debug)]
-struct Chunk {
-    data: Outgoing,
-    /// Payload bytes reserved in the connection's buffered count.
-    accounted: usize,
-    /// The loop's clock when it was queued (see [`set_turn`]).
-    queued_us: u64,
 }
 
 thread_local! {
