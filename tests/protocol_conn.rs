@@ -731,3 +731,27 @@ fn timestamps_keep_every_nanosecond_a_year_on() {
         Some(later + s(100) + ProtocolConfig::default().close_timeout)
     );
 }
+
+/// A client masks every frame with a fresh key (1,000 frames, 1,000 keys,
+/// whatever the seed, 0 included); a server masks none.
+#[test]
+fn client_mask_keys_differ_and_a_server_masks_nothing() {
+    let now = Instant::now();
+    for seed in [0, 1, 1 << 32, u64::MAX] {
+        let mut client = Connection::client(config(), now, seed);
+        let mut keys = Vec::new();
+        for _ in 0..1000 {
+            let mut out = Vec::new();
+            client.send(MessageKind::Binary, b"x", &mut out).unwrap();
+            assert_eq!(out[1], 0x80 | 1, "masked, one byte");
+            keys.push([out[2], out[3], out[4], out[5]]);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), 1000, "seed {seed:#x}");
+    }
+    let (mut server, _, _) = open_server(config(), now);
+    let mut out = Vec::new();
+    server.send(MessageKind::Binary, b"x", &mut out).unwrap();
+    assert_eq!(out, [0x82, 1, b'x'], "a server's frame is not masked");
+}

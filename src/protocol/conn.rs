@@ -302,7 +302,10 @@ pub(crate) fn trim_spares() -> usize {
 #[derive(Debug)]
 pub struct Connection {
     config: Arc<ProtocolConfig>,
-    role: Role,
+    /// A client's xorshift32 state for its mask keys, never 0; 0 for a
+    /// server, which masks nothing. It is also the role: a separate role
+    /// byte and a 64-bit state made every server connection 8 bytes larger.
+    mask_state: u32,
     phase: Phase,
     /// A frame or message still arriving; none between messages.
     progress: Option<Box<InProgress>>,
@@ -312,8 +315,6 @@ pub struct Connection {
     last_activity: Moment,
     /// When our unanswered keep-alive ping left.
     ping_sent: Moment,
-    /// xorshift state for client mask keys (unused by servers).
-    mask_rng: u64,
     /// permessage-deflate, when negotiated.
     deflate: Option<Box<DeflateSession>>,
     /// Keep back the close frame that answers the peer (see [`Connection::hold_close_reply`]).
@@ -401,31 +402,31 @@ const MAX_RESERVE_AHEAD: u64 = 64 * 1024;
 impl Connection {
     /// A server connection waiting for the request head.
     pub fn server(config: Arc<ProtocolConfig>, now: Instant) -> Self {
-        Self::with_phase(config, Role::Server, Phase::AwaitingRequest, now, 0)
+        Self::with_phase(config, Phase::AwaitingRequest, now, 0)
     }
 
     /// A client connection whose handshake is already done (see
     /// [`super::client`]). `mask_seed` seeds the mask keys; any non-zero value.
     pub fn client(config: Arc<ProtocolConfig>, now: Instant, mask_seed: u64) -> Self {
-        Self::with_phase(config, Role::Client, Phase::Open, now, mask_seed | 1)
+        let folded = (mask_seed ^ (mask_seed >> 32)) as u32;
+        Self::with_phase(config, Phase::Open, now, folded | 1)
     }
 
+    /// `mask_state`: 0 for a server, a client's non-zero seed.
     fn with_phase(
         config: Arc<ProtocolConfig>,
-        role: Role,
         phase: Phase,
         now: Instant,
-        seed: u64,
+        mask_state: u32,
     ) -> Self {
         Connection {
             config,
-            role,
+            mask_state,
             phase,
             progress: None,
             phase_since: Moment::of(now),
             last_activity: Moment::of(now),
             ping_sent: Moment::NONE,
-            mask_rng: seed,
             deflate: None,
             hold_close: false,
             started_close: 0,
@@ -435,7 +436,11 @@ impl Connection {
 
     /// Server or client.
     pub fn role(&self) -> Role {
-        self.role
+        if self.mask_state == 0 {
+            Role::Server
+        } else {
+            Role::Client
+        }
     }
 
     /// The configuration the connection was made with.
@@ -510,22 +515,21 @@ impl Connection {
     }
 
     fn next_mask(&mut self) -> Option<[u8; 4]> {
-        match self.role {
-            Role::Server => None,
-            Role::Client => {
-                let mut x = self.mask_rng;
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                self.mask_rng = x;
-                Some((x as u32).to_ne_bytes())
-            }
+        if self.mask_state == 0 {
+            return None;
         }
+        // xorshift32 (13, 17, 5): never 0 from a non-zero state.
+        let mut x = self.mask_state;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.mask_state = x;
+        Some(x.to_ne_bytes())
     }
 
     fn decode_rules(&self) -> DecodeRules {
         DecodeRules {
-            expect_masked: self.role == Role::Server,
+            expect_masked: self.role() == Role::Server,
             allow_rsv1: self.deflate.is_some(),
         }
     }
@@ -538,7 +542,7 @@ impl Connection {
     /// Turns permessage-deflate on with what the handshake agreed (for
     /// clients, which negotiate outside this type; servers do it in `accept`).
     pub fn enable_deflate(&mut self, agreed: Agreed) {
-        self.deflate = Some(Box::new(DeflateSession::new(agreed, self.role)));
+        self.deflate = Some(Box::new(DeflateSession::new(agreed, self.role())));
     }
 
     fn enter(&mut self, phase: Phase, now: Instant) {
@@ -874,7 +878,7 @@ impl Connection {
         let frame_done = remaining == 0;
         let consumed = at + take;
         let closing = self.phase == Phase::CloseSent;
-        let unmask = self.role == Role::Server;
+        let unmask = self.role() == Role::Server;
         let p = self.progress_mut();
         p.frame = (!frame_done).then_some(PartialFrame {
             remaining,
@@ -1072,7 +1076,7 @@ impl Connection {
         if self.phase != Phase::Open {
             return Err(SendError::NotOpen);
         }
-        debug_assert_eq!(self.role, Role::Server);
+        debug_assert_eq!(self.role(), Role::Server);
         Ok(EncodedHeader::new(
             kind.opcode(),
             true,
@@ -1289,5 +1293,17 @@ impl Connection {
             Phase::Closed => {}
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open connection carries one: a server's idle memory is mostly
+    /// this and the runtime's slot around it.
+    #[test]
+    fn a_connection_is_64_bytes() {
+        assert!(std::mem::size_of::<Connection>() <= 64);
     }
 }
