@@ -33,8 +33,8 @@ pub(crate) struct LoopConn {
     pub(crate) lifecycle: Lifecycle,
     /// The tick this connection is scheduled at in the loop's timers (0: none).
     pub(crate) timer: Tick,
-    /// Listed in the loop's connections to flush this turn.
-    pub(crate) dirty: bool,
+    /// Which connection of its slot this is (see `ConnTable`).
+    pub(crate) generation: u32,
     /// Not read while its queue is over the cap (see `EventLoop::read_conn`).
     pub(crate) read_paused: bool,
     /// Its rate limits and address, when the server limits either.
@@ -60,7 +60,7 @@ impl LoopConn {
                 awaiting_proxy,
             },
             timer: 0,
-            dirty: false,
+            generation: 0,
             read_paused: false,
             limits: None,
             aside: None,
