@@ -1230,3 +1230,65 @@ fn a_send_goes_out_while_its_handler_is_still_blocked() {
     assert_eq!(c.recv().unwrap(), Ev::Text("after".into()));
     server.shutdown_and_join();
 }
+
+/// A connect storm with a slow `on_open` leaves at most 16 requests waiting
+/// at a worker (the loop's `OPENS_WAITING_PER_WORKER`): the loop reads no
+/// more request heads for that worker until `on_open` calls return, and then
+/// every connection still opens.
+#[test]
+fn a_connect_storm_waits_for_on_open_instead_of_piling_requests_up() {
+    struct SlowOpen {
+        tokens: Mutex<std::sync::mpsc::Receiver<()>>,
+        upgrades: AtomicUsize,
+        returned: AtomicUsize,
+        most_waiting: AtomicUsize,
+    }
+    impl Handler for SlowOpen {
+        fn on_upgrade(&self, _: &Upgrade<'_>) -> Decision {
+            // Decided on the loop, before the connection's `on_open` is queued.
+            let upgrades = self.upgrades.fetch_add(1, Ordering::SeqCst) + 1;
+            let waiting = upgrades - self.returned.load(Ordering::SeqCst);
+            self.most_waiting.fetch_max(waiting, Ordering::SeqCst);
+            Decision::accept()
+        }
+        fn on_open(&self, _: &Conn, _: &sockwave::protocol::Request) {
+            self.tokens.lock().unwrap().recv().unwrap();
+            self.returned.fetch_add(1, Ordering::SeqCst);
+        }
+        fn on_message(&self, _: &Conn, _: Message) {}
+    }
+    const CLIENTS: usize = 100;
+    let (give, tokens) = std::sync::mpsc::channel();
+    let handler = Arc::new(SlowOpen {
+        tokens: Mutex::new(tokens),
+        upgrades: AtomicUsize::new(0),
+        returned: AtomicUsize::new(0),
+        most_waiting: AtomicUsize::new(0),
+    });
+    let mut cfg = config();
+    cfg.threads = 1;
+    cfg.dispatch = Dispatch::Workers(1);
+    let server = Server::start_arc(cfg, Arc::clone(&handler) as Arc<dyn Handler>).unwrap();
+    let addr = server.local_addr();
+    let mut clients: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(format!("{UPGRADE}\r\n").as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    wait_until("16 requests decided", || {
+        handler.upgrades.load(Ordering::SeqCst) >= 16
+    });
+    for _ in 0..CLIENTS {
+        give.send(()).unwrap();
+    }
+    for s in &mut clients {
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 101");
+    }
+    assert_eq!(handler.upgrades.load(Ordering::SeqCst), CLIENTS);
+    assert_eq!(handler.most_waiting.load(Ordering::SeqCst), 16);
+    server.shutdown_and_join();
+}

@@ -46,9 +46,7 @@ pub(super) const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Handshakes (a TLS handshake's steps, request heads) a loop progresses per
 /// turn: a flood of them cannot starve the connections that are open (their
 /// reads and writes come first every turn; the rest of the handshakes wait
-/// for the next), and a burst of connects leaves at most this many requests
-/// with the workers at once (the memory they held would otherwise stay with
-/// the loop, in holes between the connections that stayed).
+/// for the next).
 const HANDSHAKES_PER_TURN: usize = 64;
 /// Reads per connection per turn before others get their turn.
 const READ_BUDGET: usize = 8;
@@ -74,6 +72,9 @@ pub(crate) struct EventLoop {
     pub(super) timers: Timers,
     /// Connections that used their read budget and have more to give.
     pub(super) pending_reads: Vec<usize>,
+    /// Connections whose request head waits until their worker has fewer
+    /// `on_open` calls of this loop waiting (see [`OPENS_WAITING_PER_WORKER`](super::dispatch::OPENS_WAITING_PER_WORKER)).
+    held_heads: Vec<usize>,
     /// Transport handshakes this turn may still progress.
     pub(super) handshake_budget: usize,
     pub(super) shutdown_deadline: Option<Instant>,
@@ -119,6 +120,7 @@ impl EventLoop {
             topics,
             timers: Timers::new(Instant::now()),
             pending_reads: Vec::new(),
+            held_heads: Vec::new(),
             handshake_budget: HANDSHAKES_PER_TURN,
             shutdown_deadline: None,
             accept_retry: None,
@@ -175,6 +177,9 @@ impl EventLoop {
                 self.read_conn(slot, now, true);
             }
             self.handle_commands(now);
+            if !self.held_heads.is_empty() {
+                self.release_held_heads();
+            }
             self.fire_timers(now);
             // Counted before this turn's bytes go out: a peer that reads our
             // answer and then the stats finds its message in them.
@@ -205,6 +210,21 @@ impl EventLoop {
             + crate::protocol::conn::trim_spares()
             + crate::buffer_pool::kept();
         self.trim_wake = (kept > 0).then_some(self.next_trim);
+    }
+
+    /// Reads next turn the request heads whose workers take opens again (their
+    /// `Opened` came back in this turn's commands).
+    fn release_held_heads(&mut self) {
+        self.held_heads.sort_unstable();
+        self.held_heads.dedup();
+        let (dispatcher, pending) = (&mut self.dispatcher, &mut self.pending_reads);
+        self.held_heads.retain(|&slot| {
+            let released = dispatcher.takes_open_for(slot);
+            if released {
+                pending.push(slot);
+            }
+            !released
+        });
     }
 
     /// Moves this turn's change in queued bytes into the loop's gauge.
@@ -279,6 +299,10 @@ impl EventLoop {
             }
             let handshaking = c.transport.handshaking();
             if handshaking || matches!(c.lifecycle, Lifecycle::Handshaking { .. }) {
+                if !self.dispatcher.takes_open_for(slot) {
+                    // Not read, so not missed: the slot is read once released.
+                    return self.held_heads.push(slot);
+                }
                 if self.handshake_budget == 0 {
                     return self.pending_reads.push(slot);
                 }

@@ -126,6 +126,7 @@ impl EventLoop {
     /// `on_open` returned: what broadcasts and publishes held back for the
     /// connection follows what `on_open` sent.
     fn opened(&mut self, id: ConnId) {
+        self.dispatcher.opened(id.slot());
         let Some((slot, c)) = self.conns.live(id) else {
             return;
         };

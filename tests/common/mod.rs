@@ -435,7 +435,6 @@ pub fn response_head(addr: SocketAddr, parts: &[&[u8]]) -> String {
     String::from_utf8(got).unwrap()
 }
 
-/// Lets this test process hold thousands of sockets.
 /// Waits (up to 20 s) for `cond`, checking every few milliseconds: the one
 /// way the tests wait for something another thread does.
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
@@ -446,6 +445,7 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Lets this test process hold thousands of sockets.
 pub fn raise_fd_limit() {
     // SAFETY: plain struct in, plain struct out.
     unsafe {
