@@ -75,6 +75,7 @@ pub struct DecodeRules {
 impl FrameHeader {
     /// Decodes a header from the start of `buf`. `Ok(None)` means more bytes are
     /// needed and nothing is consumed; `Ok(Some((header, len)))` consumed `len` bytes.
+    #[inline]
     pub fn decode(
         buf: &[u8],
         rules: DecodeRules,
