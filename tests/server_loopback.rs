@@ -749,6 +749,40 @@ fn inline_dispatch_keeps_every_guarantee() {
     server.shutdown_and_join();
 }
 
+/// An inline handler's sends skip the loop's channel while it is empty, yet
+/// keep the order the channel gave them: a send another thread makes after
+/// one of the handler's (and before the next) goes out between the two.
+#[test]
+fn an_inline_handlers_sends_and_another_threads_keep_their_order() {
+    struct Interleaved;
+    impl Handler for Interleaved {
+        fn on_message(&self, conn: &Conn, _: Message) {
+            conn.send_text("first, from the handler");
+            let other = conn.clone();
+            std::thread::spawn(move || other.send_text("second, from another thread"))
+                .join()
+                .unwrap();
+            conn.send_text("third, from the handler");
+        }
+    }
+    let mut cfg = config();
+    cfg.threads = 1;
+    cfg.dispatch = Dispatch::Inline;
+    let server = Server::start(cfg, Interleaved).unwrap();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    for _ in 0..3 {
+        c.send_text("go").unwrap();
+        for expected in [
+            "first, from the handler",
+            "second, from another thread",
+            "third, from the handler",
+        ] {
+            assert_eq!(c.recv().unwrap(), Ev::Text(expected.into()));
+        }
+    }
+    server.shutdown_and_join();
+}
+
 #[test]
 fn a_handle_taken_from_a_connection_can_stop_and_join_the_server() {
     let registry = Arc::new(Registry::default());

@@ -26,6 +26,7 @@ use super::command::Command;
 use super::conn_table::ConnTable;
 use super::dispatch::{Dispatcher, WorkerEvent};
 use super::lifecycle::Lifecycle;
+use super::mailbox;
 use super::out_queue::{self, QueueSink};
 use super::prepared::PreparedMessage;
 use super::proxy_protocol::{self, Proxied};
@@ -136,6 +137,7 @@ impl EventLoop {
 
     /// Turns until shutdown is complete, then releases everything.
     pub(crate) fn run(mut self) {
+        self.state().mailboxes[self.index].adopt_own_thread();
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
@@ -258,7 +260,7 @@ impl EventLoop {
             timeout = Some(timeout.map_or(bound, |t| t.min(bound)));
         }
         mailbox.set_asleep(true);
-        if !self.rx.is_empty() {
+        if !self.rx.is_empty() || mailbox::own_pending() {
             timeout = Some(Duration::ZERO);
         }
         let polled = self.poll.poll(events, timeout);
@@ -339,6 +341,11 @@ impl EventLoop {
             let start = tail_room - tail.len();
             self.read_buf[start..tail_room].copy_from_slice(&tail);
             self.process_input(slot, start, tail_room + n, drained, now);
+            // What an inline handler sent goes into its queues now, while
+            // the messages it answers are still in cache.
+            if mailbox::own_pending() {
+                self.handle_own_commands(now);
+            }
             if drained {
                 return;
             }

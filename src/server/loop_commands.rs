@@ -5,6 +5,7 @@ use std::time::Instant;
 use super::command::Command;
 use super::event_loop::{deliver, EventLoop};
 use super::lifecycle::Lifecycle;
+use super::mailbox;
 use super::out_queue::QueueSink;
 use super::prepared::{Encoding, Prepared};
 use super::ConnId;
@@ -16,9 +17,24 @@ impl EventLoop {
     /// Takes the commands waiting in the loop's channel (at most
     /// [`COMMAND_BUDGET`] a turn).
     pub(super) fn handle_commands(&mut self, now: Instant) {
+        self.handle_own_commands(now);
         for _ in 0..COMMAND_BUDGET {
             let Ok(cmd) = self.rx.try_recv() else { return };
             self.handle_command(cmd, now);
+        }
+    }
+
+    /// Carries out the commands this loop sent itself (see `mailbox`); they
+    /// are older than anything in the channel. What they cause to be sent
+    /// in turn is carried out too.
+    #[inline(never)]
+    pub(super) fn handle_own_commands(&mut self, now: Instant) {
+        while mailbox::own_pending() {
+            let mut own = mailbox::take_own();
+            for cmd in own.drain(..) {
+                self.handle_command(cmd, now);
+            }
+            mailbox::restore_own(own);
         }
     }
 

@@ -8,8 +8,17 @@
 //! the loop is woken once per batch and takes all of its replies in one turn.
 //! Order is unchanged: the commands are in the channel when they are sent;
 //! only the wake-up waits, and for no longer than the batch.
+//!
+//! A loop's commands to itself (what an inline handler sends, on_open's
+//! `Opened`, a relay's publish) skip the channel: they wait in the loop
+//! thread's own list ([`take_own`]) with no atomics, no channel blocks and
+//! no wake-up, and the loop carries them out before anything in its channel.
+//! That keeps every order the channel kept: a command is kept on the thread
+//! only while the channel is empty, so everything in the channel was sent
+//! after it; once the channel holds something, the loop's own commands queue
+//! behind it there.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -86,6 +95,12 @@ impl Mailbox {
 
     /// Queues `cmd` and wakes the loop if it sleeps.
     pub(crate) fn push(&self, cmd: Command) {
+        // Kept on this thread when it is this mailbox's loop and the channel
+        // is empty (see the module's comment).
+        if OWN_MAILBOX.with(Cell::get) == self as *const Mailbox as usize && self.tx.is_empty() {
+            OWN_COMMANDS.with(|o| o.borrow_mut().push(cmd));
+            return;
+        }
         if self.tx.send(cmd).is_ok()
             && self.asleep.load(Ordering::SeqCst)
             && self.asleep.swap(false, Ordering::SeqCst)
@@ -99,6 +114,12 @@ impl Mailbox {
 
     fn wake(&self) {
         let _ = self.waker.wake();
+    }
+
+    /// Called on the loop's thread: its commands to itself are kept there
+    /// (see the module's comment).
+    pub(crate) fn adopt_own_thread(&self) {
+        OWN_MAILBOX.with(|m| m.set(self as *const Mailbox as usize));
     }
 
     /// The loop handed a batch to a worker.
@@ -169,7 +190,34 @@ impl Mailbox {
     }
 }
 
+/// The commands this loop thread sent itself, oldest first: carry them out
+/// before anything in the channel. Give the vector back ([`restore_own`]).
+pub(crate) fn take_own() -> Vec<Command> {
+    OWN_COMMANDS.with(|o| std::mem::take(&mut *o.borrow_mut()))
+}
+
+/// Gives the (emptied) vector from [`take_own`] back for its allocation.
+pub(crate) fn restore_own(mut commands: Vec<Command>) {
+    commands.clear();
+    OWN_COMMANDS.with(|o| {
+        let mut own = o.borrow_mut();
+        if own.is_empty() {
+            *own = commands;
+        }
+    })
+}
+
+/// Whether this loop thread has commands of its own waiting.
+pub(crate) fn own_pending() -> bool {
+    OWN_COMMANDS.with(|o| !o.borrow().is_empty())
+}
+
 thread_local! {
+    /// On a loop thread, the address of its mailbox (0 elsewhere): a plain
+    /// word, so the check costs other threads' sends next to nothing.
+    static OWN_MAILBOX: Cell<usize> = const { Cell::new(0) };
+    /// A loop thread's commands to itself, oldest first.
+    static OWN_COMMANDS: RefCell<Vec<Command>> = const { RefCell::new(Vec::new()) };
     /// On a worker inside a batch: the loops (by index, as bits) it owes a
     /// wake-up. `None` elsewhere: wake at once.
     static DEFERRED: Cell<Option<u64>> = const { Cell::new(None) };
