@@ -217,8 +217,8 @@ impl Dispatcher {
         }
         let worker = self.worker_of(slot);
         match self {
-            // What an inline handler sends comes back through this loop's
-            // channel and goes out this same turn.
+            // What an inline handler sends waits in this loop thread's own
+            // list (see `mailbox`) and is queued as soon as it returns.
             Dispatcher::Inline {
                 handler, server, ..
             } => handle_event(&**handler, server, event),
