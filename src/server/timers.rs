@@ -33,6 +33,11 @@ fn entry(at: Tick, slot: u32) -> Entry {
     ((at >> 32) as u32, at as u32, slot)
 }
 
+/// The tick an entry is for.
+fn tick_of((hi, lo, _): Entry) -> Tick {
+    (u64::from(hi) << 32) | u64::from(lo)
+}
+
 /// The deadlines of one loop's connections.
 #[derive(Debug)]
 pub(crate) struct Timers {
@@ -75,8 +80,8 @@ impl Timers {
     /// The slot of the next entry due at `now`, with the tick it was
     /// scheduled for. The caller checks it against the slot's live tick.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(usize, Tick)> {
-        let &Reverse((hi, lo, slot)) = self.heap.peek()?;
-        let at = (u64::from(hi) << 32) | u64::from(lo);
+        let &Reverse(top) = self.heap.peek()?;
+        let (at, slot) = (tick_of(top), top.2);
         if at > self.tick(now) {
             return None;
         }
@@ -90,10 +95,9 @@ impl Timers {
 
     /// The earliest deadline, for the poll timeout.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|&Reverse((hi, lo, _))| {
-            let at = (u64::from(hi) << 32) | u64::from(lo);
-            self.epoch + std::time::Duration::from_nanos(at - 1)
-        })
+        self.heap
+            .peek()
+            .map(|&Reverse(top)| self.epoch + std::time::Duration::from_nanos(tick_of(top) - 1))
     }
 
     /// Entries in the heap, stale ones included.
