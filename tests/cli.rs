@@ -597,6 +597,10 @@ fn redis_flag_makes_pubsub_span_nodes_and_healthz_tells_the_broker_state() {
     });
     a.send_text("across").unwrap();
     assert_eq!(b.recv_message().unwrap(), Ev::Text("across".into()));
+    // Counted when Redis answers the PUBLISH, which may come after `b` has it.
+    wait_until("the publish counted", || {
+        one.metric("sockwave_broker_published_total") >= 1
+    });
     assert_eq!(one.metric("sockwave_broker_published_total"), 1);
     assert_eq!(two.metric("sockwave_broker_received_total"), 1);
     assert_eq!(
