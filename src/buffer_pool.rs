@@ -9,21 +9,24 @@
 //!   pages in again, about five minor faults per 64 KiB message, at random
 //!   with the heap's layout (the same benchmark ran at 18k or 35k messages/s
 //!   from one run to the next).
-//! - **Mid-sized buffers** (from [`SMALL_FROM`]): cold memory. With 16,000
-//!   messages of 1 KiB in flight, malloc's per-thread cache (seven chunks a
-//!   size) overflows into bins that hand back chunks freed long ago, and
-//!   each free walks them: `_int_free` alone was 7% of that benchmark's
-//!   profile (3.7% with this pool). Kept here by size class, the buffer
-//!   taken is the last one given, still in cache from the socket write that
-//!   freed it.
+//! - **Buffers below that**: cold memory and malloc's slow paths. With
+//!   16,000 messages of 1 KiB in flight, malloc's per-thread cache (seven
+//!   chunks a size) overflows into bins that hand back chunks freed long
+//!   ago, and each free walks them: `_int_free` alone was 7% of that
+//!   benchmark's profile (3.7% with this pool). Small messages fare the
+//!   same once a turn holds more than seven of them, as it does whenever
+//!   they wait for a worker: at 100 connections × 20 B × 16 in flight,
+//!   callgrind put malloc and free at 340 instructions a message with
+//!   workers, 195 inline. Kept here by size class, the buffer taken is the
+//!   last one given, still in cache from the socket write that freed it.
 //!
 //! So the event loop takes its buffers from here ([`take`]) and gives back
 //! what it has written out ([`give`]): the protocol core for messages it
 //! assembles, the loop for whole messages it copies out of its read buffer,
 //! the out queue for frames it has sent. Buffers are kept per thread, with no
-//! locks, and within bounds: only sizes from [`SMALL_FROM`] to
-//! [`MAX_POOLED`], at most [`MAX_BUFFERS`] large ones, [`CLASS_MAX_BUFFERS`]
-//! of each mid-sized class and [`MAX_BYTES`] in all per thread; beyond that
+//! locks, and within bounds: only sizes up to [`MAX_POOLED`], at most
+//! [`MAX_BUFFERS`] large ones, [`CLASS_MAX_BUFFERS`] of each class and
+//! [`MAX_BYTES`] in all per thread; beyond that
 //! they go back to malloc. The pool holds what is cycling, not what was once
 //! needed: each second ([`maintain`], called by the loop every turn) the
 //! buffers that stayed unused for the whole second are freed, so after a
@@ -36,14 +39,18 @@ use std::time::{Duration, Instant};
 
 /// Buffers from this size are kept one by one and taken by best fit.
 pub(crate) const MIN_POOLED: usize = 16 * 1024;
-/// Buffers from this size up to [`MIN_POOLED`] are kept by size class, in
-/// steps of [`CLASS_STEP`]; smaller ones touch a cache line or two, and
-/// malloc's per-thread cache serves them well.
-pub(crate) const SMALL_FROM: usize = 512;
+/// Buffers below [`MIN_POOLED`] are kept by size class: the small classes
+/// in steps of [`SMALL_STEP`] below this size, the mid-sized ones in steps
+/// of [`CLASS_STEP`] from it.
+const SMALL_FROM: usize = 512;
+/// The small classes: capacities of 64, 128, ... 448 bytes (a 20-byte
+/// message takes 64, where malloc would give it 32: the price of a class).
+const SMALL_STEP: usize = 64;
+const SMALL_CLASSES: usize = SMALL_FROM / SMALL_STEP - 1;
 /// The mid-sized classes: capacities of 512, 1,024, ... 15,872 bytes.
 const CLASS_STEP: usize = 512;
-const CLASSES: usize = MIN_POOLED / CLASS_STEP - 1;
-/// Buffers kept per mid-sized class.
+const CLASSES: usize = SMALL_CLASSES + MIN_POOLED / CLASS_STEP - 1;
+/// Buffers kept per class.
 const CLASS_MAX_BUFFERS: usize = 4096;
 /// Larger ones are rare enough to leave to malloc (and to the kernel).
 pub(crate) const MAX_POOLED: usize = 4 << 20;
@@ -54,25 +61,57 @@ const MAX_BYTES: usize = 128 << 20;
 /// How long a buffer may stay unused in the pool before it is freed.
 const TRIM_EVERY: Duration = Duration::from_secs(1);
 
-#[derive(Default)]
 struct Pool {
     /// Large buffers.
     free: Vec<Vec<u8>>,
-    /// Mid-sized buffers, by class: the last one given is taken first.
+    /// Small and mid-sized buffers, by class: the last one given is taken first.
     classes: [Vec<Vec<u8>>; CLASSES],
-    /// Bytes held, large and mid-sized.
+    /// Bytes held, in all.
     bytes: usize,
     /// The fewest large buffers the pool held since `since`: that many were
     /// not needed during the interval.
     low: usize,
-    /// The same, per mid-sized class.
+    /// The same, per class.
     class_low: [usize; CLASSES],
     since: Option<Instant>,
 }
 
-/// The class of a mid-sized capacity: the one whose buffers hold `len`.
-fn class_of(len: usize) -> usize {
-    len.div_ceil(CLASS_STEP).max(1) - 1
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool {
+            free: Vec::new(),
+            classes: std::array::from_fn(|_| Vec::new()),
+            bytes: 0,
+            low: 0,
+            class_low: [0; CLASSES],
+            since: None,
+        }
+    }
+}
+
+/// The class whose buffers are the smallest to hold `len` bytes (1 or more),
+/// if one does: none past the last mid-sized class (15,873 to 16,383 bytes).
+fn class_of(len: usize) -> Option<usize> {
+    let class = if len <= SMALL_CLASSES * SMALL_STEP {
+        len.div_ceil(SMALL_STEP).max(1) - 1
+    } else {
+        SMALL_CLASSES + len.div_ceil(CLASS_STEP) - 1
+    };
+    (class < CLASSES).then_some(class)
+}
+
+/// The capacity of a class's buffers.
+fn capacity_of(class: usize) -> usize {
+    if class < SMALL_CLASSES {
+        (class + 1) * SMALL_STEP
+    } else {
+        (class - SMALL_CLASSES + 1) * CLASS_STEP
+    }
+}
+
+/// The class of a buffer of capacity `cap`, if it is exactly a class's.
+fn class_of_capacity(cap: usize) -> Option<usize> {
+    class_of(cap).filter(|&c| cap > 0 && capacity_of(c) == cap)
 }
 
 thread_local! {
@@ -128,12 +167,11 @@ pub(crate) fn take_for(len: usize, expected: usize) -> Vec<u8> {
 }
 
 /// A buffer below [`MIN_POOLED`]: the class's last one given, else a new
-/// one of the class's capacity (else, below [`SMALL_FROM`], from malloc).
+/// one of the class's capacity (or of `len`, when no class holds it).
 fn take_small(len: usize) -> Vec<u8> {
-    if len < SMALL_FROM {
+    let Some(class) = class_of(len).filter(|_| len > 0) else {
         return Vec::with_capacity(len);
-    }
-    let class = class_of(len);
+    };
     let recycled = POOL.with(|p| {
         let mut p = p.borrow_mut();
         let buf = p.classes[class].pop()?;
@@ -141,17 +179,16 @@ fn take_small(len: usize) -> Vec<u8> {
         p.class_low[class] = p.class_low[class].min(p.classes[class].len());
         Some(buf)
     });
-    recycled.unwrap_or_else(|| Vec::with_capacity((class + 1) * CLASS_STEP))
+    recycled.unwrap_or_else(|| Vec::with_capacity(capacity_of(class)))
 }
 
 /// Keeps `buf` for a later [`take`] on this thread, if it is of a size worth
 /// keeping and the pool has room; drops it otherwise.
 pub(crate) fn give(mut buf: Vec<u8>) {
     let cap = buf.capacity();
-    if (SMALL_FROM..MIN_POOLED).contains(&cap) && cap.is_multiple_of(CLASS_STEP) {
+    if let Some(class) = class_of_capacity(cap) {
         let _ = POOL.try_with(|p| {
             let mut p = p.borrow_mut();
-            let class = class_of(cap);
             if p.classes[class].len() < CLASS_MAX_BUFFERS && p.bytes + cap <= MAX_BYTES {
                 buf.clear();
                 p.bytes += cap;
@@ -215,12 +252,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn small_buffers_and_odd_mid_sized_ones_are_never_kept() {
-        give(Vec::with_capacity(SMALL_FROM - 1));
+    fn buffers_of_no_class_are_never_kept() {
+        give(Vec::with_capacity(SMALL_STEP - 1));
+        give(Vec::with_capacity(100));
         give(Vec::with_capacity(1000));
         give(Vec::with_capacity(MIN_POOLED - 1));
+        give(Vec::new());
         assert_eq!(kept(), 0);
         assert!(take(100).capacity() >= 100);
+    }
+
+    #[test]
+    fn every_length_gets_a_buffer_that_holds_it() {
+        // 15,873 to 16,383 bytes lie past the last class: they once indexed
+        // past the class table and took the loop thread down.
+        for len in 0..MIN_POOLED + 2 * CLASS_STEP {
+            let buf = take(len);
+            assert!(buf.capacity() >= len, "{len}");
+            give(buf);
+        }
+        assert_eq!(take(0).capacity(), 0, "nothing allocated for nothing");
+    }
+
+    #[test]
+    fn a_small_buffer_comes_back_by_its_class_last_given_first() {
+        let a = take(20);
+        assert_eq!(a.capacity(), SMALL_STEP, "a class's capacity");
+        let b = take(64);
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        give(a);
+        give(b);
+        assert_eq!(kept(), 2 * SMALL_STEP);
+        let (c, d) = (take(1), take(33));
+        assert_eq!(c.as_ptr(), pb, "the last one given");
+        assert_eq!(d.as_ptr(), pa);
+        assert_eq!(take(65).capacity(), 128, "the next class: a new one");
+        assert_eq!(take(449).capacity(), 512, "the first mid-sized class");
+        assert_eq!(kept(), 0);
     }
 
     #[test]

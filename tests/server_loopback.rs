@@ -59,6 +59,42 @@ fn echoes_text_binary_fragmented_and_16_mib() {
     server.shutdown_and_join();
 }
 
+/// Messages of every size at the edges of the loop's buffer classes echo,
+/// whole and byte for byte, in both dispatch modes. A message of 15,873 to
+/// 16,383 bytes once indexed past the class table and took its loop down.
+#[test]
+fn messages_at_every_buffer_class_edge_echo() {
+    let mut sizes = vec![0, 1, 20, 125, 126];
+    for edge in [64, 448, 512, 1024, 15_872, 16_384, 65_536] {
+        sizes.extend([edge - 1, edge, edge + 1]);
+    }
+    sizes.extend([16_000, 16_383]);
+    for dispatch in [Dispatch::Workers(2), Dispatch::Inline] {
+        let mut cfg = config();
+        cfg.dispatch = dispatch;
+        let server = Server::start(cfg, Echo).unwrap();
+        let mut c = Client::connect(server.local_addr()).unwrap();
+        assert!(!c.compressing());
+        for &len in &sizes {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            c.send_binary(&data).unwrap();
+            assert_eq!(
+                c.recv().unwrap(),
+                Ev::Binary(data),
+                "{dispatch:?}: {len} bytes"
+            );
+        }
+        // All at once, pipelined.
+        for &len in &sizes {
+            c.send_binary(&vec![len as u8; len]).unwrap();
+        }
+        for &len in &sizes {
+            assert_eq!(c.recv().unwrap(), Ev::Binary(vec![len as u8; len]));
+        }
+        server.shutdown_and_join();
+    }
+}
+
 #[test]
 fn first_frames_in_the_same_packet_as_the_handshake() {
     let server = echo_server();
