@@ -14,6 +14,7 @@
 //! goes through [`EventLoop::end`].
 
 use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,7 +165,7 @@ impl EventLoop {
                     Token(slot) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             let to_eof = event.is_read_closed() || event.is_error();
-                            self.read_conn(slot, now, to_eof);
+                            self.read_conn_contained(slot, now, to_eof);
                         }
                         if event.is_writable() {
                             self.conns.mark_dirty(slot);
@@ -176,7 +177,7 @@ impl EventLoop {
                 self.accept_all(now);
             }
             for slot in std::mem::take(&mut self.pending_reads) {
-                self.read_conn(slot, now, true);
+                self.read_conn_contained(slot, now, true);
             }
             self.handle_commands(now);
             if !self.held_heads.is_empty() {
@@ -266,6 +267,30 @@ impl EventLoop {
         let polled = self.poll.poll(events, timeout);
         mailbox.set_asleep(false);
         polled
+    }
+
+    /// [`read_conn`](Self::read_conn), with a panic in it contained to the
+    /// connection. Its input is what a remote peer controls, so a bug of
+    /// ours that it meets (an index out of bounds, say: a 15,873-byte
+    /// message once met one in the buffer pool) must not take the loop
+    /// thread down with every other connection on it. The connection is
+    /// dropped (its handler sees 1006), the panic is counted and logged, and
+    /// the loop goes on. Nothing is given up on the normal path: unwinding
+    /// costs only when it happens.
+    fn read_conn_contained(&mut self, slot: usize, now: Instant, to_eof: bool) {
+        let read = catch_unwind(AssertUnwindSafe(|| self.read_conn(slot, now, to_eof)));
+        if read.is_err() {
+            log::error!(
+                "loop {}: panicked while reading connection {slot}; dropping it",
+                self.index
+            );
+            self.server
+                .state()
+                .stats
+                .loop_panics
+                .fetch_add(1, Ordering::Relaxed);
+            self.release(slot);
+        }
     }
 
     /// Reads what the transport has. A short read means it is drained: under
@@ -405,6 +430,10 @@ impl EventLoop {
                 Some(Event::Ping(_)) => self.conns.mark_dirty(slot),
                 Some(Event::Request(req)) => self.on_request(slot, req, now),
                 Some(Event::Message(kind, payload)) => {
+                    #[cfg(test)]
+                    if payload.as_slice() == tests::PANIC_ON {
+                        panic!("a bug of ours, met on one connection's input");
+                    }
                     let data = payload.into_vec();
                     self.stats.received(data.len());
                     if !self.within_rate(slot, data.len(), now) {
@@ -675,5 +704,87 @@ pub(super) fn deliver(
     };
     if c.deliver(message, exclude, state, stats, now) {
         conns.mark_dirty(slot);
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use crate::server::{Config, Dispatch, Echo, Server};
+
+    /// A message the loop panics on in this crate's tests only: a stand-in
+    /// for a bug of ours that some input meets.
+    pub(crate) const PANIC_ON: &[u8] = b"sockwave test: panic on this input";
+
+    fn upgraded(addr: std::net::SocketAddr) -> TcpStream {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(
+            b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                s.read(&mut byte).unwrap(),
+                1,
+                "the response head ended early"
+            );
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"));
+        s
+    }
+
+    /// A masked binary frame (mask key 0: the payload goes as it is).
+    fn send(s: &mut TcpStream, payload: &[u8]) {
+        assert!(payload.len() < 126);
+        let mut frame = vec![0x82, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(payload);
+        s.write_all(&frame).unwrap();
+    }
+
+    fn recv(s: &mut TcpStream) -> Vec<u8> {
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).unwrap();
+        let mut payload = vec![0; usize::from(head[1] & 0x7f)];
+        s.read_exact(&mut payload).unwrap();
+        payload
+    }
+
+    #[test]
+    fn a_panic_reading_one_connection_drops_it_and_the_loop_serves_the_rest() {
+        for dispatch in [Dispatch::Workers(1), Dispatch::Inline] {
+            let server = Server::start(
+                Config {
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    threads: 1,
+                    dispatch,
+                    shutdown_timeout: std::time::Duration::from_millis(100),
+                    ..Config::default()
+                },
+                Echo,
+            )
+            .unwrap();
+            let addr = server.local_addr();
+            let (mut bystander, mut culprit) = (upgraded(addr), upgraded(addr));
+            send(&mut bystander, b"before");
+            assert_eq!(recv(&mut bystander), b"before");
+            send(&mut culprit, PANIC_ON);
+            let mut rest = Vec::new();
+            culprit.read_to_end(&mut rest).unwrap();
+            assert!(rest.is_empty(), "dropped without a word: {rest:?}");
+            send(&mut bystander, b"after");
+            assert_eq!(recv(&mut bystander), b"after", "{dispatch:?}");
+            let mut newcomer = upgraded(addr);
+            send(&mut newcomer, b"new");
+            assert_eq!(recv(&mut newcomer), b"new");
+            let stats = server.stats();
+            assert_eq!((stats.loop_panics, stats.connections_open), (1, 2));
+            server.shutdown_and_join();
+        }
     }
 }

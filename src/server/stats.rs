@@ -26,6 +26,9 @@ pub struct Stats {
     pub closed_backpressure: AtomicU64,
     /// Handler calls that panicked (each closed its connection with 1011).
     pub handler_panics: AtomicU64,
+    /// Panics of the loop itself while it read one connection's input (a
+    /// bug of ours): each dropped that connection, and the loop went on.
+    pub loop_panics: AtomicU64,
     /// Broadcasts and publishes a loop refused, because
     /// `Config::max_pending_fanout` bytes of them were already waiting for it.
     pub dropped_fanout: AtomicU64,
@@ -165,6 +168,7 @@ pub struct StatsSnapshot {
     pub dropped_backpressure: u64,
     pub closed_backpressure: u64,
     pub handler_panics: u64,
+    pub loop_panics: u64,
     pub dropped_fanout: u64,
     pub rate_limit_closed: u64,
     pub rate_limit_paused: u64,
@@ -195,6 +199,7 @@ impl Stats {
             dropped_backpressure: r(&self.dropped_backpressure),
             closed_backpressure: r(&self.closed_backpressure),
             handler_panics: r(&self.handler_panics),
+            loop_panics: r(&self.loop_panics),
             dropped_fanout: r(&self.dropped_fanout),
             rate_limit_closed: r(&self.rate_limit_closed),
             rate_limit_paused: r(&self.rate_limit_paused),

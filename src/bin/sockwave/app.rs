@@ -71,6 +71,12 @@ impl App {
                 plain(s.handler_panics),
             ),
             (
+                "loop_panics_total",
+                "counter",
+                "Panics of an event loop while it read one connection (a bug of ours); each dropped that connection.",
+                plain(s.loop_panics),
+            ),
+            (
                 "fanout_dropped_total",
                 "counter",
                 "Broadcasts and publishes an event loop refused: too many bytes of them were waiting for it.",
