@@ -1362,3 +1362,61 @@ fn a_connect_storm_waits_for_on_open_instead_of_piling_requests_up() {
     assert_eq!(handler.most_waiting.load(Ordering::SeqCst), 16);
     server.shutdown_and_join();
 }
+
+/// Records the scheduling policy of the thread each hook runs on.
+#[derive(Default)]
+struct Policies {
+    upgrade: Mutex<Vec<i32>>,
+    message: Mutex<Vec<i32>>,
+}
+
+impl Handler for Policies {
+    fn on_upgrade(&self, upgrade: &Upgrade<'_>) -> Decision {
+        // SAFETY: no arguments but this thread's id (0).
+        let policy = unsafe { libc::sched_getscheduler(0) };
+        self.upgrade.lock().unwrap().push(policy);
+        Decision::Accept {
+            protocol: upgrade.protocol().map(str::to_string),
+            headers: Vec::new(),
+            subscribe: Vec::new(),
+            relay: None,
+        }
+    }
+
+    fn on_message(&self, conn: &Conn, msg: Message) {
+        // SAFETY: as above.
+        let policy = unsafe { libc::sched_getscheduler(0) };
+        self.message.lock().unwrap().push(policy);
+        conn.send_binary(msg.as_bytes());
+    }
+}
+
+/// With workers, loops run under SCHED_BATCH (their wake-ups wait for the
+/// worker on their core instead of preempting it) and workers as usual;
+/// inline, the loop keeps the usual policy, having no worker to wait for.
+#[test]
+fn loops_yield_to_workers_and_only_with_workers() {
+    for (dispatch, loop_policy) in [
+        (Dispatch::Workers(1), libc::SCHED_BATCH),
+        (Dispatch::Inline, libc::SCHED_OTHER),
+    ] {
+        let mut cfg = config();
+        cfg.dispatch = dispatch;
+        let handler = Arc::new(Policies::default());
+        let server = Server::start_arc(cfg, handler.clone()).unwrap();
+        let mut c = Client::connect(server.local_addr()).unwrap();
+        c.send_binary(b"which thread?").unwrap();
+        assert_eq!(c.recv().unwrap(), Ev::Binary(b"which thread?".to_vec()));
+        assert_eq!(
+            *handler.upgrade.lock().unwrap(),
+            [loop_policy],
+            "{dispatch:?}"
+        );
+        let handler_policy = match dispatch {
+            Dispatch::Inline => loop_policy,
+            _ => libc::SCHED_OTHER,
+        };
+        assert_eq!(*handler.message.lock().unwrap(), [handler_policy]);
+        server.shutdown_and_join();
+    }
+}

@@ -139,6 +139,9 @@ impl EventLoop {
     /// Turns until shutdown is complete, then releases everything.
     pub(crate) fn run(mut self) {
         self.state().mailboxes[self.index].adopt_own_thread();
+        if self.dispatcher.has_workers() {
+            super::dispatch::yield_to_workers_on_wakeup();
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
