@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
@@ -65,7 +64,8 @@ pub(crate) struct EventLoop {
     /// unconsumed tail is put back before what the socket gives.
     pub(super) read_buf: Box<[u8]>,
     pub(super) tail_room: usize,
-    pub(super) rx: Receiver<Command>,
+    /// The commands taken from the mailbox this turn (kept for its allocation).
+    pub(super) taken: Vec<Command>,
     pub(super) server: ServerHandle,
     pub(super) handler: Arc<dyn Handler>,
     pub(super) proto_config: Arc<ProtocolConfig>,
@@ -96,7 +96,6 @@ impl EventLoop {
         index: usize,
         poll: Poll,
         mut listener: TcpListener,
-        rx: Receiver<Command>,
         server: ServerHandle,
         handler: Arc<dyn Handler>,
         dispatcher: Dispatcher,
@@ -114,7 +113,7 @@ impl EventLoop {
             conns: ConnTable::new(index, cfg.reserved_slots()),
             read_buf,
             tail_room,
-            rx,
+            taken: Vec::new(),
             proto_config: Arc::new(cfg.protocol.clone()),
             server,
             handler,
@@ -139,6 +138,7 @@ impl EventLoop {
     /// Turns until shutdown is complete, then releases everything.
     pub(crate) fn run(mut self) {
         self.state().mailboxes[self.index].adopt_own_thread();
+        let _closes = ClosesMailbox(Arc::clone(self.server.state()), self.index);
         if self.dispatcher.has_workers() {
             super::dispatch::yield_to_workers_on_wakeup();
         }
@@ -263,12 +263,13 @@ impl EventLoop {
         if let Some(bound) = mailbox.sleep_bound() {
             timeout = Some(timeout.map_or(bound, |t| t.min(bound)));
         }
-        mailbox.set_asleep(true);
-        if !self.rx.is_empty() || mailbox::own_pending() {
+        // Announced under the queue's lock: a command sent from here on
+        // wakes the poll, and one sent before is seen now.
+        if !mailbox.sleep() || mailbox::own_pending() {
             timeout = Some(Duration::ZERO);
         }
         let polled = self.poll.poll(events, timeout);
-        mailbox.set_asleep(false);
+        mailbox.woke();
         polled
     }
 
@@ -707,6 +708,16 @@ pub(super) fn deliver(
     };
     if c.deliver(message, exclude, state, stats, now) {
         conns.mark_dirty(slot);
+    }
+}
+
+/// Closes a loop's mailbox when the loop ends, by return or by panic: a
+/// command sent to a loop that has gone is dropped, not kept forever.
+struct ClosesMailbox(Arc<ServerState>, usize);
+
+impl Drop for ClosesMailbox {
+    fn drop(&mut self) {
+        self.0.mailboxes[self.1].close();
     }
 }
 

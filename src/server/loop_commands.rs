@@ -15,13 +15,15 @@ const COMMAND_BUDGET: usize = 65_536;
 
 impl EventLoop {
     /// Takes the commands waiting in the loop's channel (at most
-    /// [`COMMAND_BUDGET`] a turn).
+    /// [`COMMAND_BUDGET`] a turn), all with one lock.
     pub(super) fn handle_commands(&mut self, now: Instant) {
         self.handle_own_commands(now);
-        for _ in 0..COMMAND_BUDGET {
-            let Ok(cmd) = self.rx.try_recv() else { return };
+        let mut taken = std::mem::take(&mut self.taken);
+        self.server.state().mailboxes[self.index].take_commands(&mut taken, COMMAND_BUDGET);
+        for cmd in taken.drain(..) {
             self.handle_command(cmd, now);
         }
+        self.taken = taken;
     }
 
     /// Carries out the commands this loop sent itself (see `mailbox`); they

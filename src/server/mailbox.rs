@@ -1,5 +1,6 @@
-//! [`Mailbox`]: a loop as other threads see it: its command channel, its
-//! waker, and the registry that turns a [`ConnId`] into a live handle.
+//! [`Mailbox`]: a loop as other threads see it: its command queue
+//! ([`CommandQueue`], "the channel" below), its waker, and the registry that
+//! turns a [`ConnId`] into a live handle.
 //!
 //! A worker defers its wake-ups to the end of its batch ([`DeferredWakes`]):
 //! on a core shared by a loop and its worker, a wake-up at the first reply
@@ -19,14 +20,14 @@
 //! behind it there.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
 use super::command::Command;
+use super::command_queue::{CommandQueue, Pushed};
 use super::conn_inner::ConnInner;
 use super::ConnId;
 
@@ -51,10 +52,8 @@ const WORKER_CHECK: Duration = Duration::from_millis(1);
 pub(crate) struct Mailbox {
     /// The loop's index, for a deferred wake-up.
     index: usize,
-    tx: Sender<Command>,
+    commands: CommandQueue,
     waker: Waker,
-    /// The loop is (about to be) blocked in poll: the next sender wakes it.
-    asleep: AtomicBool,
     /// Payload bytes of broadcasts and publishes queued here and not yet
     /// taken by the loop (their recipients reserve them only then).
     fanout_pending: AtomicUsize,
@@ -72,48 +71,51 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    /// A mailbox whose loop reads `Receiver` and is woken through `waker`.
-    pub(crate) fn new(
-        index: usize,
-        waker: Waker,
-        reserved_slots: usize,
-    ) -> (Mailbox, Receiver<Command>) {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let mailbox = Mailbox {
+    /// A mailbox whose loop is woken through `waker`.
+    pub(crate) fn new(index: usize, waker: Waker, reserved_slots: usize) -> Mailbox {
+        Mailbox {
             index,
-            tx,
+            commands: CommandQueue::new(),
             waker,
-            asleep: AtomicBool::new(false),
             fanout_pending: AtomicUsize::new(0),
             batches_out: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             registry: RwLock::new(Vec::with_capacity(reserved_slots)),
-        };
-        (mailbox, rx)
+        }
     }
 
     /// Queues `cmd` and wakes the loop if it sleeps.
     pub(crate) fn push(&self, cmd: Command) {
         // Kept on this thread when it is this mailbox's loop and the channel
         // is empty (see the module's comment).
-        if OWN_MAILBOX.with(Cell::get) == self as *const Mailbox as usize && self.tx.is_empty() {
+        if OWN_MAILBOX.with(Cell::get) == self as *const Mailbox as usize
+            && self.commands.is_empty()
+        {
             OWN_COMMANDS.with(|o| o.borrow_mut().push(cmd));
             return;
         }
-        if self.tx.send(cmd).is_ok()
-            && self.asleep.load(Ordering::SeqCst)
-            && self.asleep.swap(false, Ordering::SeqCst)
-            && !DeferredWakes::defer(self.index)
-        {
-            // One wake-up per batch: the loop clears `asleep` when it wakes, so
-            // later senders of the same batch skip the syscall.
+        // One wake-up per batch: only the first sender after the loop went
+        // to sleep is told to wake it, so later ones skip the syscall.
+        if self.commands.push(cmd) == Pushed::QueuedWake && !DeferredWakes::defer(self.index) {
             self.wake();
         }
     }
 
     fn wake(&self) {
         let _ = self.waker.wake();
+    }
+
+    /// For the loop: moves up to `max` of the waiting commands into `out`
+    /// (empty), oldest first.
+    pub(crate) fn take_commands(&self, out: &mut Vec<Command>, max: usize) {
+        self.commands.take(out, max);
+    }
+
+    /// The loop has gone: what waits is dropped, and so is anything sent
+    /// after.
+    pub(crate) fn close(&self) {
+        self.commands.close();
     }
 
     /// Called on the loop's thread: its commands to itself are kept there
@@ -154,7 +156,7 @@ impl Mailbox {
         LoopGauges {
             connections: self.open.load(Ordering::Relaxed),
             queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
-            commands_queued: self.tx.len(),
+            commands_queued: self.commands.len(),
             fanout_pending_bytes: self.fanout_pending.load(Ordering::Relaxed),
         }
     }
@@ -164,11 +166,15 @@ impl Mailbox {
         self.fanout_pending.fetch_sub(len, Ordering::AcqRel);
     }
 
-    /// The loop is about to sleep (`true`) or is awake (`false`). Announce
-    /// the sleep, then look at the channel once more before blocking, so a
-    /// command pushed in between is either seen or wakes the poll.
-    pub(crate) fn set_asleep(&self, asleep: bool) {
-        self.asleep.store(asleep, Ordering::SeqCst);
+    /// The loop is about to sleep: true if it may (no command waits; the
+    /// next sender wakes it), false if commands wait.
+    pub(crate) fn sleep(&self) -> bool {
+        self.commands.sleep()
+    }
+
+    /// The loop is awake.
+    pub(crate) fn woke(&self) {
+        self.commands.woke();
     }
 
     /// Makes the open connection in `slot` reachable by id (or, with `None`, no longer).
@@ -279,25 +285,32 @@ mod tests {
     fn a_worker_wakes_a_sleeping_loop_once_at_the_end_of_its_batch() {
         let mut poll = Poll::new().unwrap();
         let waker = Waker::new(poll.registry(), WAKER).unwrap();
-        let (mailbox, rx) = Mailbox::new(0, waker, 0);
+        let mailbox = Mailbox::new(0, waker, 0);
         let mailboxes = [mailbox];
         let close = |n| Command::CloseAck {
             id: super::super::ConnId::new(0, n, 0),
         };
 
         // Outside a batch: the first command wakes the sleeping loop at once.
-        mailboxes[0].set_asleep(true);
+        assert!(mailboxes[0].sleep());
         mailboxes[0].push(close(1));
         assert!(woken(&mut poll));
+        mailboxes[0].woke();
+        assert!(!mailboxes[0].sleep(), "a command waits: no sleep");
+        mailboxes[0].take_commands(&mut Vec::new(), usize::MAX);
 
         // Inside one: commands are queued at once, the wake-up waits.
         mailboxes[0].batch_sent();
         assert_eq!(mailboxes[0].sleep_bound(), Some(WORKER_CHECK));
-        mailboxes[0].set_asleep(true);
+        assert!(mailboxes[0].sleep());
         let wakes = DeferredWakes::begin(&mailboxes);
         mailboxes[0].push(close(2));
         mailboxes[0].push(close(3));
-        assert_eq!(rx.len(), 3, "queued in order, not held back");
+        assert_eq!(
+            mailboxes[0].gauges().commands_queued,
+            2,
+            "queued at once, not held back"
+        );
         assert!(!woken(&mut poll), "no wake-up inside the batch");
         drop(wakes);
         assert!(woken(&mut poll), "one at its end");

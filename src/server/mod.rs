@@ -58,6 +58,7 @@
 
 mod aside;
 mod command;
+mod command_queue;
 mod config;
 mod conn;
 mod conn_id;

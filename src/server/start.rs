@@ -5,12 +5,9 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::Receiver;
-
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::command::Command;
 use super::dispatch::{spawn_workers, Dispatcher};
 use super::event_loop::{EventLoop, WAKER};
 use super::mailbox::Mailbox;
@@ -38,14 +35,11 @@ impl Server {
 
         let mut polls = Vec::with_capacity(loops);
         let mut mailboxes = Vec::with_capacity(loops);
-        let mut receivers = Vec::with_capacity(loops);
         for index in 0..loops {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), WAKER)?;
-            let (mailbox, rx) = Mailbox::new(index, waker, config.reserved_slots());
             polls.push(poll);
-            mailboxes.push(mailbox);
-            receivers.push(rx);
+            mailboxes.push(Mailbox::new(index, waker, config.reserved_slots()));
         }
         let dispatch = config.dispatch;
         let broker = config.broker.clone();
@@ -65,7 +59,7 @@ impl Server {
         if let Some(broker) = &broker {
             broker.start(Arc::new(NodeSink(Arc::downgrade(server.state()))))?;
         }
-        match spawn_threads(&server, &handler, dispatch, polls, receivers, listeners) {
+        match spawn_threads(&server, &handler, dispatch, polls, listeners) {
             Ok(threads) => {
                 *server
                     .state()
@@ -92,14 +86,11 @@ fn spawn_threads(
     handler: &Arc<dyn Handler>,
     dispatch: Dispatch,
     polls: Vec<Poll>,
-    receivers: Vec<Receiver<Command>>,
     listeners: Vec<StdTcpListener>,
 ) -> io::Result<Vec<JoinHandle<()>>> {
     let loops = polls.len();
     let (inboxes, mut threads) = spawn_workers(dispatch, handler, server.state())?;
-    for (index, ((poll, rx), listener)) in
-        polls.into_iter().zip(receivers).zip(listeners).enumerate()
-    {
+    for (index, (poll, listener)) in polls.into_iter().zip(listeners).enumerate() {
         listener.set_nonblocking(true)?;
         let listener = mio::net::TcpListener::from_std(listener);
         let dispatcher = Dispatcher::new(
@@ -112,7 +103,6 @@ fn spawn_threads(
             index,
             poll,
             listener,
-            rx,
             server.clone(),
             handler.clone(),
             dispatcher,
