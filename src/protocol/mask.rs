@@ -12,30 +12,35 @@
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
     let key = rotate_key(key, phase);
-    // Unmask the bytes before the first 8-byte aligned address one at a time so
-    // the wide loop below reads and writes aligned words.
-    let head_len = buf.as_ptr().align_offset(8).min(buf.len());
-    let (head, rest) = buf.split_at_mut(head_len);
-    for (i, b) in head.iter_mut().enumerate() {
-        *b ^= key[i & 3];
-    }
-    let key = rotate_key(key, head_len);
     let word = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
     ]);
-    // Four words per step: LLVM turns this into SIMD xors on x86_64 and aarch64.
-    let mut blocks = rest.chunks_exact_mut(32);
+    // Four words per step: LLVM turns this into SIMD xors on x86_64 and
+    // aarch64. The words are read and written unaligned, which costs those
+    // targets nothing; a short message (20 bytes: two words and four bytes)
+    // is then mostly words, not bytes.
+    let mut blocks = buf.chunks_exact_mut(32);
     for block in &mut blocks {
         for lane in block.chunks_exact_mut(8) {
-            let v = u64::from_ne_bytes(lane.try_into().expect("8-byte lane")) ^ word;
-            lane.copy_from_slice(&v.to_ne_bytes());
+            xor_word(lane, word);
         }
     }
-    let tail = blocks.into_remainder();
-    for (i, b) in tail.iter_mut().enumerate() {
-        *b ^= key[i & 3];
+    let mut lanes = blocks.into_remainder().chunks_exact_mut(8);
+    for lane in &mut lanes {
+        xor_word(lane, word);
+    }
+    // Every byte before the tail (0-7 bytes) was a whole number of keys: the
+    // tail starts at the key's first byte, as the word does.
+    for (b, k) in lanes.into_remainder().iter_mut().zip(word.to_ne_bytes()) {
+        *b ^= k;
     }
     (phase + buf.len()) & 3
+}
+
+#[inline(always)]
+fn xor_word(lane: &mut [u8], word: u64) {
+    let v = u64::from_ne_bytes(lane.try_into().expect("8-byte lane")) ^ word;
+    lane.copy_from_slice(&v.to_ne_bytes());
 }
 
 /// The bytewise reference for [`apply_mask`]: same contract, no tricks.
@@ -47,11 +52,15 @@ pub fn apply_mask_reference(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize
     (phase + buf.len()) % 4
 }
 
+/// The key as seen from byte `by` of it: rotated left by `by % 4` bytes
+/// (as one word: a slice rotation of four bytes is a loop of its own).
 #[inline]
 fn rotate_key(key: [u8; 4], by: usize) -> [u8; 4] {
-    let mut k = key;
-    k.rotate_left(by & 3);
-    k
+    // In little-endian order the first byte is the lowest: moving bytes
+    // towards the front is a right rotation of the word.
+    u32::from_le_bytes(key)
+        .rotate_right((by as u32 & 3) * 8)
+        .to_le_bytes()
 }
 
 #[cfg(test)]
