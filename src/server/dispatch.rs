@@ -249,10 +249,10 @@ impl Dispatcher {
     /// Hands `event` of the connection in `slot` to the handler: at once
     /// (inline), or in this turn's batch for the connection's worker.
     pub(crate) fn dispatch(&mut self, slot: usize, event: WorkerEvent) {
-        if matches!(event, WorkerEvent::Open(..)) {
-            *self.opens_waiting_for(slot) += 1;
-        }
         let worker = self.worker_of(slot);
+        if matches!(event, WorkerEvent::Open(..)) {
+            *self.opens_waiting_at(worker) += 1;
+        }
         match self {
             // What an inline handler sends waits in this loop thread's own
             // list (see `mailbox`) and is queued as soon as it returns.
@@ -267,17 +267,19 @@ impl Dispatcher {
     /// false while its worker has [`OPENS_WAITING_PER_WORKER`] `on_open`
     /// calls of this loop waiting. The loop is woken when they return.
     pub(crate) fn takes_open_for(&mut self, slot: usize) -> bool {
-        *self.opens_waiting_for(slot) < OPENS_WAITING_PER_WORKER
+        let worker = self.worker_of(slot);
+        *self.opens_waiting_at(worker) < OPENS_WAITING_PER_WORKER
     }
 
     /// The loop took the `Opened` of the connection in `slot`.
     pub(crate) fn opened(&mut self, slot: usize) {
-        let waiting = self.opens_waiting_for(slot);
+        let worker = self.worker_of(slot);
+        let waiting = self.opens_waiting_at(worker);
         *waiting = waiting.saturating_sub(1);
     }
 
-    fn opens_waiting_for(&mut self, slot: usize) -> &mut usize {
-        let worker = self.worker_of(slot);
+    /// The `on_open` calls of this loop waiting at `worker` (inline: 0).
+    fn opens_waiting_at(&mut self, worker: usize) -> &mut usize {
         match self {
             Dispatcher::Inline { opens_waiting, .. } => opens_waiting,
             Dispatcher::Workers { opens_waiting, .. } => &mut opens_waiting[worker],
