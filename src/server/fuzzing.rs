@@ -43,11 +43,15 @@ pub fn out_queue(data: &[u8]) {
     };
     for op in data.chunks(2) {
         let (kind, arg) = (op[0], *op.get(1).unwrap_or(&0) as usize);
-        let item = match kind % 5 {
+        // Kind 4: a publish's frame, pushed by reference (`push_shared`),
+        // from sizes copied into the buffer before it to sizes kept shared.
+        let by_reference = kind % 6 == 4;
+        let item = match kind % 6 {
             0 => Some(Outgoing::Bytes(bytes(1 + arg))),
             1 => Some(Outgoing::Bytes(bytes(1 + arg * 64))),
             2 => Some(Outgoing::owned_frame(MessageKind::Binary, bytes(arg * 32))),
             3 => Some(Outgoing::Shared(Arc::from(bytes(1 + arg * 8)))),
+            4 => Some(Outgoing::Shared(Arc::from(bytes(1 + arg * 2)))),
             _ => None,
         };
         match item {
@@ -59,7 +63,10 @@ pub fn out_queue(data: &[u8]) {
                 pushed += len;
                 accounted_total += accounted;
                 frames.push_back((pushed, accounted));
-                q.push(item, accounted);
+                match item {
+                    Outgoing::Shared(frame) if by_reference => q.push_shared(&frame, accounted),
+                    item => q.push(item, accounted),
+                }
             }
             None => {
                 // A partial write of up to arg * 97 bytes.

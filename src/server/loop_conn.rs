@@ -124,6 +124,10 @@ impl LoopConn {
                 self.out.push(frame, accounted);
                 true
             }
+            Prepared::Shared(frame) => {
+                self.out.push_shared(frame, accounted);
+                true
+            }
             Prepared::Deflate(kind, data) => self
                 .proto
                 .send(

@@ -22,6 +22,11 @@ use crate::protocol::{EncodedHeader, MessageKind, Sink};
 pub(crate) const MAX_IOVECS: usize = 64;
 /// Frames up to this size are copied into the previous buffer instead of queued apart.
 const COALESCE_MAX: usize = 4096;
+/// A shared frame (a publish or broadcast) up to this size is copied into
+/// the buffer it is coalesced with. Larger ones stay shared: copied per
+/// subscriber, thousands of subscribers' buffers would not stay in cache
+/// between the copy and the write.
+const SHARED_COALESCE_MAX: usize = 256;
 /// A coalesced buffer grows to at most this size.
 const COALESCED_BUFFER_MAX: usize = 64 * 1024;
 /// A coalesced buffer is started with room for at least this much, so the
@@ -107,9 +112,10 @@ struct Pending {
 /// connections a busy turn writes to mostly drain every turn and take one
 /// again the next. Bounded, because a burst of upgrades fills the stock too
 /// (each answer is queued once).
-const SPARE_MAX: usize = 256;
-/// A spare keeps its chunk list's allocation up to this many chunks.
-const SPARE_CHUNKS_MAX: usize = 4;
+const SPARE_MAX: usize = 4096;
+/// A spare keeps its chunk list's allocation up to this many chunks: a
+/// subscriber's share of a turn's publishes, 16 in flight, fits.
+const SPARE_CHUNKS_MAX: usize = 16;
 
 #[derive(Debug)]
 struct Chunk {
@@ -125,25 +131,53 @@ impl Chunk {
     /// its own (or a small frame, made into one) with room under
     /// [`COALESCED_BUFFER_MAX`]; false, and nothing done, otherwise. The
     /// bytes stay in order, so a write offset into the chunk stays right.
-    fn absorb(&mut self, data: &Outgoing) -> bool {
-        let (add, have) = (data.len(), self.data.len());
+    #[inline(always)]
+    fn absorb(&mut self, data: [&[u8]; 2]) -> bool {
+        let (add, have) = (data[0].len() + data[1].len(), self.data.len());
         match &mut self.data {
             Outgoing::Bytes(back) if have + add <= COALESCED_BUFFER_MAX => {
-                for part in data.parts() {
+                if back.capacity() < have + add && back.capacity() < crate::buffer_pool::MIN_POOLED
+                {
+                    // A small buffer grows through the pool, not realloc: a
+                    // buffer of the size taken goes back to its own class for
+                    // the next (a large one is kept by size, and realloc
+                    // often grows it in place).
+                    let mut larger = crate::buffer_pool::take((have + add) * 2);
+                    larger.extend_from_slice(back);
+                    crate::buffer_pool::give(std::mem::replace(back, larger));
+                }
+                for part in data {
                     back.extend_from_slice(part);
                 }
                 true
             }
             Outgoing::Split(..) if have <= COALESCE_MAX => {
-                let mut joined = crate::buffer_pool::take((have + add).max(COALESCED_BUFFER_START));
-                for part in self.data.parts().into_iter().chain(data.parts()) {
-                    joined.extend_from_slice(part);
-                }
-                std::mem::replace(&mut self.data, Outgoing::Bytes(joined)).recycle();
+                self.join(
+                    crate::buffer_pool::take((have + add).max(COALESCED_BUFFER_START)),
+                    data,
+                );
+                true
+            }
+            // A publish's frame joined by the next one: a fan-out delivers a
+            // turn's messages to each subscriber, and each subscriber's share
+            // leaves in one contiguous write (as a corked write in
+            // uWebSockets) instead of one iovec and one shared count per
+            // message. Sized to the pair with room to grow, not to a large
+            // buffer: thousands of subscribers each hold one per turn.
+            Outgoing::Shared(..) if have <= SHARED_COALESCE_MAX => {
+                self.join(crate::buffer_pool::take((have + add) * 4), data);
                 true
             }
             _ => false,
         }
+    }
+
+    /// Replaces this chunk's frame with `joined` holding it and then `data`.
+    fn join(&mut self, mut joined: Vec<u8>, data: [&[u8]; 2]) {
+        for part in self.data.parts().into_iter().chain(data) {
+            joined.extend_from_slice(part);
+        }
+        std::mem::replace(&mut self.data, Outgoing::Bytes(joined)).recycle();
     }
 }
 
@@ -185,6 +219,11 @@ pub(crate) fn set_turn(now: Instant) {
     TURN_US.with(|t| t.set(micros(now.saturating_duration_since(epoch))));
 }
 
+/// Notes that `n` buffers left after waiting `us` for the socket.
+fn record_waits(us: u64, n: u64) {
+    SEND_WAITS.with(|w| w.borrow_mut().record_n(us, n));
+}
+
 /// Adds this thread's send waits to `into` and starts again.
 pub(crate) fn fold_send_waits(into: &Histogram) {
     SEND_WAITS.with(|w| w.borrow_mut().fold_into(into));
@@ -217,19 +256,54 @@ impl OutQueue {
 
     /// Appends `data`, which reserved `accounted` bytes of the buffered amount.
     pub(crate) fn push(&mut self, data: Outgoing, accounted: usize) {
+        let len = data.len();
+        let joins = match data {
+            Outgoing::Shared(_) => len <= SHARED_COALESCE_MAX,
+            _ => len <= COALESCE_MAX,
+        };
+        if joins && self.join_back(data.parts(), accounted) {
+            data.recycle();
+            return;
+        }
+        self.push_chunk(data, accounted);
+    }
+
+    /// Appends a frame shared with other recipients (a broadcast's or a
+    /// publish's): a small one is copied into the buffer before it, without
+    /// touching the frame's shared count; otherwise it is queued shared.
+    pub(crate) fn push_shared(&mut self, frame: &Arc<[u8]>, accounted: usize) {
+        if frame.len() <= SHARED_COALESCE_MAX && self.join_back([frame, &[]], accounted) {
+            return;
+        }
+        self.push_chunk(Outgoing::Shared(Arc::clone(frame)), accounted);
+    }
+
+    /// Copies `data` (a small frame) into the last chunk when that chunk
+    /// takes it (see [`Chunk::absorb`]); false, nothing done, when it does not.
+    #[inline(always)]
+    fn join_back(&mut self, data: [&[u8]; 2], accounted: usize) -> bool {
+        let Some(p) = self.pending.as_mut() else {
+            return false;
+        };
+        let Some(back) = p.chunks.back_mut() else {
+            return false;
+        };
+        if !back.absorb(data) {
+            return false;
+        }
+        back.accounted += accounted;
+        let len = data[0].len() + data[1].len();
+        p.queued += len;
+        queued_delta(len as isize);
+        true
+    }
+
+    /// Appends `data` as a chunk of its own.
+    fn push_chunk(&mut self, data: Outgoing, accounted: usize) {
         let p = self.pending.get_or_insert_with(|| spares::take(&SPARE));
         let len = data.len();
         p.queued += len;
         queued_delta(len as isize);
-        if len <= COALESCE_MAX && !matches!(data, Outgoing::Shared(_)) {
-            if let Some(back) = p.chunks.back_mut() {
-                if back.absorb(&data) {
-                    back.accounted += accounted;
-                    data.recycle();
-                    return;
-                }
-            }
-        }
         let queued_us = TURN_US.with(Cell::get);
         p.chunks.push_back(Chunk {
             data,
@@ -273,6 +347,10 @@ impl OutQueue {
         p.queued -= written;
         queued_delta(-(written as isize));
         let mut released = 0;
+        let now_us = TURN_US.with(Cell::get);
+        // Chunks queued in one turn waited as long as each other: recorded
+        // as a run, with one touch of the histogram per run, not per chunk.
+        let (mut run_us, mut run) = (0, 0);
         while let Some(front) = p.chunks.front() {
             let left = front.data.len() - p.offset;
             if written < left {
@@ -282,11 +360,18 @@ impl OutQueue {
             written -= left;
             p.offset = 0;
             released += front.accounted;
-            let waited = TURN_US.with(Cell::get).saturating_sub(front.queued_us);
-            SEND_WAITS.with(|w| w.borrow_mut().record(waited));
+            let waited = now_us.saturating_sub(front.queued_us);
+            if waited != run_us && run > 0 {
+                record_waits(run_us, run);
+                run = 0;
+            }
+            (run_us, run) = (waited, run + 1);
             if let Some(chunk) = p.chunks.pop_front() {
                 chunk.data.recycle();
             }
+        }
+        if run > 0 {
+            record_waits(run_us, run);
         }
         if p.chunks.is_empty() {
             // Idle connections keep no queue storage.
@@ -399,9 +484,14 @@ mod tests {
         assert_eq!(q.chunk_count(), 1, "small bytes join the previous buffer");
         q.push(bytes(COALESCE_MAX + 1, 3), 5);
         assert_eq!(q.chunk_count(), 2, "a frame over COALESCE_MAX stays apart");
-        q.push(Outgoing::Shared(vec![4; 8].into()), 6);
+        q.push(Outgoing::Shared(vec![4; SHARED_COALESCE_MAX + 1].into()), 6);
+        assert_eq!(
+            q.chunk_count(),
+            3,
+            "a shared frame over its limit stays apart"
+        );
         q.push(bytes(8, 5), 7);
-        assert_eq!(q.chunk_count(), 4, "nothing joins a shared frame");
+        assert_eq!(q.chunk_count(), 4, "nothing joins a large shared frame");
         let mut full = OutQueue::default();
         for _ in 0..COALESCED_BUFFER_MAX / COALESCE_MAX {
             full.push(bytes(COALESCE_MAX, 0), 1);
@@ -425,10 +515,11 @@ mod tests {
             Outgoing::owned_frame(MessageKind::Binary, vec![7; 2000]),
             2000,
         );
-        q.push(Outgoing::Shared(vec![8; 5].into()), 5);
+        const SHARED: usize = SHARED_COALESCE_MAX + 1;
+        q.push(Outgoing::Shared(vec![8; SHARED].into()), SHARED);
         let (n, all) = pending(&q);
         assert_eq!(n, 3, "header, payload, shared frame");
-        assert_eq!(all.len(), 4 + 2000 + 5);
+        assert_eq!(all.len(), 4 + 2000 + SHARED);
         assert_eq!(q.queued(), all.len());
 
         assert_eq!(q.advance(3), 0, "inside the header");
@@ -438,8 +529,8 @@ mod tests {
         assert_eq!(pending(&q).1, all[2003..]);
         assert_eq!(q.advance(1 + 2), 2000, "the first frame left whole");
         assert_eq!(pending(&q).1, all[2006..]);
-        assert_eq!(q.queued(), 3);
-        assert_eq!(q.advance(3), 5);
+        assert_eq!(q.queued(), SHARED - 2);
+        assert_eq!(q.advance(SHARED - 2), SHARED);
         assert!(q.is_empty());
         assert_eq!(q.queued(), 0);
     }
@@ -487,6 +578,46 @@ mod tests {
         assert_eq!(rest[first.len() - 1..][..2], [0x81, 50]);
         assert_eq!(q.advance(rest.len()), 100 + 50 + 3);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn small_shared_frames_are_copied_together_without_touching_their_count() {
+        let first: Arc<[u8]> = vec![1u8; 20].into();
+        let second: Arc<[u8]> = vec![2u8; SHARED_COALESCE_MAX].into();
+        let large: Arc<[u8]> = vec![3u8; SHARED_COALESCE_MAX + 1].into();
+        let mut q = OutQueue::default();
+        q.push_shared(&first, 20);
+        assert_eq!(Arc::strong_count(&first), 2, "alone, it is queued shared");
+        q.push_shared(&second, SHARED_COALESCE_MAX);
+        assert_eq!(q.chunk_count(), 1, "the second joined the first");
+        assert_eq!(Arc::strong_count(&first), 1, "the first was copied out");
+        assert_eq!(Arc::strong_count(&second), 1, "the second was never shared");
+        q.push_shared(&large, SHARED_COALESCE_MAX + 1);
+        assert_eq!(q.chunk_count(), 2, "a large one stays shared");
+        assert_eq!(Arc::strong_count(&large), 2);
+        let (n, all) = pending(&q);
+        assert_eq!(n, 2);
+        let expected: Vec<u8> = [&first[..], &second[..], &large[..]].concat();
+        assert_eq!(all, expected);
+        assert_eq!(q.queued(), expected.len());
+        assert_eq!(q.advance(expected.len()), expected.len());
+        assert!(q.is_empty());
+        assert_eq!(Arc::strong_count(&large), 1);
+    }
+
+    #[test]
+    fn a_small_coalesced_buffer_grows_through_the_pool_and_keeps_every_byte() {
+        let mut q = OutQueue::default();
+        let frame: Arc<[u8]> = (0..=99u8).collect::<Vec<u8>>().into();
+        let mut expected = Vec::new();
+        // From a shared frame joined by the next, past several buffer sizes.
+        for _ in 0..40 {
+            q.push_shared(&frame, frame.len());
+            expected.extend_from_slice(&frame);
+        }
+        assert_eq!(q.chunk_count(), 1);
+        assert_eq!(pending(&q).1, expected);
+        assert_eq!(q.clear(), 40 * frame.len());
     }
 
     #[test]

@@ -55,6 +55,9 @@ impl Encoding {
 pub(crate) enum Prepared<'a> {
     /// The frame's bytes, ready to queue.
     Frame(Outgoing),
+    /// A frame every recipient of a broadcast or publish shares: queued by
+    /// reference, so a small one is copied without touching its count.
+    Shared(&'a Arc<[u8]>),
     /// To be compressed by the connection's own compressor on its loop.
     Deflate(MessageKind, Cow<'a, [u8]>),
 }
@@ -64,6 +67,7 @@ impl Prepared<'_> {
     pub(crate) fn into_owned(self) -> Prepared<'static> {
         match self {
             Prepared::Frame(f) => Prepared::Frame(f),
+            Prepared::Shared(frame) => Prepared::Frame(Outgoing::Shared(Arc::clone(frame))),
             Prepared::Deflate(kind, data) => Prepared::Deflate(kind, Cow::Owned(data.into_owned())),
         }
     }
@@ -145,20 +149,16 @@ impl PreparedMessage {
     /// This message for a recipient with `encoding`.
     pub(crate) fn prepare_for(&self, encoding: Encoding, opts: &DeflateOptions) -> Prepared<'_> {
         match encoding.for_len(self.data.len(), opts) {
-            Encoding::Plain => Prepared::Frame(Outgoing::Shared(Arc::clone(&self.plain))),
-            Encoding::Stateless { window } => {
-                Prepared::Frame(Outgoing::Shared(self.compressed(opts, window)))
-            }
+            Encoding::Plain => Prepared::Shared(&self.plain),
+            Encoding::Stateless { window } => Prepared::Shared(self.compressed(opts, window)),
             Encoding::PerConnection => Prepared::Deflate(self.kind, Cow::Borrowed(&self.data)),
         }
     }
 
     /// The frame compressed with window `window` (9..=15), built on first use.
-    fn compressed(&self, opts: &DeflateOptions, window: u8) -> Arc<[u8]> {
+    fn compressed(&self, opts: &DeflateOptions, window: u8) -> &Arc<[u8]> {
         let slot = &self.compressed[usize::from(window.clamp(9, 15) - 9)];
-        Arc::clone(
-            slot.get_or_init(|| compressed_frame(self.kind, &self.data, opts, window).into()),
-        )
+        slot.get_or_init(|| compressed_frame(self.kind, &self.data, opts, window).into())
     }
 }
 
@@ -169,6 +169,7 @@ mod tests {
     fn frame(p: Prepared<'_>) -> Outgoing {
         match p {
             Prepared::Frame(f) => f,
+            Prepared::Shared(frame) => Outgoing::Shared(Arc::clone(frame)),
             Prepared::Deflate(..) => panic!("expected a frame"),
         }
     }
@@ -211,7 +212,7 @@ mod tests {
                     &opts,
                 );
                 let many = PreparedMessage::new(MessageKind::Binary, data);
-                let many = many.prepare_for(encoding, &opts);
+                let many = many.prepare_for(encoding, &opts).into_owned();
                 match (one, owned, many) {
                     (Prepared::Frame(a), Prepared::Frame(b), Prepared::Frame(c)) => {
                         let bytes = |o: &Outgoing| o.parts().concat();
