@@ -219,12 +219,15 @@ impl LoopConn {
     /// back; gives back the reservations of what left. An error (or a write of
     /// nothing) means the connection is gone.
     pub(crate) fn write_out(&mut self) -> io::Result<()> {
+        // Gathered writes until one is cut short (see `write_gathering`).
+        let mut gather = true;
         while !self.out.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let n = self.out.slices(&mut slices);
-            match self.transport.write_vectored(&slices[..n]) {
+            match self.transport.write_gathering(&slices[..n], gather) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
+                    gather &= written == slices[..n].iter().map(|s| s.len()).sum::<usize>();
                     let released = self.out.advance(written);
                     self.give_back(released);
                 }

@@ -38,6 +38,10 @@ impl Transport for Stream {
         each!(self, t => t.write_vectored(bufs))
     }
 
+    fn write_gathering(&mut self, bufs: &[IoSlice<'_>], gather: bool) -> io::Result<usize> {
+        each!(self, t => t.write_gathering(bufs, gather))
+    }
+
     fn flush(&mut self) -> io::Result<bool> {
         each!(self, t => t.flush())
     }
