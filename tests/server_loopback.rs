@@ -1420,3 +1420,81 @@ fn loops_yield_to_workers_and_only_with_workers() {
         server.shutdown_and_join();
     }
 }
+
+/// On "go" from `/pub`: per round, publishes to "t" (one with subscriber A
+/// excluded), sends to A directly, publishes again. Subscribers join "t"
+/// at the upgrade; A is the one on `/a`.
+#[derive(Default)]
+struct Interleaved {
+    server: std::sync::OnceLock<ServerHandle>,
+    a: Mutex<Option<Conn>>,
+    opens: AtomicUsize,
+}
+
+const INTERLEAVED_ROUNDS: usize = 200;
+
+impl Handler for Interleaved {
+    fn on_upgrade(&self, upgrade: &Upgrade<'_>) -> Decision {
+        let subscribe = match upgrade.request().path() {
+            "/pub" => Vec::new(),
+            _ => vec!["t".to_string()],
+        };
+        Decision::Accept {
+            protocol: None,
+            headers: Vec::new(),
+            subscribe,
+            relay: None,
+        }
+    }
+    fn on_open(&self, conn: &Conn, request: &sockwave::protocol::Request) {
+        if request.path() == "/a" {
+            *self.a.lock().unwrap() = Some(conn.clone());
+        }
+        self.opens.fetch_add(1, Ordering::SeqCst);
+    }
+    fn on_message(&self, _: &Conn, _: Message) {
+        let server = self.server.get().unwrap();
+        let a = self.a.lock().unwrap().clone().unwrap();
+        for i in 0..INTERLEAVED_ROUNDS {
+            server.publish("t", MessageKind::Text, format!("p{i}").as_bytes(), None);
+            server.publish(
+                "t",
+                MessageKind::Text,
+                format!("x{i}").as_bytes(),
+                Some(a.id()),
+            );
+            a.send_text(&format!("s{i}"));
+            server.publish("t", MessageKind::Text, format!("q{i}").as_bytes(), None);
+        }
+    }
+}
+
+/// Publishes that follow each other are delivered to a loop's subscribers
+/// as a run; a send or an exclusion between them keeps every subscriber's
+/// order and what each one gets exactly as if each were delivered alone.
+#[test]
+fn publishes_delivered_as_a_run_keep_each_subscribers_order_and_exclusions() {
+    for dispatch in [Dispatch::Workers(1), Dispatch::Inline] {
+        let mut cfg = config();
+        cfg.threads = 1;
+        cfg.dispatch = dispatch;
+        let handler = Arc::new(Interleaved::default());
+        let server = Server::start_arc(cfg, handler.clone()).unwrap();
+        handler.server.set(server.clone()).ok().unwrap();
+        let addr = server.local_addr();
+        let mut a = Client::connect_with(addr, "/a", &[], &[]).unwrap();
+        let mut b = Client::connect_with(addr, "/b", &[], &[]).unwrap();
+        let mut publisher = Client::connect_with(addr, "/pub", &[], &[]).unwrap();
+        wait_until("opens", || handler.opens.load(Ordering::SeqCst) == 3);
+        publisher.send_text("go").unwrap();
+        for i in 0..INTERLEAVED_ROUNDS {
+            for expected in [format!("p{i}"), format!("s{i}"), format!("q{i}")] {
+                assert_eq!(a.recv().unwrap(), Ev::Text(expected), "{dispatch:?}: a");
+            }
+            for expected in [format!("p{i}"), format!("x{i}"), format!("q{i}")] {
+                assert_eq!(b.recv().unwrap(), Ev::Text(expected), "{dispatch:?}: b");
+            }
+        }
+        server.shutdown_and_join();
+    }
+}

@@ -66,6 +66,10 @@ pub(crate) struct EventLoop {
     pub(super) tail_room: usize,
     /// The commands taken from the mailbox this turn (kept for its allocation).
     pub(super) taken: Vec<Command>,
+    /// Publishes to one topic that came one after another, not yet
+    /// delivered (see `deliver_publish_run`), and their topic.
+    pub(super) publish_run: Vec<(Arc<PreparedMessage>, Option<ConnId>)>,
+    pub(super) publish_topic: Option<Arc<str>>,
     pub(super) server: ServerHandle,
     pub(super) handler: Arc<dyn Handler>,
     pub(super) proto_config: Arc<ProtocolConfig>,
@@ -114,6 +118,8 @@ impl EventLoop {
             read_buf,
             tail_room,
             taken: Vec::new(),
+            publish_run: Vec::new(),
+            publish_topic: None,
             proto_config: Arc::new(cfg.protocol.clone()),
             server,
             handler,

@@ -1,5 +1,6 @@
 //! How a loop carries out the [`Command`]s other threads send it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::command::Command;
@@ -7,7 +8,7 @@ use super::event_loop::{deliver, EventLoop};
 use super::lifecycle::Lifecycle;
 use super::mailbox;
 use super::out_queue::QueueSink;
-use super::prepared::{Encoding, Prepared};
+use super::prepared::{Encoding, Prepared, PreparedMessage};
 use super::ConnId;
 
 /// Commands taken per turn, so a flood of sends cannot starve reads and timers.
@@ -20,9 +21,7 @@ impl EventLoop {
         self.handle_own_commands(now);
         let mut taken = std::mem::take(&mut self.taken);
         self.server.state().mailboxes[self.index].take_commands(&mut taken, COMMAND_BUDGET);
-        for cmd in taken.drain(..) {
-            self.handle_command(cmd, now);
-        }
+        self.handle_all(&mut taken, now);
         self.taken = taken;
     }
 
@@ -33,11 +32,72 @@ impl EventLoop {
     pub(super) fn handle_own_commands(&mut self, now: Instant) {
         while mailbox::own_pending() {
             let mut own = mailbox::take_own();
-            for cmd in own.drain(..) {
-                self.handle_command(cmd, now);
-            }
+            self.handle_all(&mut own, now);
             mailbox::restore_own(own);
         }
+    }
+
+    /// Carries out `cmds` in order, leaving the vector empty. Publishes to
+    /// one topic that follow each other are gathered into a run and
+    /// delivered together (see [`EventLoop::deliver_publish_run`]) before
+    /// any other command is carried out.
+    fn handle_all(&mut self, cmds: &mut Vec<Command>, now: Instant) {
+        for cmd in cmds.drain(..) {
+            if !self.publish_run.is_empty() && !matches!(cmd, Command::Publish { .. }) {
+                self.deliver_publish_run(now);
+            }
+            self.handle_command(cmd, now);
+        }
+        self.deliver_publish_run(now);
+    }
+
+    /// Adds a publish to the run, delivering the run first if it was for
+    /// another topic.
+    fn add_to_publish_run(
+        &mut self,
+        topic: Arc<str>,
+        message: Arc<PreparedMessage>,
+        exclude: Option<ConnId>,
+        now: Instant,
+    ) {
+        if self.publish_topic.as_ref() != Some(&topic) {
+            self.deliver_publish_run(now);
+            self.publish_topic = Some(topic);
+        }
+        self.publish_run.push((message, exclude));
+    }
+
+    /// Delivers the run of publishes to one topic, subscriber by subscriber:
+    /// each subscriber's state and queue are taken up once for the run, not
+    /// once per message (as uWebSockets drains a topic's messages per
+    /// subscriber). Each subscriber still gets them in order, and no other
+    /// command came between them, so no one can tell.
+    fn deliver_publish_run(&mut self, now: Instant) {
+        if self.publish_run.is_empty() {
+            return;
+        }
+        let Self {
+            topics,
+            conns,
+            stats,
+            server,
+            index,
+            publish_run,
+            publish_topic,
+            ..
+        } = self;
+        let state = server.state();
+        for (message, _) in publish_run.iter() {
+            state.mailboxes[*index].release_fanout(message.len());
+        }
+        if let Some(topic) = publish_topic.take() {
+            for &slot in topics.subscribers(&topic) {
+                for (message, exclude) in publish_run.iter() {
+                    deliver(conns, stats, state, slot, message, *exclude, now);
+                }
+            }
+        }
+        publish_run.clear();
     }
 
     fn handle_command(&mut self, cmd: Command, now: Instant) {
@@ -89,20 +149,7 @@ impl EventLoop {
                 topic,
                 message,
                 exclude,
-            } => {
-                let Self {
-                    topics,
-                    conns,
-                    stats,
-                    server,
-                    index,
-                    ..
-                } = self;
-                server.state().mailboxes[*index].release_fanout(message.len());
-                for &slot in topics.subscribers(&topic) {
-                    deliver(conns, stats, server.state(), slot, &message, exclude, now);
-                }
-            }
+            } => self.add_to_publish_run(topic, message, exclude, now),
             Command::Opened { id } => self.opened(id),
             Command::CloseAck { id } => {
                 if let Some((slot, c)) = self.conns.live(id) {
