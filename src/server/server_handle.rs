@@ -39,10 +39,19 @@ impl ServerHandle {
     /// A handle to no running server (no loops, no threads), for unit tests
     /// and fuzz harnesses of the parts that take a handle.
     pub(crate) fn detached(config: Config) -> ServerHandle {
+        ServerHandle::detached_with(config, Vec::new())
+    }
+
+    /// [`ServerHandle::detached`], with loop mailboxes that no loop reads
+    /// (for tests of what the loops' parts send each other).
+    pub(crate) fn detached_with(
+        config: Config,
+        mailboxes: Vec<super::mailbox::Mailbox>,
+    ) -> ServerHandle {
         ServerHandle::new(Arc::new(ServerState {
             local_addr: config.listen,
             config,
-            mailboxes: Vec::new(),
+            mailboxes,
             stats: Default::default(),
             sockets: Default::default(),
             shutting_down: Default::default(),
