@@ -399,6 +399,126 @@ fn slow_reader_hits_the_cap_and_messages_are_dropped_then_drain() {
     backpressure(BackpressurePolicy::Drop);
 }
 
+/// Publishes reach a subscriber in runs, reserved at once while they fit
+/// under its cap and one by one near it: a subscriber that stops reading
+/// loses whole messages under `Drop` (each one counted, the rest in order,
+/// its buffered amount back to 0 once it reads) or is closed with 1008
+/// under `Close`, and the one beside it gets everything.
+fn publish_runs_at_the_cap(policy: BackpressurePolicy) {
+    const BURST: usize = 64;
+    let registry = Arc::new(Registry::default());
+    let mut cfg = config();
+    cfg.threads = 1;
+    cfg.max_buffered = 64 * 1024;
+    cfg.backpressure = policy;
+    cfg.protocol.close_timeout = Duration::from_millis(300);
+    let server = Server::start_arc(cfg, registry.clone()).unwrap();
+    let mut stalled = stalled_client(server.local_addr());
+    let mut healthy = Client::connect(server.local_addr()).unwrap();
+    wait_until("opens", || registry.conns.lock().unwrap().len() == 2);
+    let stalled_addr = stalled.local_addr().unwrap();
+    let slow = registry
+        .conns
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|c| c.peer_addr() == Some(stalled_addr))
+        .unwrap()
+        .clone();
+    for c in registry.conns.lock().unwrap().iter() {
+        assert!(c.subscribe("t"));
+    }
+    let refused = || {
+        let s = server.stats();
+        s.dropped_backpressure + s.closed_backpressure
+    };
+    // Bursts until the cap is met, then 8 more against it.
+    let (mut published, mut bursts_at_cap) = (0u32, 0);
+    while bursts_at_cap < 8 {
+        if refused() > 0 {
+            bursts_at_cap += 1;
+        }
+        assert!(published < 40_000, "the cap was never hit");
+        for _ in 0..BURST {
+            let mut payload = vec![published as u8; 1024];
+            payload[..4].copy_from_slice(&published.to_be_bytes());
+            assert!(server.publish("t", MessageKind::Binary, &payload, None));
+            published += 1;
+        }
+        for i in published - BURST as u32..published {
+            match healthy.recv().unwrap() {
+                Ev::Binary(b) => assert_eq!(b[..4], i.to_be_bytes()),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    match policy {
+        BackpressurePolicy::Close => {
+            wait_until("close for backpressure", || {
+                registry.closes.lock().unwrap().len() == 1
+            });
+            assert_eq!(registry.closes.lock().unwrap()[0].0, 1008);
+            assert_eq!(server.stats().closed_backpressure, 1);
+        }
+        BackpressurePolicy::Drop => {
+            // Read everything; once nothing is left to write, a marker
+            // (which fits) follows the last message the server took.
+            let (mut got, mut marker_sent) = (Vec::new(), false);
+            loop {
+                if !marker_sent && slow.buffered_amount() == 0 {
+                    assert!(server.publish("t", MessageKind::Binary, b"!", None));
+                    assert_eq!(healthy.recv().unwrap(), Ev::Binary(b"!".to_vec()));
+                    marker_sent = true;
+                }
+                let (opcode, payload) = read_frame(&mut stalled);
+                assert_eq!(opcode, 2);
+                if payload == b"!" {
+                    break;
+                }
+                got.push(u32::from_be_bytes(payload[..4].try_into().unwrap()));
+            }
+            assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+            let dropped = server.stats().dropped_backpressure;
+            assert!(dropped > 0);
+            assert_eq!(got.len() as u64 + dropped, u64::from(published));
+            assert_eq!(slow.buffered_amount(), 0);
+        }
+    }
+    server.shutdown_and_join();
+}
+
+/// One unmasked frame from the server: opcode and payload.
+fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            s.read_exact(&mut l).unwrap();
+            u64::from(u16::from_be_bytes(l))
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            s.read_exact(&mut l).unwrap();
+            u64::from_be_bytes(l)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload).unwrap();
+    (head[0] & 0x0f, payload)
+}
+
+#[test]
+fn publish_runs_at_a_full_subscriber_drop_whole_messages_in_order() {
+    publish_runs_at_the_cap(BackpressurePolicy::Drop);
+}
+
+#[test]
+fn publish_runs_at_a_full_subscriber_close_it_with_1008() {
+    publish_runs_at_the_cap(BackpressurePolicy::Close);
+}
+
 #[test]
 fn handshake_timeout_drops_a_silent_connection() {
     let mut cfg = config();

@@ -161,6 +161,37 @@ impl ConnInner {
         self.buffered.fetch_sub(len, Ordering::AcqRel) - len
     }
 
+    /// Reserves `total` bytes for a run of messages at once when the whole
+    /// run fits under the cap; false, with nothing reserved or counted,
+    /// otherwise (the caller then reserves them one by one with
+    /// [`ConnInner::reserve`]). When it takes the run, reserving each
+    /// message in turn would have taken every one and left the same count:
+    /// every prefix of the run fits too. One compare-and-swap for a
+    /// subscriber's share of a turn's publishes, not one add per message.
+    pub(crate) fn reserve_run(&self, total: usize, config: &Config) -> bool {
+        if !self.open.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut before = self.buffered.load(Ordering::Acquire);
+        loop {
+            if before
+                .checked_add(total)
+                .is_none_or(|after| after > config.max_buffered)
+            {
+                return false;
+            }
+            match self.buffered.compare_exchange_weak(
+                before,
+                before + total,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => before = now,
+            }
+        }
+    }
+
     /// Reserves room for `len` payload bytes in `conn`'s buffered amount under
     /// the configured cap, or refuses and applies the backpressure policy. Every
     /// send, broadcast and publish path (on the loop or not) goes through here.
@@ -258,6 +289,54 @@ mod tests {
         assert_eq!(c.reserve(6, &cfg, &stats), Ok(6));
         assert_eq!(c.reserve(4, &cfg, &stats), Ok(10), "up to the cap");
         assert_eq!(stats.snapshot().dropped_backpressure, 0);
+    }
+
+    /// The reference for [`ConnInner::reserve_run`]: reserving each
+    /// message in turn. Whenever the run is taken at once, one by one takes
+    /// every message and leaves the same count; when it is not, nothing
+    /// changed.
+    #[test]
+    fn a_run_reserved_at_once_matches_one_by_one() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n) as usize
+        };
+        let mut taken = 0;
+        for _ in 0..20_000 {
+            let cfg = Config {
+                max_buffered: 1 + next(4096),
+                ..Config::default()
+            };
+            let before = if next(4) == 0 { 0 } else { next(5000) };
+            let lens: Vec<usize> = (0..1 + next(20)).map(|_| next(600)).collect();
+            let total: usize = lens.iter().sum();
+            let (run, stats) = (conn(), Stats::default());
+            run.buffered.store(before, Ordering::Relaxed);
+            let at_once = run.reserve_run(total, &cfg);
+            let one_by_one = conn();
+            one_by_one.buffered.store(before, Ordering::Relaxed);
+            let all = lens
+                .iter()
+                .all(|&len| one_by_one.reserve(len, &cfg, &stats).is_ok());
+            if at_once {
+                taken += 1;
+                assert!(all, "{before} + {lens:?} under {}", cfg.max_buffered);
+                assert_eq!(
+                    run.buffered.load(Ordering::Relaxed),
+                    one_by_one.buffered.load(Ordering::Relaxed)
+                );
+            } else {
+                assert_eq!(run.buffered.load(Ordering::Relaxed), before);
+                assert!(!run.want_drain.load(Ordering::Relaxed));
+            }
+        }
+        assert!(taken > 1000, "the fast path was taken {taken} times");
+        let closed = conn();
+        closed.open.store(false, Ordering::Relaxed);
+        assert!(!closed.reserve_run(1, &Config::default()));
     }
 
     #[test]

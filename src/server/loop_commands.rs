@@ -92,9 +92,13 @@ impl EventLoop {
         }
         if let Some(topic) = publish_topic.take() {
             for &slot in topics.subscribers(&topic) {
-                for (message, exclude) in publish_run.iter() {
-                    deliver(conns, stats, state, slot, message, *exclude, now);
+                let Some(c) = conns.get_mut(slot) else {
+                    continue;
+                };
+                if !c.deliver_run(publish_run, state, stats, now) {
+                    continue;
                 }
+                conns.mark_dirty(slot);
             }
         }
         publish_run.clear();

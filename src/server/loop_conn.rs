@@ -215,6 +215,63 @@ impl LoopConn {
         }
     }
 
+    /// Queues a run of publishes (each with the connection it leaves out),
+    /// as [`LoopConn::deliver`] would one by one, with one reservation for
+    /// the whole run when it fits under the cap; true when there is
+    /// something to write.
+    pub(crate) fn deliver_run(
+        &mut self,
+        run: &[(Arc<PreparedMessage>, Option<ConnId>)],
+        state: &ServerState,
+        stats: &mut LoopStats,
+        now: Instant,
+    ) -> bool {
+        let Some(inner) = &self.inner else {
+            return false;
+        };
+        if !self.proto.is_open() {
+            return false;
+        }
+        let (id, encoding) = (inner.id, inner.encoding);
+        let total: usize = run
+            .iter()
+            .filter(|(_, exclude)| *exclude != Some(id))
+            .map(|(message, _)| message.len())
+            .sum();
+        if total == 0 || !inner.reserve_run(total, &state.config) {
+            // Near the cap (or nothing to send): the reference path, which
+            // applies the policy message by message.
+            let mut wrote = false;
+            for (message, exclude) in run {
+                wrote |= self.deliver(message, *exclude, state, stats, now);
+            }
+            return wrote;
+        }
+        let mut wrote = false;
+        for (message, exclude) in run {
+            let len = message.len();
+            if *exclude == Some(id) {
+                continue;
+            }
+            if !self.proto.is_open() {
+                // A deflated message before it could not be sent.
+                self.unreserve(len);
+                continue;
+            }
+            stats.sent(len);
+            if self.lifecycle == Lifecycle::Opening {
+                self.aside().deferred.push(Arc::clone(message));
+                continue;
+            }
+            let prepared = message.prepare_for(encoding, &state.config.protocol.deflate);
+            if !self.queue(prepared, len) {
+                self.unreserve(len);
+            }
+            wrote = true;
+        }
+        wrote
+    }
+
     /// Writes the connection's queue until it is empty or the transport pushes
     /// back; gives back the reservations of what left. An error (or a write of
     /// nothing) means the connection is gone.
