@@ -113,6 +113,13 @@ impl ConnTable {
         }
     }
 
+    /// Whether `slot` is listed for this turn's flush.
+    pub(crate) fn is_dirty(&self, slot: usize) -> bool {
+        self.dirty_bits
+            .get(slot / 64)
+            .is_some_and(|w| w & (1u64 << (slot % 64)) != 0)
+    }
+
     /// Takes the slots to flush; give the vector back with [`ConnTable::restore_dirty`].
     pub(crate) fn take_dirty(&mut self) -> Vec<usize> {
         let dirty = std::mem::take(&mut self.dirty);
@@ -184,8 +191,10 @@ mod tests {
         t.mark_dirty(a);
         t.mark_dirty(a);
         t.mark_dirty(7);
+        assert!(t.is_dirty(a) && !t.is_dirty(7) && !t.is_dirty(1000));
         let d = t.take_dirty();
         assert_eq!(d, vec![a]);
+        assert!(!t.is_dirty(a), "the take clears the mark");
         t.mark_dirty(a);
         t.restore_dirty(d);
         assert_eq!(t.take_dirty(), vec![a], "marked again after the take");

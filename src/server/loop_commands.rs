@@ -72,6 +72,16 @@ impl EventLoop {
     /// once per message (as uWebSockets drains a topic's messages per
     /// subscriber). Each subscriber still gets them in order, and no other
     /// command came between them, so no one can tell.
+    ///
+    /// A subscriber that owed nothing and was not yet listed for the turn's
+    /// flush is written at once, as uWebSockets writes each subscriber's
+    /// share in its drain: its queue is then still in cache and goes back
+    /// to the stock for the next subscriber, where at the end of the turn
+    /// thousands of queues would be fetched again. It is listed all the
+    /// same, so the flush (with nothing left to write) still reports a
+    /// drain, resumes reads and moves a closing connection on, and any
+    /// later delivery this turn waits for that flush: at most two writes a
+    /// turn.
     fn deliver_publish_run(&mut self, now: Instant) {
         if self.publish_run.is_empty() {
             return;
@@ -92,11 +102,17 @@ impl EventLoop {
         }
         if let Some(topic) = publish_topic.take() {
             for &slot in topics.subscribers(&topic) {
+                let listed = conns.is_dirty(slot);
                 let Some(c) = conns.get_mut(slot) else {
                     continue;
                 };
+                let idle = !listed && c.owed() == 0;
                 if !c.deliver_run(publish_run, state, stats, now) {
                     continue;
+                }
+                if idle && c.proto.is_open() {
+                    // An error is met again, and dealt with, by the flush.
+                    let _ = c.write_out();
                 }
                 conns.mark_dirty(slot);
             }
