@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use super::command::Command;
 use super::conn_inner::ConnInner;
-use super::prepared::prepare;
+use super::lent_queue;
+use super::prepared::{prepare, Prepared};
 use super::send_status::Refused;
 
 /// The most payload a control frame (ping, pong, close) may carry.
@@ -106,8 +107,10 @@ impl Conn {
     }
 
     fn send_prepared(&self, kind: MessageKind, data: Cow<'_, [u8]>) -> SendStatus {
-        let len = data.len();
-        self.reserve_then(len, |accounted| {
+        if lent_queue::is_lent(self.inner.id) {
+            return self.send_lent(kind, data);
+        }
+        self.reserve_then(data.len(), |accounted| {
             let opts = &self.server.config.protocol.deflate;
             Command::Send {
                 id: self.inner.id,
@@ -117,16 +120,53 @@ impl Conn {
         })
     }
 
+    /// An inline handler's send to the connection it was called for, whose
+    /// queue the loop lent this thread (see `lent_queue`): straight into
+    /// the queue when nothing sent before still waits, else as any send.
+    #[inline(always)]
+    fn send_lent(&self, kind: MessageKind, data: Cow<'_, [u8]>) -> SendStatus {
+        let accounted = data.len();
+        let buffered = match self.reserve(accounted) {
+            Ok(buffered) => buffered,
+            Err(status) => return status,
+        };
+        let id = self.inner.id;
+        let opts = &self.server.config.protocol.deflate;
+        let message = match prepare(kind, data, self.inner.encoding, opts) {
+            Prepared::Frame(frame) => match self.server.push_reply(id, frame, accounted) {
+                Ok(()) => return SendStatus::Buffered(buffered),
+                Err(frame) => Prepared::Frame(frame),
+            },
+            other => other.into_owned(),
+        };
+        self.command(Command::Send {
+            id,
+            message,
+            accounted,
+        });
+        SendStatus::Buffered(buffered)
+    }
+
     /// Reserves `len` bytes under the cap and hands the loop the command
     /// made for them, or applies the backpressure policy.
     fn reserve_then(&self, len: usize, command: impl FnOnce(usize) -> Command) -> SendStatus {
-        let server = &*self.server;
-        match self.inner.reserve(len, &server.config, &server.stats) {
+        match self.reserve(len) {
             Ok(buffered) => {
                 self.command(command(len));
                 SendStatus::Buffered(buffered)
             }
-            Err(refused) => {
+            Err(status) => status,
+        }
+    }
+
+    /// Reserves `len` bytes under the cap (what is buffered then), or
+    /// applies the backpressure policy and says what became of the send.
+    #[inline(always)]
+    fn reserve(&self, len: usize) -> Result<usize, SendStatus> {
+        let server = &*self.server;
+        self.inner
+            .reserve(len, &server.config, &server.stats)
+            .map_err(|refused| {
                 if refused == Refused::MustClose {
                     self.command(Command::Close {
                         id: self.inner.id,
@@ -135,8 +175,7 @@ impl Conn {
                     });
                 }
                 refused.status()
-            }
-        }
+            })
     }
 
     /// Sends a ping. Its payload may carry at most 125 bytes (RFC 6455

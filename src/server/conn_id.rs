@@ -15,9 +15,9 @@ impl ConnId {
     /// Loops per server that an id can name.
     pub(crate) const MAX_LOOPS: usize = 1 << 8;
 
-    pub(crate) fn new(loop_index: usize, slot: usize, generation: u32) -> ConnId {
+    pub(crate) const fn new(loop_index: usize, slot: usize, generation: u32) -> ConnId {
         debug_assert!(slot < Self::MAX_SLOTS && loop_index < Self::MAX_LOOPS);
-        ConnId(u64::from(generation) << 32 | (loop_index as u64) << 24 | slot as u64)
+        ConnId((generation as u64) << 32 | (loop_index as u64) << 24 | slot as u64)
     }
 
     pub(crate) fn loop_index(self) -> usize {

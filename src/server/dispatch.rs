@@ -266,7 +266,9 @@ impl Dispatcher {
         }
         match self {
             // What an inline handler sends waits in this loop thread's own
-            // list (see `mailbox`) and is queued as soon as it returns.
+            // list (see `mailbox`) and is queued as soon as it returns; a
+            // reply to a message's own connection goes straight into its
+            // queue (see `lent_queue`).
             Dispatcher::Inline {
                 handler, server, ..
             } => handle_event(&**handler, server, event),
@@ -281,6 +283,11 @@ impl Dispatcher {
                 batches[worker].push(event)
             }
         }
+    }
+
+    /// Whether the handler runs on the loop thread.
+    pub(crate) fn is_inline(&self) -> bool {
+        matches!(self, Dispatcher::Inline { .. })
     }
 
     /// Whether this turn's batches hold enough message bytes to be handed

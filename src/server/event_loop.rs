@@ -23,8 +23,10 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
 use super::command::Command;
+use super::conn_inner::ConnInner;
 use super::conn_table::ConnTable;
 use super::dispatch::{Dispatcher, WorkerEvent};
+use super::lent_queue::LentQueue;
 use super::lifecycle::Lifecycle;
 use super::mailbox;
 use super::out_queue::{self, QueueSink};
@@ -473,8 +475,7 @@ impl EventLoop {
                         crate::buffer_pool::give(data);
                         continue;
                     }
-                    self.dispatcher
-                        .dispatch(slot, WorkerEvent::Message(inner, Message::new(kind, data)));
+                    self.dispatch_message(slot, inner, Message::new(kind, data));
                 }
                 Some(Event::Close(frame)) => {
                     let (code, reason) = (frame.code, frame.reason.to_string());
@@ -651,6 +652,27 @@ impl EventLoop {
                 continue;
             }
             c.start_close(code::GOING_AWAY, "server shutting down", now);
+            self.conns.mark_dirty(slot);
+        }
+    }
+
+    /// Hands a message to the handler. Inline, the connection's queue is
+    /// lent to this thread for the call (see `lent_queue`), so the
+    /// handler's replies to it go straight in.
+    fn dispatch_message(&mut self, slot: usize, inner: Arc<ConnInner>, message: Message) {
+        let id = inner.id;
+        let event = WorkerEvent::Message(inner, message);
+        if !self.dispatcher.is_inline() {
+            return self.dispatcher.dispatch(slot, event);
+        }
+        let Some(c) = self.conns.get_mut(slot).filter(|c| c.takes_messages()) else {
+            return self.dispatcher.dispatch(slot, event);
+        };
+        let lent = LentQueue::lend(id, &mut c.out);
+        self.dispatcher.dispatch(slot, event);
+        let (messages, bytes) = lent.give_back();
+        if messages > 0 {
+            self.stats.sent_many(messages, bytes);
             self.conns.mark_dirty(slot);
         }
     }

@@ -11,7 +11,9 @@
 //! only the wake-up waits, and for no longer than the batch.
 //!
 //! A loop's commands to itself (what an inline handler sends, on_open's
-//! `Opened`, a relay's publish) skip the channel: they wait in the loop
+//! `Opened`, a relay's publish) skip the channel (and an inline handler's
+//! reply to the connection it was called for skips the command too: see
+//! `lent_queue`): they wait in the loop
 //! thread's own list ([`take_own`]) with no atomics, no channel blocks and
 //! no wake-up, and the loop carries them out before anything in its channel.
 //! That keeps every order the channel kept: a command is kept on the thread
@@ -29,6 +31,8 @@ use mio::Waker;
 use super::command::Command;
 use super::command_queue::{CommandQueue, Pushed};
 use super::conn_inner::ConnInner;
+use super::lent_queue;
+use super::out_queue::Outgoing;
 use super::ConnId;
 
 /// One event loop's gauges ([`ServerHandle::loop_gauges`](super::ServerHandle::loop_gauges)).
@@ -100,6 +104,23 @@ impl Mailbox {
         if self.commands.push(cmd) == Pushed::QueuedWake && !DeferredWakes::defer(self.index) {
             self.wake();
         }
+    }
+
+    /// Queues a reply to connection `id` straight into its queue when the
+    /// loop lent it to this thread for a handler call (see `lent_queue`)
+    /// and nothing this thread sent before still waits here (its own list
+    /// and the channel are empty), so the reply cannot pass any of it;
+    /// gives the frame back otherwise.
+    pub(crate) fn push_reply(
+        &self,
+        id: ConnId,
+        frame: Outgoing,
+        accounted: usize,
+    ) -> Result<(), Outgoing> {
+        // A queue lent for `id` means this is `id`'s loop, this mailbox's.
+        lent_queue::push(id, frame, accounted, || {
+            self.commands.is_empty() && !own_pending()
+        })
     }
 
     fn wake(&self) {

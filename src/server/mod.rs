@@ -70,6 +70,7 @@ mod event_loop;
 pub mod fuzzing;
 mod handler;
 mod ip_limits;
+mod lent_queue;
 mod lifecycle;
 mod loop_accept;
 mod loop_commands;

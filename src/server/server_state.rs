@@ -12,6 +12,7 @@ use super::command::Command;
 use super::conn_inner::ConnInner;
 use super::ip_limits::IpLimits;
 use super::mailbox::Mailbox;
+use super::out_queue::Outgoing;
 use super::prepared::PreparedMessage;
 use super::topic_interest::TopicInterest;
 use super::{Config, ConnId, Stats};
@@ -40,6 +41,20 @@ impl ServerState {
     pub(crate) fn command(&self, id: ConnId, cmd: Command) {
         if let Some(mailbox) = self.mailboxes.get(id.loop_index()) {
             mailbox.push(cmd);
+        }
+    }
+
+    /// Queues a reply to `id` straight into its lent queue (see
+    /// [`Mailbox::push_reply`](super::mailbox::Mailbox::push_reply)), or gives the frame back.
+    pub(crate) fn push_reply(
+        &self,
+        id: ConnId,
+        frame: Outgoing,
+        accounted: usize,
+    ) -> Result<(), Outgoing> {
+        match self.mailboxes.get(id.loop_index()) {
+            Some(mailbox) => mailbox.push_reply(id, frame, accounted),
+            None => Err(frame),
         }
     }
 

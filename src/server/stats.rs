@@ -240,8 +240,13 @@ impl LoopStats {
     }
 
     pub(crate) fn sent(&mut self, len: usize) {
-        self.messages_out += 1;
-        self.bytes_out += len as u64;
+        self.sent_many(1, len);
+    }
+
+    /// `messages` sent, `bytes` of payload in all.
+    pub(crate) fn sent_many(&mut self, messages: usize, bytes: usize) {
+        self.messages_out += messages as u64;
+        self.bytes_out += bytes as u64;
     }
 
     /// Adds the tallies to `stats` and starts again from zero.
