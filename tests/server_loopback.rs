@@ -412,12 +412,11 @@ fn publish_runs_at_the_cap(policy: BackpressurePolicy) {
     cfg.max_buffered = 64 * 1024;
     cfg.backpressure = policy;
     cfg.protocol.close_timeout = Duration::from_millis(300);
-    // Filling the kernel's buffers takes a debug build over 30 s, and
-    // neither client sends: no keep-alive pings in the middle of the data.
+    // Neither client sends, and the stalled one would not answer a ping:
+    // no keep-alive pings or idle closes in the middle of the data.
     cfg.protocol.ping_interval = None;
     cfg.protocol.idle_timeout = None;
     let server = Server::start_arc(cfg, registry.clone()).unwrap();
-    let started = Instant::now();
     let mut stalled = stalled_client(server.local_addr());
     let mut healthy = Client::connect(server.local_addr()).unwrap();
     wait_until("opens", || registry.conns.lock().unwrap().len() == 2);
@@ -466,29 +465,37 @@ fn publish_runs_at_the_cap(policy: BackpressurePolicy) {
             assert_eq!(server.stats().closed_backpressure, 1);
         }
         BackpressurePolicy::Drop => {
-            // Read everything; once nothing is left to write, a marker
-            // (which fits) follows the last message the server took.
-            let (mut got, mut marker_sent) = (Vec::new(), false);
-            loop {
-                if !marker_sent && slow.buffered_amount() == 0 {
-                    assert!(server.publish("t", MessageKind::Binary, b"!", None));
-                    assert_eq!(healthy.recv().unwrap(), Ev::Binary(b"!".to_vec()));
-                    marker_sent = true;
+            // Another thread reads everything while this one waits for the
+            // server to have nothing left to write; then a marker (which
+            // fits) follows the last message the server took. Checking the
+            // buffered amount between reads would race: the client can read
+            // the last bytes before the server has counted them written.
+            stalled
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let reader = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    let (opcode, payload) = read_frame(&mut stalled);
+                    assert_eq!(
+                        opcode,
+                        2,
+                        "after {:?}: {:?}",
+                        got.last(),
+                        &payload[..payload.len().min(16)]
+                    );
+                    if payload == b"!" {
+                        return got;
+                    }
+                    got.push(u32::from_be_bytes(payload[..4].try_into().unwrap()));
                 }
-                let (opcode, payload) = read_frame(&mut stalled);
-                assert_eq!(
-                    opcode,
-                    2,
-                    "after {:?}: {:?} at {:?}",
-                    got.last(),
-                    &payload[..payload.len().min(16)],
-                    started.elapsed()
-                );
-                if payload == b"!" {
-                    break;
-                }
-                got.push(u32::from_be_bytes(payload[..4].try_into().unwrap()));
-            }
+            });
+            wait_until("the stalled subscriber drained", || {
+                slow.buffered_amount() == 0
+            });
+            assert!(server.publish("t", MessageKind::Binary, b"!", None));
+            assert_eq!(healthy.recv().unwrap(), Ev::Binary(b"!".to_vec()));
+            let got = reader.join().unwrap();
             assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, once each");
             let dropped = server.stats().dropped_backpressure;
             assert!(dropped > 0);
