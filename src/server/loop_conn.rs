@@ -11,7 +11,7 @@ use super::aside::Aside;
 use super::conn_inner::ConnInner;
 use super::lifecycle::Lifecycle;
 use super::out_queue::{OutQueue, QueueSink, MAX_IOVECS};
-use super::prepared::{Prepared, PreparedMessage};
+use super::prepared::{Encoding, Prepared, PreparedMessage};
 use super::rate_limit::ConnLimits;
 use super::send_status::Refused;
 use super::server_state::ServerState;
@@ -195,17 +195,8 @@ impl LoopConn {
         let len = message.len();
         match inner.reserve(len, &state.config, &state.stats) {
             Ok(_) => {
-                stats.sent(len);
                 let encoding = inner.encoding;
-                if self.lifecycle == Lifecycle::Opening {
-                    self.aside().deferred.push(Arc::clone(message));
-                    return false;
-                }
-                let prepared = message.prepare_for(encoding, &state.config.protocol.deflate);
-                if !self.queue(prepared, len) {
-                    self.unreserve(len);
-                }
-                true
+                self.queue_reserved(message, encoding, state, stats)
             }
             Err(Refused::MustClose) => {
                 self.start_close(code::POLICY_VIOLATION, "send buffer full", now);
@@ -258,18 +249,33 @@ impl LoopConn {
                 self.unreserve(len);
                 continue;
             }
-            stats.sent(len);
-            if self.lifecycle == Lifecycle::Opening {
-                self.aside().deferred.push(Arc::clone(message));
-                continue;
-            }
-            let prepared = message.prepare_for(encoding, &state.config.protocol.deflate);
-            if !self.queue(prepared, len) {
-                self.unreserve(len);
-            }
-            wrote = true;
+            wrote |= self.queue_reserved(message, encoding, state, stats);
         }
         wrote
+    }
+
+    /// Queues a message whose bytes are already reserved: counts it, holds
+    /// it back while the connection is still opening (`on_open` goes
+    /// first), and gives the reservation back if it cannot be queued; true
+    /// when there is something to write.
+    fn queue_reserved(
+        &mut self,
+        message: &Arc<PreparedMessage>,
+        encoding: Encoding,
+        state: &ServerState,
+        stats: &mut LoopStats,
+    ) -> bool {
+        let len = message.len();
+        stats.sent(len);
+        if self.lifecycle == Lifecycle::Opening {
+            self.aside().deferred.push(Arc::clone(message));
+            return false;
+        }
+        let prepared = message.prepare_for(encoding, &state.config.protocol.deflate);
+        if !self.queue(prepared, len) {
+            self.unreserve(len);
+        }
+        true
     }
 
     /// Writes the connection's queue until it is empty or the transport pushes
