@@ -326,16 +326,7 @@ fn backpressure(policy: BackpressurePolicy) {
     let stalled = stalled_client(server.local_addr());
     let mut healthy = Client::connect(server.local_addr()).unwrap();
     wait_until("opens", || registry.conns.lock().unwrap().len() == 2);
-    // The stalled socket's connection, found by address (the opens race).
-    let stalled_addr = stalled.local_addr().unwrap();
-    let slow = registry
-        .conns
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|c| c.peer_addr() == Some(stalled_addr))
-        .unwrap()
-        .clone();
+    let slow = registry.conn_from(stalled.local_addr().unwrap());
     let chunk = vec![7u8; 64 * 1024];
     let mut dropped = None;
     for i in 0..10_000 {
@@ -420,15 +411,7 @@ fn publish_runs_at_the_cap(policy: BackpressurePolicy) {
     let mut stalled = stalled_client(server.local_addr());
     let mut healthy = Client::connect(server.local_addr()).unwrap();
     wait_until("opens", || registry.conns.lock().unwrap().len() == 2);
-    let stalled_addr = stalled.local_addr().unwrap();
-    let slow = registry
-        .conns
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|c| c.peer_addr() == Some(stalled_addr))
-        .unwrap()
-        .clone();
+    let slow = registry.conn_from(stalled.local_addr().unwrap());
     for c in registry.conns.lock().unwrap().iter() {
         assert!(c.subscribe("t"));
     }

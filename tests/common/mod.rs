@@ -468,6 +468,20 @@ pub struct Registry {
     pub drains: std::sync::atomic::AtomicUsize,
 }
 
+impl Registry {
+    /// The opened connection whose peer is `peer`: found by address, as
+    /// connections from several clients open in either order.
+    pub fn conn_from(&self, peer: SocketAddr) -> sockwave::server::Conn {
+        self.conns
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|c| c.peer_addr() == Some(peer))
+            .expect("no connection from that address")
+            .clone()
+    }
+}
+
 impl sockwave::server::Handler for Registry {
     fn on_open(&self, conn: &sockwave::server::Conn, _req: &sockwave::protocol::Request) {
         self.conns.lock().unwrap().push(conn.clone());
