@@ -309,6 +309,8 @@ fn stalled_client(addr: std::net::SocketAddr) -> TcpStream {
     sock.set_recv_buffer_size(4096).unwrap();
     sock.connect(&addr.into()).unwrap();
     let mut s: TcpStream = sock.into();
+    // A read that waits for what never comes fails the test, not CI's clock.
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(format!("{UPGRADE}\r\n").as_bytes()).unwrap();
     let mut buf = [0u8; 1024];
     let n = s.read(&mut buf).unwrap();
@@ -453,9 +455,6 @@ fn publish_runs_at_the_cap(policy: BackpressurePolicy) {
             // fits) follows the last message the server took. Checking the
             // buffered amount between reads would race: the client can read
             // the last bytes before the server has counted them written.
-            stalled
-                .set_read_timeout(Some(Duration::from_secs(20)))
-                .unwrap();
             let reader = std::thread::spawn(move || {
                 let mut got = Vec::new();
                 loop {
