@@ -10,7 +10,7 @@
 //!
 //! Order is the own list's: a send goes into the lent queue only while
 //! nothing this thread sent before is still waiting (its own list and its
-//! loop's channel are empty; see [`Mailbox::push_reply`](super::mailbox::Mailbox::push_reply)),
+//! loop's channel are empty; see [`ServerState::push_reply`](super::server_state::ServerState::push_reply)),
 //! so everything it sent earlier is in a queue already. Once anything waits,
 //! sends take the command path behind it.
 

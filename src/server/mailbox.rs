@@ -31,8 +31,6 @@ use mio::Waker;
 use super::command::Command;
 use super::command_queue::{CommandQueue, Pushed};
 use super::conn_inner::ConnInner;
-use super::lent_queue;
-use super::out_queue::Outgoing;
 use super::ConnId;
 
 /// One event loop's gauges ([`ServerHandle::loop_gauges`](super::ServerHandle::loop_gauges)).
@@ -106,21 +104,11 @@ impl Mailbox {
         }
     }
 
-    /// Queues a reply to connection `id` straight into its queue when the
-    /// loop lent it to this thread for a handler call (see `lent_queue`)
-    /// and nothing this thread sent before still waits here (its own list
-    /// and the channel are empty), so the reply cannot pass any of it;
-    /// gives the frame back otherwise.
-    pub(crate) fn push_reply(
-        &self,
-        id: ConnId,
-        frame: Outgoing,
-        accounted: usize,
-    ) -> Result<(), Outgoing> {
-        // A queue lent for `id` means this is `id`'s loop, this mailbox's.
-        lent_queue::push(id, frame, accounted, || {
-            self.commands.is_empty() && !own_pending()
-        })
+    /// Whether nothing this thread sent to this loop still waits: neither
+    /// its own list nor the channel holds a command. Then a reply that
+    /// goes straight into a lent queue (see `lent_queue`) passes nothing.
+    pub(crate) fn nothing_waits(&self) -> bool {
+        self.commands.is_empty() && !own_pending()
     }
 
     fn wake(&self) {

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use super::command::Command;
 use super::conn_inner::ConnInner;
 use super::ip_limits::IpLimits;
+use super::lent_queue;
 use super::mailbox::Mailbox;
 use super::out_queue::Outgoing;
 use super::prepared::PreparedMessage;
@@ -44,18 +45,21 @@ impl ServerState {
         }
     }
 
-    /// Queues a reply to `id` straight into its lent queue (see
-    /// [`Mailbox::push_reply`](super::mailbox::Mailbox::push_reply)), or gives the frame back.
+    /// Queues a reply to `id` straight into its queue when the loop lent it
+    /// to this thread for a handler call (see `lent_queue`) and nothing
+    /// this thread sent before still waits ([`Mailbox::nothing_waits`]), so
+    /// the reply cannot pass any of it; gives the frame back otherwise.
     pub(crate) fn push_reply(
         &self,
         id: ConnId,
         frame: Outgoing,
         accounted: usize,
     ) -> Result<(), Outgoing> {
-        match self.mailboxes.get(id.loop_index()) {
-            Some(mailbox) => mailbox.push_reply(id, frame, accounted),
-            None => Err(frame),
-        }
+        // A queue lent for `id` means this thread is `id`'s loop.
+        let Some(mailbox) = self.mailboxes.get(id.loop_index()) else {
+            return Err(frame);
+        };
+        lent_queue::push(id, frame, accounted, || mailbox.nothing_waits())
     }
 
     /// Hands a copy of `cmd` to every loop.
