@@ -8,9 +8,9 @@
 //! it accepts, answers upgrades, carries out commands and acts on deadlines
 //! is in `loop_accept.rs`, `loop_upgrade.rs`, `loop_commands.rs` and
 //! `loop_timers.rs`. The parts it turns are named types: [`ConnTable`] (slots and generations),
-//! [`LoopConn`] and its [`Lifecycle`], [`OutQueue`](super::out_queue::OutQueue),
+//! [`LoopConn`](super::loop_conn::LoopConn) and its [`Lifecycle`], [`OutQueue`](super::out_queue::OutQueue),
 //! [`Timers`], [`Topics`], [`Dispatcher`], the [`Transport`] under each
-//! connection, and [`decide`] for the upgrade. Every end of a connection
+//! connection, and [`decide`](super::upgrade::decide) for the upgrade. Every end of a connection
 //! goes through [`EventLoop::end`].
 
 use std::io;
