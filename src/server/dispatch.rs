@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use super::batch_vectors::BatchVectors;
 use super::command::Command;
 use super::conn_inner::ConnInner;
 use super::mailbox::DeferredWakes;
@@ -107,6 +108,8 @@ pub(crate) struct Batch {
     events: Vec<WorkerEvent>,
     /// The loop that sent it (its mailbox counts the batches out at workers).
     from: usize,
+    /// Where `events`, emptied, goes back to that loop.
+    vectors: Arc<BatchVectors<WorkerEvent>>,
 }
 
 /// The worker threads' inboxes, shared by every loop.
@@ -159,10 +162,12 @@ fn run_worker(rx: Receiver<Batch>, handler: Arc<dyn Handler>, server: Arc<Server
         }
         // The loops this batch's replies go to are woken once, at its end.
         let wakes = DeferredWakes::begin(&server.mailboxes);
-        for event in batch.events {
+        let mut events = batch.events;
+        for event in events.drain(..) {
             handle_event(&*handler, &server, event);
         }
         drop(wakes);
+        batch.vectors.give(events);
         if let Some(mailbox) = server.mailboxes.get(batch.from) {
             mailbox.batch_done();
         }
@@ -224,6 +229,8 @@ pub(crate) enum Dispatcher {
         loops: usize,
         /// Where this loop's mailbox counts its batches out at workers.
         server: Arc<ServerState>,
+        /// The batches' vectors, given back by the workers.
+        vectors: Arc<BatchVectors<WorkerEvent>>,
     },
 }
 
@@ -249,6 +256,7 @@ impl Dispatcher {
             loop_index,
             loops,
             server: Arc::clone(server),
+            vectors: Arc::new(BatchVectors::new()),
         }
     }
 
@@ -333,6 +341,15 @@ impl Dispatcher {
         }
     }
 
+    /// Frees the batch vectors the workers gave back that no turn took for
+    /// a second; how many are still kept.
+    pub(crate) fn trim(&self) -> usize {
+        match self {
+            Dispatcher::Inline { .. } => 0,
+            Dispatcher::Workers { vectors, .. } => vectors.trim(),
+        }
+    }
+
     /// Sends this turn's batches; `at` is when the turn read their events.
     pub(crate) fn flush(&mut self, at: Instant) {
         if let Dispatcher::Workers {
@@ -341,6 +358,7 @@ impl Dispatcher {
             batch_bytes,
             loop_index,
             server,
+            vectors,
             ..
         } = self
         {
@@ -350,12 +368,14 @@ impl Dispatcher {
                 if !batch.is_empty() {
                     // Blocks when the worker is far behind: this loop then stops
                     // reading, which pushes back on its clients through TCP.
-                    let events = std::mem::take(batch);
+                    // A vector a worker gave back takes the batch's place.
+                    let events = std::mem::replace(batch, vectors.take());
                     mailbox.batch_sent();
                     let sent = inbox.send(Batch {
                         at,
                         events,
                         from: *loop_index,
+                        vectors: Arc::clone(vectors),
                     });
                     if sent.is_err() {
                         mailbox.batch_done();

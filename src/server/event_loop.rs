@@ -238,7 +238,8 @@ impl EventLoop {
         self.next_trim = now + CACHE_TRIM_EVERY;
         let kept = out_queue::trim_spares()
             + crate::protocol::conn::trim_spares()
-            + crate::buffer_pool::kept();
+            + crate::buffer_pool::kept()
+            + self.dispatcher.trim();
         self.trim_wake = (kept > 0).then_some(self.next_trim);
     }
 

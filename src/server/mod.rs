@@ -57,6 +57,7 @@
 //! | `upgrade.rs` | the upgrade decision, a pure function of config, handler, request and load |
 
 mod aside;
+mod batch_vectors;
 mod command;
 mod command_queue;
 mod config;
