@@ -11,30 +11,41 @@
 /// thread the returned phase through.
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
+    let next_phase = (phase + buf.len()) & 3;
     let key = rotate_key(key, phase);
     let word = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
     ]);
     // Four words per step: LLVM turns this into SIMD xors on x86_64 and
     // aarch64. The words are read and written unaligned, which costs those
-    // targets nothing; a short message (20 bytes: two words and four bytes)
-    // is then mostly words, not bytes.
-    let mut blocks = buf.chunks_exact_mut(32);
-    for block in &mut blocks {
+    // targets nothing; a short message (20 bytes: two words and a half) is
+    // then words, not bytes. Slices are stepped through by hand: the
+    // iterators' setup cost a short message more than its xors did.
+    let mut rest = buf;
+    while rest.len() >= 32 {
+        let (block, tail) = rest.split_at_mut(32);
         for lane in block.chunks_exact_mut(8) {
             xor_word(lane, word);
         }
+        rest = tail;
     }
-    let mut lanes = blocks.into_remainder().chunks_exact_mut(8);
-    for lane in &mut lanes {
+    while rest.len() >= 8 {
+        let (lane, tail) = rest.split_at_mut(8);
         xor_word(lane, word);
+        rest = tail;
     }
     // Every byte before the tail (0-7 bytes) was a whole number of keys: the
     // tail starts at the key's first byte, as the word does.
-    for (b, k) in lanes.into_remainder().iter_mut().zip(word.to_ne_bytes()) {
+    if rest.len() >= 4 {
+        let (half, tail) = rest.split_at_mut(4);
+        let v = u32::from_ne_bytes(half.try_into().expect("4 bytes")) ^ u32::from_ne_bytes(key);
+        half.copy_from_slice(&v.to_ne_bytes());
+        rest = tail;
+    }
+    for (b, k) in rest.iter_mut().zip(key) {
         *b ^= k;
     }
-    (phase + buf.len()) & 3
+    next_phase
 }
 
 #[inline(always)]
