@@ -64,6 +64,17 @@ pub(crate) enum WorkerEvent {
 /// gained less.
 const HAND_OFF_BYTES: usize = 256 * 1024;
 
+/// Events a loop's batches hold before it hands them to the workers in the
+/// middle of a turn, however small their messages: each event has state of
+/// its own on both threads (the event, its message's buffer, the reply's
+/// command and frame, about 200 bytes), which the byte count above does not
+/// see. At 100 connections × 20 B × 16 in flight a turn held 1,600 events
+/// in one batch; handed over 512 at a time, the worker finds them still in
+/// cache: +6% messages/s (8 interleaved rounds, median of the rounds'
+/// ratios; 7 of 8 ahead), +2-5% at 1,000 connections × 20 B and 100 × 128 B.
+/// Larger messages reach the byte count first and are unchanged.
+const HAND_OFF_EVENTS: usize = 512;
+
 /// The handle a handler is lent for one call, made without touching the
 /// server's reference count. A `Conn` built per event cloned the server's
 /// `Arc`, and its drop on the worker gave it back: two atomic operations per
@@ -221,6 +232,8 @@ pub(crate) enum Dispatcher {
         batches: Vec<Vec<WorkerEvent>>,
         /// Message bytes in `batches`.
         batch_bytes: usize,
+        /// Events in `batches`.
+        batch_events: usize,
         /// Per worker, `on_open` calls handed to it whose `Opened` the loop
         /// has not taken yet.
         opens_waiting: Vec<usize>,
@@ -250,6 +263,7 @@ impl Dispatcher {
         }
         Dispatcher::Workers {
             batch_bytes: 0,
+            batch_events: 0,
             batches: (0..inboxes.len()).map(|_| Vec::new()).collect(),
             opens_waiting: vec![0; inboxes.len()],
             inboxes,
@@ -283,11 +297,13 @@ impl Dispatcher {
             Dispatcher::Workers {
                 batches,
                 batch_bytes,
+                batch_events,
                 ..
             } => {
                 if let WorkerEvent::Message(_, m) = &event {
                     *batch_bytes += m.as_bytes().len();
                 }
+                *batch_events += 1;
                 batches[worker].push(event)
             }
         }
@@ -298,10 +314,12 @@ impl Dispatcher {
         matches!(self, Dispatcher::Inline { .. })
     }
 
-    /// Whether this turn's batches hold enough message bytes to be handed
-    /// to the workers before the loop reads on (see `EventLoop::hand_off`).
+    /// Whether this turn's batches hold enough message bytes or events to
+    /// be handed to the workers before the loop reads on (see
+    /// `EventLoop::hand_off`).
     pub(crate) fn wants_hand_off(&self) -> bool {
-        matches!(self, Dispatcher::Workers { batch_bytes, .. } if *batch_bytes >= HAND_OFF_BYTES)
+        matches!(self, Dispatcher::Workers { batch_bytes, batch_events, .. }
+            if *batch_bytes >= HAND_OFF_BYTES || *batch_events >= HAND_OFF_EVENTS)
     }
 
     /// Whether the connection in `slot` may have its request head read now:
@@ -356,6 +374,7 @@ impl Dispatcher {
             inboxes,
             batches,
             batch_bytes,
+            batch_events,
             loop_index,
             server,
             vectors,
@@ -363,6 +382,7 @@ impl Dispatcher {
         } = self
         {
             *batch_bytes = 0;
+            *batch_events = 0;
             let mailbox = &server.mailboxes[*loop_index];
             for (inbox, batch) in inboxes.iter().zip(batches.iter_mut()) {
                 if !batch.is_empty() {
@@ -481,7 +501,7 @@ mod tests {
     }
 
     #[test]
-    fn a_turn_hands_its_batch_over_once_it_holds_enough_message_bytes() {
+    fn a_turn_hands_its_batch_over_once_it_holds_enough_message_bytes_or_events() {
         let poll = mio::Poll::new().unwrap();
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
         let mailbox = crate::server::mailbox::Mailbox::new(0, waker, 0);
@@ -506,6 +526,18 @@ mod tests {
         d.flush(Instant::now());
         assert!(!d.wants_hand_off(), "a flush starts the count again");
         assert_eq!(rx.try_recv().unwrap().events.len(), dispatched);
+
+        // Small messages: handed over by their number.
+        let small = || Message::new(crate::protocol::MessageKind::Binary, vec![0; 20]);
+        let mut dispatched = 0;
+        while !d.wants_hand_off() {
+            d.dispatch(0, WorkerEvent::Message(Arc::clone(&inner), small()));
+            dispatched += 1;
+        }
+        assert_eq!(dispatched, HAND_OFF_EVENTS);
+        d.flush(Instant::now());
+        assert!(!d.wants_hand_off());
+        assert_eq!(rx.try_recv().unwrap().events.len(), HAND_OFF_EVENTS);
 
         let inline = Dispatcher::new(
             Arc::new(crate::server::Echo),

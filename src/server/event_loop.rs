@@ -217,7 +217,8 @@ impl EventLoop {
     /// and queues what they sent back, before reading on. A turn that reads
     /// megabytes (1,000 connections x 16 KiB) and hands them over at its end
     /// leaves the worker and then the loop's writes to find every message
-    /// out of cache; in slices of `HAND_OFF_BYTES`, each is read, handled
+    /// out of cache; in slices of `HAND_OFF_BYTES` (or `HAND_OFF_EVENTS`
+    /// small messages), each is read, handled
     /// and queued while it is still there. Where the worker shares this
     /// core, the yield is what lets it run now; elsewhere it returns at once.
     fn hand_off(&mut self, now: Instant) {
