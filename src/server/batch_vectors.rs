@@ -15,8 +15,9 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-/// Vectors kept: a loop has at most one batch per worker out at a time per
-/// turn, and a turn or two in flight.
+/// Vectors kept: a turn hands each worker a batch at every hand-off (every
+/// 512 events or 256 KiB) and at its end, and the workers give them back as
+/// they finish: a few are cycling at a time.
 const MAX_KEPT: usize = 8;
 /// A vector larger than this (a flood's batch) goes back to malloc.
 const MAX_CAPACITY: usize = 4096;

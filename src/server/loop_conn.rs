@@ -357,7 +357,8 @@ mod tests {
     use crate::server::transport::TcpTransport;
     use crate::server::{Config, ServerHandle};
 
-    /// An open connection with `id`, its upgrade's 101 taken off its queue.
+    /// An open connection with `id`; its upgrade's 101 went to a buffer of
+    /// its own, so its queue starts empty.
     fn open(id: ConnId, now: Instant) -> (LoopConn, std::net::TcpListener) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
