@@ -1,7 +1,9 @@
-//! [`Spares`]: emptied boxes kept per thread for the next user, so state
-//! that exists only while a connection is busy (bytes to write, a message
-//! arriving) costs an idle connection one word and a busy one no
-//! allocation.
+//! [`Spares`]: emptied boxes kept for the next user, so state that exists
+//! only while a connection is busy (bytes to write, a message arriving)
+//! costs an idle connection one word and a busy one no allocation. Most
+//! stocks are per thread ([`Stock`], with [`take`], [`give`] and [`trim`]);
+//! a loop's batch vectors, which its workers give back, share one behind a
+//! lock (`server::batch_vectors`).
 //!
 //! A stock is bounded, and holds what is cycling, not what a burst once
 //! needed: [`trim`] (called by the event loop once a second) frees the boxes
@@ -11,38 +13,55 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
-/// One thread's stock of boxes of one type.
-pub(crate) struct Spares<T> {
-    free: Vec<Box<T>>,
-    /// The fewest boxes held since the last trim: that many went unused.
+/// A stock of emptied items (boxes, vectors) of one type.
+pub(crate) struct Spares<I> {
+    free: Vec<I>,
+    /// The fewest items held since the last trim: that many went unused.
     low: usize,
     max: usize,
 }
 
-/// A thread-local stock.
-pub(crate) type Stock<T> = RefCell<Spares<T>>;
+/// A thread-local stock of boxes.
+pub(crate) type Stock<T> = RefCell<Spares<Box<T>>>;
 
-impl<T> Spares<T> {
-    /// An empty stock that keeps at most `max` boxes.
-    pub(crate) const fn new(max: usize) -> Spares<T> {
+impl<I> Spares<I> {
+    /// An empty stock that keeps at most `max` items.
+    pub(crate) const fn new(max: usize) -> Spares<I> {
         Spares {
             free: Vec::new(),
             low: 0,
             max,
         }
     }
+
+    /// The item given last, if the stock holds one.
+    pub(crate) fn pop(&mut self) -> Option<I> {
+        let item = self.free.pop();
+        self.low = self.low.min(self.free.len());
+        item
+    }
+
+    /// Keeps `item` (emptied by the caller), unless the stock is full.
+    pub(crate) fn push(&mut self, item: I) {
+        if self.free.len() < self.max {
+            self.free.push(item);
+        }
+    }
+
+    /// Frees the items that went unused since the last trim; returns how
+    /// many are still kept.
+    pub(crate) fn trim(&mut self) -> usize {
+        let keep = self.free.len() - self.low.min(self.free.len());
+        self.free.truncate(keep);
+        self.free.shrink_to(keep);
+        self.low = keep;
+        keep
+    }
 }
 
 /// A box from `stock`, or a new one.
 pub(crate) fn take<T: Default>(stock: &'static LocalKey<Stock<T>>) -> Box<T> {
-    stock
-        .with(|s| {
-            let mut s = s.borrow_mut();
-            let b = s.free.pop();
-            s.low = s.low.min(s.free.len());
-            b
-        })
-        .unwrap_or_default()
+    stock.with(|s| s.borrow_mut().pop()).unwrap_or_default()
 }
 
 /// Keeps `boxed` (emptied by the caller) for the next [`take`], unless the
@@ -50,25 +69,13 @@ pub(crate) fn take<T: Default>(stock: &'static LocalKey<Stock<T>>) -> Box<T> {
 pub(crate) fn give<T>(stock: &'static LocalKey<Stock<T>>, boxed: Box<T>) {
     // `try_with`: a box dropped while the thread's locals are being torn
     // down just goes back to malloc.
-    let _ = stock.try_with(|s| {
-        let mut s = s.borrow_mut();
-        if s.free.len() < s.max {
-            s.free.push(boxed);
-        }
-    });
+    let _ = stock.try_with(|s| s.borrow_mut().push(boxed));
 }
 
 /// Frees the boxes that went unused since the last trim; returns how many
 /// are still kept.
 pub(crate) fn trim<T>(stock: &'static LocalKey<Stock<T>>) -> usize {
-    stock.with(|s| {
-        let mut s = s.borrow_mut();
-        let keep = s.free.len() - s.low.min(s.free.len());
-        s.free.truncate(keep);
-        s.free.shrink_to(keep);
-        s.low = keep;
-        keep
-    })
+    stock.with(|s| s.borrow_mut().trim())
 }
 
 #[cfg(test)]

@@ -9,11 +9,14 @@
 //! memory not touched since the last one. Given back, the vector keeps its
 //! capacity and is still warm in cache when the loop fills it again.
 //!
-//! The stock is bounded in count and in each vector's capacity, and holds
-//! what is cycling: [`BatchVectors::trim`] (called by the loop once a second)
-//! frees it when no turn took from it since the last trim.
+//! The stock is a [`Spares`] behind a lock: bounded in count, and holding
+//! what is cycling ([`BatchVectors::trim`], called by the loop once a
+//! second, frees what went unused since the last); a vector past a bound of
+//! its own capacity is not kept.
 
 use std::sync::{Mutex, MutexGuard};
+
+use crate::spares::Spares;
 
 /// Vectors kept: a turn hands each worker a batch at every hand-off (every
 /// 512 events or 256 KiB) and at its end, and the workers give them back as
@@ -24,35 +27,24 @@ const MAX_CAPACITY: usize = 4096;
 
 /// One loop's stock of emptied batch vectors, shared with the workers.
 pub(crate) struct BatchVectors<T> {
-    stock: Mutex<Stock<T>>,
-}
-
-struct Stock<T> {
-    free: Vec<Vec<T>>,
-    /// A turn took a vector since the last trim.
-    taken: bool,
+    stock: Mutex<Spares<Vec<T>>>,
 }
 
 impl<T> BatchVectors<T> {
     pub(crate) fn new() -> BatchVectors<T> {
         BatchVectors {
-            stock: Mutex::new(Stock {
-                free: Vec::new(),
-                taken: false,
-            }),
+            stock: Mutex::new(Spares::new(MAX_KEPT)),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Stock<T>> {
+    fn lock(&self) -> MutexGuard<'_, Spares<Vec<T>>> {
         // Nothing panics under the lock; a poisoned stock is a sound one.
         self.stock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// An empty vector for the next batch: a given-back one, or a new one.
     pub(crate) fn take(&self) -> Vec<T> {
-        let mut stock = self.lock();
-        stock.taken = true;
-        stock.free.pop().unwrap_or_default()
+        self.lock().pop().unwrap_or_default()
     }
 
     /// Keeps `events` (emptied here) for a later [`BatchVectors::take`],
@@ -62,24 +54,13 @@ impl<T> BatchVectors<T> {
         if events.capacity() == 0 || events.capacity() > MAX_CAPACITY {
             return;
         }
-        let mut stock = self.lock();
-        if stock.free.len() < MAX_KEPT {
-            stock.free.push(events);
-        }
+        self.lock().push(events);
     }
 
-    /// Frees the stock when no turn took from it since the last trim;
-    /// returns how many vectors it still keeps.
+    /// Frees the vectors that went unused since the last trim; returns how
+    /// many are still kept.
     pub(crate) fn trim(&self) -> usize {
-        let free = {
-            let mut stock = self.lock();
-            if std::mem::take(&mut stock.taken) {
-                return stock.free.len();
-            }
-            std::mem::take(&mut stock.free)
-        };
-        drop(free);
-        0
+        self.lock().trim()
     }
 }
 
