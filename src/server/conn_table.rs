@@ -120,13 +120,33 @@ impl ConnTable {
             .is_some_and(|w| w & (1u64 << (slot % 64)) != 0)
     }
 
-    /// Takes the slots to flush; give the vector back with [`ConnTable::restore_dirty`].
+    /// Takes the slots to flush, each once; give the vector back with
+    /// [`ConnTable::restore_dirty`]. A slot taken alone earlier in the turn
+    /// ([`ConnTable::take_dirty_slot`]) and not marked again is left out;
+    /// one marked again is listed twice and taken once.
     pub(crate) fn take_dirty(&mut self) -> Vec<usize> {
-        let dirty = std::mem::take(&mut self.dirty);
-        for &slot in &dirty {
-            self.dirty_bits[slot / 64] &= !(1u64 << (slot % 64));
-        }
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let bits = &mut self.dirty_bits;
+        dirty.retain(|&slot| {
+            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+            let marked = bits[word] & bit != 0;
+            bits[word] &= !bit;
+            marked
+        });
         dirty
+    }
+
+    /// Takes `slot` alone out of this turn's flush, to be flushed now: true
+    /// when it was marked.
+    pub(crate) fn take_dirty_slot(&mut self, slot: usize) -> bool {
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        match self.dirty_bits.get_mut(word) {
+            Some(w) if *w & bit != 0 => {
+                *w &= !bit;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Returns the (emptied) vector so its allocation serves the next turn.
@@ -198,5 +218,28 @@ mod tests {
         t.mark_dirty(a);
         t.restore_dirty(d);
         assert_eq!(t.take_dirty(), vec![a], "marked again after the take");
+    }
+
+    #[test]
+    fn a_slot_flushed_early_is_flushed_again_only_if_marked_again() {
+        let mut t = ConnTable::new(0, 4);
+        let (a, b) = (t.insert(conn()).unwrap(), t.insert(conn()).unwrap());
+        t.mark_dirty(a);
+        t.mark_dirty(b);
+        assert!(t.take_dirty_slot(a), "a was marked");
+        assert!(!t.take_dirty_slot(a), "and is taken once");
+        assert!(!t.is_dirty(a));
+        let d = t.take_dirty();
+        assert_eq!(d, vec![b], "the early flush took a out of the turn's");
+        t.restore_dirty(d);
+        t.mark_dirty(a);
+        assert!(t.take_dirty_slot(a));
+        t.mark_dirty(a);
+        assert_eq!(
+            t.take_dirty(),
+            vec![a],
+            "marked again: listed twice, taken once"
+        );
+        assert!(!t.take_dirty_slot(9), "a slot never used");
     }
 }
