@@ -11,6 +11,37 @@
 /// thread the returned phase through.
 #[inline]
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if buf.len() >= WIDE_MIN && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just now.
+        return unsafe { apply_mask_avx2(buf, key, phase) };
+    }
+    apply_mask_words(buf, key, phase)
+}
+
+/// Payloads from this length are masked 32 bytes per instruction where the
+/// CPU has AVX2. The portable build's baseline is SSE2 (16 bytes). The check
+/// of the CPU (a load of std's cached answer) made 128 bytes 8% slower
+/// (criterion `mask/fast`, +0.25 ns), more than the wider xors saved it.
+#[cfg(target_arch = "x86_64")]
+const WIDE_MIN: usize = 256;
+
+/// [`apply_mask_words`] compiled for AVX2: LLVM makes each 32-byte lane a
+/// `vpxor`. Criterion `mask/fast` against the SSE2 build: 1 KiB −21%,
+/// 16 KiB −66%, 1 MiB −53%. An echoed 1 KiB message's unmasking took 310
+/// instructions before (callgrind).
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn apply_mask_avx2(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
+    apply_mask_words(buf, key, phase)
+}
+
+/// [`apply_mask`] for any CPU.
+#[inline(always)]
+fn apply_mask_words(buf: &mut [u8], key: [u8; 4], phase: usize) -> usize {
     let next_phase = (phase + buf.len()) & 3;
     let key = rotate_key(key, phase);
     let word = u64::from_ne_bytes([
@@ -93,8 +124,9 @@ mod tests {
     #[test]
     fn fast_path_equals_reference_for_every_length_alignment_and_phase() {
         let key = [0xa1, 0x02, 0xf3, 0x44];
-        let backing = pattern(64 + 16);
-        for len in 0..=64 {
+        let backing = pattern(320 + 16);
+        // Past WIDE_MIN too, where an AVX2 CPU takes the wide path.
+        for len in 0..=320 {
             for align in 0..16 {
                 for phase in 0..4 {
                     let mut fast = backing.clone();
