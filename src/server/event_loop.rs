@@ -1,8 +1,11 @@
 //! [`EventLoop`]: one loop thread's turn. Poll; accept; read every readable
-//! connection into the one read buffer and run the protocol over it in place;
-//! take the commands other threads sent; fire the timers that are due; write
-//! every connection that has something to say, once; hand the turn's events
-//! to the handler in one batch per worker.
+//! connection into the one read buffer and run the protocol over it in place
+//! (an inline handler's replies are written as soon as their connection is
+//! read; with workers, a turn that reads much hands its batches over in
+//! slices and writes the replies each brings back); take the commands other
+//! threads sent; fire the timers that are due; write every connection that
+//! still has something to say, once; hand the turn's events to the handler
+//! in one batch per worker.
 //!
 //! The loop owns its connections outright (no locks on the data path). How
 //! it accepts, answers upgrades, carries out commands and acts on deadlines
