@@ -105,7 +105,7 @@ impl ConnTable {
     /// Lists `slot` for this turn's flush (once).
     pub(crate) fn mark_dirty(&mut self, slot: usize) {
         if self.slots.get(slot).is_some_and(Option::is_some) {
-            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+            let (word, bit) = dirty_bit(slot);
             if self.dirty_bits[word] & bit == 0 {
                 self.dirty_bits[word] |= bit;
                 self.dirty.push(slot);
@@ -115,9 +115,8 @@ impl ConnTable {
 
     /// Whether `slot` is listed for this turn's flush.
     pub(crate) fn is_dirty(&self, slot: usize) -> bool {
-        self.dirty_bits
-            .get(slot / 64)
-            .is_some_and(|w| w & (1u64 << (slot % 64)) != 0)
+        let (word, bit) = dirty_bit(slot);
+        self.dirty_bits.get(word).is_some_and(|w| w & bit != 0)
     }
 
     /// Takes the slots to flush, each once; give the vector back with
@@ -128,7 +127,7 @@ impl ConnTable {
         let mut dirty = std::mem::take(&mut self.dirty);
         let bits = &mut self.dirty_bits;
         dirty.retain(|&slot| {
-            let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+            let (word, bit) = dirty_bit(slot);
             let marked = bits[word] & bit != 0;
             bits[word] &= !bit;
             marked
@@ -139,7 +138,7 @@ impl ConnTable {
     /// Takes `slot` alone out of this turn's flush, to be flushed now: true
     /// when it was marked.
     pub(crate) fn take_dirty_slot(&mut self, slot: usize) -> bool {
-        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        let (word, bit) = dirty_bit(slot);
         match self.dirty_bits.get_mut(word) {
             Some(w) if *w & bit != 0 => {
                 *w &= !bit;
@@ -156,6 +155,11 @@ impl ConnTable {
             self.dirty = dirty;
         }
     }
+}
+
+/// The word of `dirty_bits` that holds `slot`'s mark, and its bit there.
+fn dirty_bit(slot: usize) -> (usize, u64) {
+    (slot / 64, 1u64 << (slot % 64))
 }
 
 #[cfg(test)]
