@@ -1484,6 +1484,42 @@ fn a_connect_storm_waits_for_on_open_instead_of_piling_requests_up() {
     server.shutdown_and_join();
 }
 
+/// A connect storm whose `on_open` returns at once still opens every
+/// connection: the loop holds request heads while 16 `on_open` calls wait at
+/// the worker, and must read them once the calls come back, in whichever part
+/// of its turn it takes their answers (a turn that took them after releasing
+/// held heads left some connections waiting for an event that never came).
+#[test]
+fn a_connect_storm_with_a_quick_on_open_opens_every_connection() {
+    struct Quick;
+    impl Handler for Quick {
+        fn on_message(&self, _: &Conn, _: Message) {}
+    }
+    const CLIENTS: usize = 400;
+    let mut cfg = config();
+    cfg.threads = 1;
+    cfg.dispatch = Dispatch::Workers(1);
+    let server = Server::start(cfg, Quick).unwrap();
+    let addr = server.local_addr();
+    for round in 0..3 {
+        let mut clients: Vec<TcpStream> = (0..CLIENTS)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(format!("{UPGRADE}\r\n").as_bytes()).unwrap();
+                s
+            })
+            .collect();
+        for (i, s) in clients.iter_mut().enumerate() {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head)
+                .unwrap_or_else(|e| panic!("round {round}, client {i}: no answer ({e})"));
+            assert_eq!(&head, b"HTTP/1.1 101");
+        }
+    }
+    server.shutdown_and_join();
+}
+
 /// Records the scheduling policy of the thread each hook runs on.
 #[derive(Default)]
 struct Policies {

@@ -322,6 +322,11 @@ impl Dispatcher {
             if *batch_bytes >= HAND_OFF_BYTES || *batch_events >= HAND_OFF_EVENTS)
     }
 
+    /// Whether this turn's batches hold any event.
+    pub(crate) fn has_batched(&self) -> bool {
+        matches!(self, Dispatcher::Workers { batch_events, .. } if *batch_events > 0)
+    }
+
     /// Whether the connection in `slot` may have its request head read now:
     /// false while its worker has [`OPENS_WAITING_PER_WORKER`] `on_open`
     /// calls of this loop waiting. The loop is woken when they return.
