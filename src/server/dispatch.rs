@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
-
 use super::batch_vectors::BatchVectors;
 use super::command::Command;
 use super::conn_inner::ConnInner;
 use super::mailbox::DeferredWakes;
 use super::server_state::ServerState;
 use super::stats::micros;
+use super::worker_inbox::{current_cpu, worker_inbox, WorkerInbox, WorkerReceiver};
 use super::{Conn, Dispatch, Handler, Message};
 use crate::latency::LocalHistogram;
 use crate::protocol::close::code;
@@ -124,7 +123,7 @@ pub(crate) struct Batch {
 }
 
 /// The worker threads' inboxes, shared by every loop.
-pub(crate) type WorkerInboxes = Arc<[Sender<Batch>]>;
+pub(crate) type WorkerInboxes = Arc<[WorkerInbox<Batch>]>;
 
 /// Starts the worker threads `dispatch` asks for (none for inline).
 pub(crate) fn spawn_workers(
@@ -140,7 +139,7 @@ pub(crate) fn spawn_workers(
     let mut inboxes = Vec::with_capacity(count);
     let mut threads = Vec::with_capacity(count);
     for w in 0..count {
-        let (tx, rx) = bounded(WORKER_QUEUE_BATCHES);
+        let (inbox, rx) = worker_inbox(WORKER_QUEUE_BATCHES);
         let handler = Arc::clone(handler);
         let server = Arc::clone(server);
         threads.push(
@@ -151,7 +150,7 @@ pub(crate) fn spawn_workers(
                     run_worker(rx, handler, server)
                 })?,
         );
-        inboxes.push(tx);
+        inboxes.push(inbox);
     }
     Ok((inboxes.into(), threads))
 }
@@ -159,9 +158,9 @@ pub(crate) fn spawn_workers(
 /// Runs the handler for each batch of events, until every loop has gone.
 /// How long a batch's messages waited for the worker is measured once per
 /// batch: one clock read, a few shared counters, whatever the batch's size.
-fn run_worker(rx: Receiver<Batch>, handler: Arc<dyn Handler>, server: Arc<ServerState>) {
+fn run_worker(rx: WorkerReceiver<Batch>, handler: Arc<dyn Handler>, server: Arc<ServerState>) {
     let mut waited = LocalHistogram::default();
-    for batch in rx.iter() {
+    while let Some(batch) = rx.next() {
         let messages = batch
             .events
             .iter()
@@ -374,7 +373,10 @@ impl Dispatcher {
     }
 
     /// Sends this turn's batches; `at` is when the turn read their events.
-    pub(crate) fn flush(&mut self, at: Instant) {
+    /// True when one went to a worker that last ran on this thread's CPU:
+    /// it most likely shares the core, and runs only once the loop waits.
+    pub(crate) fn flush(&mut self, at: Instant) -> bool {
+        let mut shares_core = false;
         if let Dispatcher::Workers {
             inboxes,
             batches,
@@ -389,8 +391,11 @@ impl Dispatcher {
             *batch_bytes = 0;
             *batch_events = 0;
             let mailbox = &server.mailboxes[*loop_index];
+            let mut cpu = None;
             for (inbox, batch) in inboxes.iter().zip(batches.iter_mut()) {
                 if !batch.is_empty() {
+                    let here = *cpu.get_or_insert_with(current_cpu);
+                    shares_core |= here.is_some_and(|c| inbox.last_ran_on(c));
                     // Blocks when the worker is far behind: this loop then stops
                     // reading, which pushes back on its clients through TCP.
                     // A vector a worker gave back takes the batch's place.
@@ -408,6 +413,7 @@ impl Dispatcher {
                 }
             }
         }
+        shares_core
     }
 }
 
@@ -511,8 +517,8 @@ mod tests {
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
         let mailbox = crate::server::mailbox::Mailbox::new(0, waker, 0);
         let handle = ServerHandle::detached_with(Config::default(), vec![mailbox]);
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let inboxes: WorkerInboxes = Arc::from(vec![tx]);
+        let (inbox, rx) = worker_inbox(4);
+        let inboxes: WorkerInboxes = Arc::from(vec![inbox]);
         let handler: Arc<dyn Handler> = Arc::new(crate::server::Echo);
         let mut d = Dispatcher::new(handler, inboxes, (0, 1), handle.state());
         let inner = Arc::new(ConnInner::new(
@@ -530,7 +536,7 @@ mod tests {
         assert_eq!(dispatched, HAND_OFF_BYTES / 1024);
         d.flush(Instant::now());
         assert!(!d.wants_hand_off(), "a flush starts the count again");
-        assert_eq!(rx.try_recv().unwrap().events.len(), dispatched);
+        assert_eq!(rx.next().unwrap().events.len(), dispatched);
 
         // Small messages: handed over by their number.
         let small = || Message::new(crate::protocol::MessageKind::Binary, vec![0; 20]);
@@ -542,7 +548,7 @@ mod tests {
         assert_eq!(dispatched, HAND_OFF_EVENTS);
         d.flush(Instant::now());
         assert!(!d.wants_hand_off());
-        assert_eq!(rx.try_recv().unwrap().events.len(), HAND_OFF_EVENTS);
+        assert_eq!(rx.next().unwrap().events.len(), HAND_OFF_EVENTS);
 
         let inline = Dispatcher::new(
             Arc::new(crate::server::Echo),

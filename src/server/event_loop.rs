@@ -29,6 +29,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::command::Command;
 use super::conn_inner::ConnInner;
 use super::conn_table::ConnTable;
+use super::core_sharing::CoreSharing;
 use super::dispatch::{Dispatcher, WorkerEvent};
 use super::lent_queue::LentQueue;
 use super::lifecycle::Lifecycle;
@@ -87,6 +88,8 @@ pub(crate) struct EventLoop {
     /// Connections whose request head waits until their worker has fewer
     /// `on_open` calls of this loop waiting (see [`OPENS_WAITING_PER_WORKER`](super::dispatch::OPENS_WAITING_PER_WORKER)).
     held_heads: Vec<usize>,
+    /// How a hand-off lets a worker on this core run.
+    core_sharing: CoreSharing,
     /// Transport handshakes this turn may still progress.
     pub(super) handshake_budget: usize,
     pub(super) shutdown_deadline: Option<Instant>,
@@ -134,6 +137,7 @@ impl EventLoop {
             timers: Timers::new(Instant::now()),
             pending_reads: Vec::new(),
             held_heads: Vec::new(),
+            core_sharing: CoreSharing::default(),
             handshake_budget: HANDSHAKES_PER_TURN,
             shutdown_deadline: None,
             accept_retry: None,
@@ -200,8 +204,8 @@ impl EventLoop {
                 self.read_conn_contained(slot, now, true);
             }
             // The rest of the turn's events go to the workers now, not
-            // after the writes: where a worker shares this core, the yield
-            // lets it answer them before the loop sleeps, and the answers
+            // after the writes: where a worker shares this core, stepping
+            // aside lets it answer them before the loop sleeps, and the answers
             // are written this turn. Handed over after the sleep began, each
             // answer woke the loop through its waker for a second turn (one
             // more `epoll_wait` and `write` on the waker per turn): pinned to
@@ -235,11 +239,15 @@ impl EventLoop {
     /// at its end leaves the worker and then the loop's writes to find every
     /// message out of cache; in slices of `HAND_OFF_BYTES` (or
     /// `HAND_OFF_EVENTS` small messages), each is read, handled, queued and
-    /// written while it is still there. Where the worker shares this core,
-    /// the yield is what lets it run now; elsewhere it returns at once.
+    /// written while it is still there. Where the worker shares this core
+    /// (it took its last batch on this CPU), the loop steps aside for it
+    /// ([`CoreSharing`]), which is what lets it run now; a worker on another
+    /// core handles the batch beside the loop, which reads on at once.
     fn hand_off(&mut self, now: Instant) {
-        self.dispatcher.flush(now);
-        std::thread::yield_now();
+        if self.dispatcher.flush(now) {
+            let mailbox = &self.server.state().mailboxes[self.index];
+            self.core_sharing.let_worker_run(mailbox);
+        }
         self.handle_commands(now);
         self.flush_dirty();
     }

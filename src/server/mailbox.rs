@@ -22,9 +22,10 @@
 //! behind it there.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use mio::Waker;
 
@@ -64,6 +65,11 @@ pub(crate) struct Mailbox {
     /// a wake-up a worker deferred behind a handler that blocks waits no
     /// longer than that.
     batches_out: AtomicUsize,
+    /// The loop waits in [`wait_for_batches`](Self::wait_for_batches): the
+    /// worker that finishes its last batch out unparks it.
+    waiting: AtomicBool,
+    /// The loop's thread, once it runs.
+    thread: OnceLock<Thread>,
     /// Open connections of the loop (a gauge for `/metrics`).
     pub(crate) open: AtomicUsize,
     /// Bytes the loop's connections owe their sockets, as of its last turn.
@@ -81,6 +87,8 @@ impl Mailbox {
             waker,
             fanout_pending: AtomicUsize::new(0),
             batches_out: AtomicUsize::new(0),
+            waiting: AtomicBool::new(false),
+            thread: OnceLock::new(),
             open: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             registry: RwLock::new(Vec::with_capacity(reserved_slots)),
@@ -131,6 +139,7 @@ impl Mailbox {
     /// (see the module's comment).
     pub(crate) fn adopt_own_thread(&self) {
         OWN_MAILBOX.with(|m| m.set(self as *const Mailbox as usize));
+        let _ = self.thread.set(std::thread::current());
     }
 
     /// The loop handed a batch to a worker.
@@ -140,7 +149,34 @@ impl Mailbox {
 
     /// A worker finished one of the loop's batches (and woke it if asked).
     pub(crate) fn batch_done(&self) {
-        self.batches_out.fetch_sub(1, Ordering::AcqRel);
+        if self.batches_out.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.waiting.swap(false, Ordering::SeqCst)
+        {
+            if let Some(thread) = self.thread.get() {
+                thread.unpark();
+            }
+        }
+    }
+
+    /// On the loop's thread: sleeps until the workers have finished every
+    /// batch it handed them, or for at most `bound`. How a loop lets a
+    /// worker on its core run once other tasks compete for the core (see
+    /// `core_sharing`). `bound` keeps a handler that blocks from holding the
+    /// loop up.
+    pub(crate) fn wait_for_batches(&self, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        // Announced before the count is read (both sequentially
+        // consistent): either the loop sees the last batch done, or that
+        // batch's worker sees `waiting` and unparks it.
+        self.waiting.store(true, Ordering::SeqCst);
+        while self.batches_out.load(Ordering::SeqCst) > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::park_timeout(deadline - now);
+        }
+        self.waiting.store(false, Ordering::SeqCst);
     }
 
     /// How long the loop may sleep with nothing else due.
@@ -288,6 +324,38 @@ mod tests {
         let mut events = Events::with_capacity(4);
         poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
         events.iter().any(|e| e.token() == WAKER)
+    }
+
+    #[test]
+    fn a_loop_waiting_for_its_batches_wakes_when_the_last_is_done() {
+        let poll = Poll::new().unwrap();
+        let waker = Waker::new(poll.registry(), WAKER).unwrap();
+        let mailbox = Arc::new(Mailbox::new(0, waker, 0));
+        mailbox.adopt_own_thread();
+        mailbox.batch_sent();
+        mailbox.batch_sent();
+        let worker = {
+            let mailbox = Arc::clone(&mailbox);
+            std::thread::spawn(move || {
+                mailbox.batch_done();
+                mailbox.batch_done();
+            })
+        };
+        // Woken by the second `batch_done`: a lost wake-up would sleep the
+        // whole bound, and fail.
+        let start = std::time::Instant::now();
+        mailbox.wait_for_batches(Duration::from_secs(30));
+        assert!(start.elapsed() < Duration::from_secs(30));
+        worker.join().unwrap();
+        assert_eq!(mailbox.sleep_bound(), None, "nothing out");
+
+        // A batch that is not done (a handler that blocks) holds the loop
+        // only for the bound.
+        mailbox.batch_sent();
+        let start = std::time::Instant::now();
+        mailbox.wait_for_batches(Duration::from_millis(20));
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        mailbox.batch_done();
     }
 
     #[test]

@@ -65,6 +65,7 @@ mod conn;
 mod conn_id;
 mod conn_inner;
 mod conn_table;
+mod core_sharing;
 mod dispatch;
 mod event_loop;
 #[doc(hidden)]
@@ -101,6 +102,7 @@ mod topics;
 mod transport;
 mod trusted_proxies;
 mod upgrade;
+mod worker_inbox;
 
 pub use crate::latency::LatencyHistogram;
 pub use config::{BackpressurePolicy, Config, Dispatch};
