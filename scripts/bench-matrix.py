@@ -18,8 +18,12 @@ generator, sockwave-bench, runs pinned to core 1. Cells are run in turns
 noisy machine hits all servers alike; with --rounds N the whole sequence is
 repeated N times and each cell reports the median run (by messages/s).
 
+With --shared-core, a CPU-bound process runs on core 0 beside every server
+for the whole matrix: how each server fares when its core is not its own
+(other services, a busy neighbour), not only when it has the core alone.
+
     scripts/bench-matrix.py [--quick] [--rounds N] [--cells 100x1024x1,...] [--fanout] [--no-echo]
-                            [--uws-echo PATH] [--uws-pubsub PATH] [--out benches/results]
+                            [--uws-echo PATH] [--uws-pubsub PATH] [--shared-core] [--out benches/results]
 
 Writes OUT.json, OUT.md (the table) and OUT.svg (a chart), and prints the table.
 """
@@ -154,6 +158,8 @@ def main():
     ap.add_argument("--no-echo", action="store_true", help="no echo cells (with --fanout: that table only)")
     ap.add_argument("--uws-echo", default=None, help="an uWebSockets EchoServer binary (built outside the repository)")
     ap.add_argument("--uws-pubsub", default=None, help="an uWebSockets ws->publish server binary")
+    ap.add_argument("--shared-core", action="store_true",
+                    help="a CPU-bound process on the servers' core throughout")
     a = ap.parse_args()
     global UWS_ECHO, UWS_PUBSUB
     UWS_ECHO, UWS_PUBSUB = a.uws_echo, a.uws_pubsub
@@ -170,9 +176,22 @@ def main():
     warmup = 0.5 if a.quick else 1.0
     rounds = a.rounds or (1 if a.quick else 3)
     build()
+    neighbour = None
+    if a.shared_core:
+        neighbour = subprocess.Popen(["taskset", "-c", "0", "sh", "-c", "while :; do :; done"])
+    try:
+        return run(a, duration, warmup, rounds, a.shared_core)
+    finally:
+        if neighbour:
+            neighbour.kill()
+            neighbour.wait()
+
+
+def run(a, duration, warmup, rounds, shared_core):
     addr = f"127.0.0.1:{PORT}"
     names = list(servers(addr))
-    results = {"echo": [], "connect": {}, "idle": {}, "fanout": [], "duration": duration, "rounds": rounds}
+    results = {"echo": [], "connect": {}, "idle": {}, "fanout": [], "duration": duration, "rounds": rounds,
+               "shared_core": shared_core}
     runs = {}
     echo_cells = [] if a.no_echo else cells(a.quick, a.cells)
     for round_ in range(rounds):
@@ -259,6 +278,12 @@ def fanout_markdown(results):
 
 
 def markdown(results, names):
+    note = ("With a CPU-bound process on the servers' core throughout (--shared-core).\n\n"
+            if results.get("shared_core") else "")
+    return note + tables(results, names)
+
+
+def tables(results, names):
     if not results["echo"]:
         return fanout_markdown(results)
     lines = ["| connections | payload | depth | " + " | ".join(f"{n} msgs/s (per server CPU-s)" for n in names) + " |",
