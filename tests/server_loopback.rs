@@ -1551,6 +1551,8 @@ impl Handler for Policies {
 /// With workers, loops run under SCHED_BATCH (their wake-ups wait for the
 /// worker on their core instead of preempting it) and workers as usual;
 /// inline, the loop keeps the usual policy, having no worker to wait for.
+/// (A loop that found a busy task on its core leaves SCHED_BATCH for a
+/// while, and counts it: on a loaded machine that may come first.)
 #[test]
 fn loops_yield_to_workers_and_only_with_workers() {
     for (dispatch, loop_policy) in [
@@ -1564,10 +1566,11 @@ fn loops_yield_to_workers_and_only_with_workers() {
         let mut c = Client::connect(server.local_addr()).unwrap();
         c.send_binary(b"which thread?").unwrap();
         assert_eq!(c.recv().unwrap(), Ev::Binary(b"which thread?".to_vec()));
-        assert_eq!(
-            *handler.upgrade.lock().unwrap(),
-            [loop_policy],
-            "{dispatch:?}"
+        let seen = handler.upgrade.lock().unwrap().clone();
+        let left_batch = server.stats().loop_batch_exits > 0;
+        assert!(
+            seen == [loop_policy] || (left_batch && seen == [libc::SCHED_OTHER]),
+            "{dispatch:?}: {seen:?}"
         );
         let handler_policy = match dispatch {
             Dispatch::Inline => loop_policy,

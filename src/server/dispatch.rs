@@ -142,14 +142,14 @@ pub(crate) fn spawn_workers(
         let (inbox, rx) = worker_inbox(WORKER_QUEUE_BATCHES);
         let handler = Arc::clone(handler);
         let server = Arc::clone(server);
-        threads.push(
-            std::thread::Builder::new()
-                .name(format!("sockwave-worker-{w}"))
-                .spawn(move || {
-                    server.adopt_current_thread();
-                    run_worker(rx, handler, server)
-                })?,
-        );
+        let thread = std::thread::Builder::new()
+            .name(format!("sockwave-worker-{w}"))
+            .spawn(move || {
+                server.adopt_current_thread();
+                run_worker(rx, handler, server)
+            })?;
+        inbox.set_worker(thread.thread().clone());
+        threads.push(thread);
         inboxes.push(inbox);
     }
     Ok((inboxes.into(), threads))
@@ -158,7 +158,7 @@ pub(crate) fn spawn_workers(
 /// Runs the handler for each batch of events, until every loop has gone.
 /// How long a batch's messages waited for the worker is measured once per
 /// batch: one clock read, a few shared counters, whatever the batch's size.
-fn run_worker(rx: WorkerReceiver<Batch>, handler: Arc<dyn Handler>, server: Arc<ServerState>) {
+fn run_worker(mut rx: WorkerReceiver<Batch>, handler: Arc<dyn Handler>, server: Arc<ServerState>) {
     let mut waited = LocalHistogram::default();
     while let Some(batch) = rx.next() {
         let messages = batch
@@ -180,38 +180,6 @@ fn run_worker(rx: WorkerReceiver<Batch>, handler: Arc<dyn Handler>, server: Arc<
         batch.vectors.give(events);
         if let Some(mailbox) = server.mailboxes.get(batch.from) {
             mailbox.batch_done();
-        }
-    }
-}
-
-/// Puts the calling loop thread under `SCHED_BATCH`, so that its wake-ups
-/// no longer preempt the thread running on its core.
-///
-/// With workers, a loop and a worker share a core whenever there are as
-/// many of each as cores (the default). A worker handling a batch was
-/// preempted by its loop each time a socket woke the loop: the loop read a
-/// little, queued another batch behind the one unfinished, and slept again,
-/// a pair of thread switches each time. Under `SCHED_BATCH` the woken loop
-/// waits for the worker to finish its batch (or its time slice), then finds
-/// the batch's replies and the new input together. The wake-up still moves
-/// it to an idle core at once if there is one, and its share of the CPU is
-/// unchanged. Pinned to one core, 100 connections × 20 B: context switches
-/// 9,300 → 6,000 in 2.5 s; messages/s +14% at one in flight, +6% at 16 in
-/// flight (5 rounds, medians). Inline, a loop has no worker to wait for,
-/// and it keeps its wake-ups.
-///
-/// A refusal (a sandbox that forbids it) is only logged: the loop runs as
-/// it did.
-pub(crate) fn yield_to_workers_on_wakeup() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: a plain struct read by the kernel; 0 names this thread.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
-            log::debug!(
-                "SCHED_BATCH refused ({}); the loop keeps its wake-up preemption",
-                io::Error::last_os_error()
-            );
         }
     }
 }
@@ -517,7 +485,7 @@ mod tests {
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
         let mailbox = crate::server::mailbox::Mailbox::new(0, waker, 0);
         let handle = ServerHandle::detached_with(Config::default(), vec![mailbox]);
-        let (inbox, rx) = worker_inbox(4);
+        let (inbox, mut rx) = worker_inbox(4);
         let inboxes: WorkerInboxes = Arc::from(vec![inbox]);
         let handler: Arc<dyn Handler> = Arc::new(crate::server::Echo);
         let mut d = Dispatcher::new(handler, inboxes, (0, 1), handle.state());

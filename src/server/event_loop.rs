@@ -156,7 +156,7 @@ impl EventLoop {
         self.state().mailboxes[self.index].adopt_own_thread();
         let _closes = ClosesMailbox(Arc::clone(self.server.state()), self.index);
         if self.dispatcher.has_workers() {
-            super::dispatch::yield_to_workers_on_wakeup();
+            self.core_sharing.adopt_loop_thread();
         }
         let mut events = Events::with_capacity(1024);
         loop {
@@ -174,6 +174,7 @@ impl EventLoop {
                 }
             }
             let now = Instant::now();
+            self.core_sharing.note_turn(now);
             out_queue::set_turn(now);
             self.trim_caches(now);
             self.handshake_budget = HANDSHAKES_PER_TURN;

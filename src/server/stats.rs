@@ -29,6 +29,9 @@ pub struct Stats {
     /// Panics of the loop itself while it read one connection's input (a
     /// bug of ours): each dropped that connection, and the loop went on.
     pub loop_panics: AtomicU64,
+    /// Times a loop with workers found a busy task sharing its core and
+    /// left `SCHED_BATCH` for a while (its wake-ups preempt again).
+    pub loop_batch_exits: AtomicU64,
     /// Broadcasts and publishes a loop refused, because
     /// `Config::max_pending_fanout` bytes of them were already waiting for it.
     pub dropped_fanout: AtomicU64,
@@ -169,6 +172,7 @@ pub struct StatsSnapshot {
     pub closed_backpressure: u64,
     pub handler_panics: u64,
     pub loop_panics: u64,
+    pub loop_batch_exits: u64,
     pub dropped_fanout: u64,
     pub rate_limit_closed: u64,
     pub rate_limit_paused: u64,
@@ -200,6 +204,7 @@ impl Stats {
             closed_backpressure: r(&self.closed_backpressure),
             handler_panics: r(&self.handler_panics),
             loop_panics: r(&self.loop_panics),
+            loop_batch_exits: r(&self.loop_batch_exits),
             dropped_fanout: r(&self.dropped_fanout),
             rate_limit_closed: r(&self.rate_limit_closed),
             rate_limit_paused: r(&self.rate_limit_paused),

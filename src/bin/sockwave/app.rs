@@ -77,6 +77,12 @@ impl App {
                 plain(s.loop_panics),
             ),
             (
+                "loop_batch_exits_total",
+                "counter",
+                "Times a loop found a busy task sharing its core and left SCHED_BATCH for a while.",
+                plain(s.loop_batch_exits),
+            ),
+            (
                 "fanout_dropped_total",
                 "counter",
                 "Broadcasts and publishes an event loop refused: too many bytes of them were waiting for it.",
