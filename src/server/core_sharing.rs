@@ -36,7 +36,10 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::Ordering;
+
 use super::mailbox::Mailbox;
+use super::stats::Stats;
 
 /// A yield that took longer than this handed the core to another task.
 /// A batch handed over (256 KiB or 512 events) takes our own worker about
@@ -47,9 +50,9 @@ const SLICE_TAKEN: Duration = Duration::from_micros(500);
 const CONTENDED_FOR: Duration = Duration::from_secs(1);
 /// The longest a sleeping loop waits for its batches: a worker that sits in
 /// a blocking handler holds the loop's other connections up only that long.
-/// (A worker that is busy on the core keeps it until it parks or its slice
-/// ends, whatever this says: a loop's wake-up does not preempt it, see
-/// [`CoreSharing::adopt_loop_thread`].)
+/// (Under `SCHED_BATCH`, a worker that is busy on the core keeps it until
+/// it parks or its slice ends, whatever this says: the loop's wake-up does
+/// not preempt it, see [`CoreSharing::adopt_loop_thread`].)
 const WAIT_BOUND: Duration = Duration::from_micros(100);
 
 /// How often a loop under `SCHED_BATCH` reads how long it waited to run.
@@ -87,7 +90,7 @@ pub(crate) struct CoreSharing {
 /// all look short. Linux counts, per thread, the time it spent runnable but
 /// waiting and the number of times it got the CPU
 /// (`/proc/thread-self/schedstat`); waits that average more than
-/// [`SLICE_TAKEN`] were not for our own worker.
+/// [`BATCH_WAIT_LIMIT`] were not for our own worker.
 #[derive(Debug)]
 struct RunDelay {
     file: std::fs::File,
@@ -192,7 +195,7 @@ impl CoreSharing {
 
     /// Called by a loop once a turn: every [`RUN_DELAY_EVERY`], while it
     /// runs under `SCHED_BATCH`, looks at how long it waited to run.
-    pub(crate) fn note_turn(&mut self, now: Instant) {
+    pub(crate) fn note_turn(&mut self, now: Instant, stats: &Stats) {
         if !self.batch_while_alone {
             return;
         }
@@ -204,21 +207,24 @@ impl CoreSharing {
             return;
         }
         if let Some(wait) = self.run_delay.as_mut().and_then(|r| r.average_wait(now)) {
-            self.waited_to_run(wait, now);
+            if self.waited_to_run(wait, now) {
+                stats.loop_batch_exits.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
     /// A loop under `SCHED_BATCH` waited `wait` on average each time it
-    /// became runnable, over the last [`RUN_DELAY_EVERY`].
-    fn waited_to_run(&mut self, wait: Duration, now: Instant) {
-        if wait > BATCH_WAIT_LIMIT {
-            log::debug!(
-                "the loop waits {wait:?} to run: leaving SCHED_BATCH for {PREEMPTING_FOR:?}"
-            );
-            self.preempting_until = Some(now + PREEMPTING_FOR);
-            set_batch_policy(false);
-            self.waited(wait, now);
+    /// became runnable, over the last [`RUN_DELAY_EVERY`]; true when that
+    /// took it out of `SCHED_BATCH`.
+    fn waited_to_run(&mut self, wait: Duration, now: Instant) -> bool {
+        if wait <= BATCH_WAIT_LIMIT {
+            return false;
         }
+        log::debug!("the loop waits {wait:?} to run: leaving SCHED_BATCH for {PREEMPTING_FOR:?}");
+        self.preempting_until = Some(now + PREEMPTING_FOR);
+        set_batch_policy(false);
+        self.waited(wait, now);
+        true
     }
 
     /// The loop just handed batches to a worker that last ran on its core:
@@ -317,10 +323,10 @@ mod tests {
     fn a_loop_that_waits_long_to_run_leaves_sched_batch_for_a_while() {
         let mut sharing = CoreSharing::default();
         let t0 = Instant::now();
-        sharing.waited_to_run(Duration::from_micros(900), t0);
+        assert!(!sharing.waited_to_run(Duration::from_micros(900), t0));
         assert_eq!(sharing.preempting_until, None, "a client's bursts");
         assert_eq!(sharing.step(t0), Step::Yield);
-        sharing.waited_to_run(Duration::from_micros(3500), t0);
+        assert!(sharing.waited_to_run(Duration::from_micros(3500), t0));
         assert_eq!(sharing.preempting_until, Some(t0 + PREEMPTING_FOR));
         assert_eq!(sharing.step(t0), Step::Sleep, "and no yields either");
     }

@@ -174,7 +174,7 @@ impl EventLoop {
                 }
             }
             let now = Instant::now();
-            self.core_sharing.note_turn(now);
+            self.core_sharing.note_turn(now, &self.server.state().stats);
             out_queue::set_turn(now);
             self.trim_caches(now);
             self.handshake_budget = HANDSHAKES_PER_TURN;
