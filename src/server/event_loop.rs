@@ -88,8 +88,9 @@ pub(crate) struct EventLoop {
     /// Connections whose request head waits until their worker has fewer
     /// `on_open` calls of this loop waiting (see [`OPENS_WAITING_PER_WORKER`](super::dispatch::OPENS_WAITING_PER_WORKER)).
     held_heads: Vec<usize>,
-    /// How a hand-off lets a worker on this core run.
-    core_sharing: CoreSharing,
+    /// With workers: how a hand-off lets a worker on this core run, and
+    /// whether the loop runs under `SCHED_BATCH`.
+    core_sharing: Option<CoreSharing>,
     /// Transport handshakes this turn may still progress.
     pub(super) handshake_budget: usize,
     pub(super) shutdown_deadline: Option<Instant>,
@@ -137,7 +138,7 @@ impl EventLoop {
             timers: Timers::new(Instant::now()),
             pending_reads: Vec::new(),
             held_heads: Vec::new(),
-            core_sharing: CoreSharing::default(),
+            core_sharing: None,
             handshake_budget: HANDSHAKES_PER_TURN,
             shutdown_deadline: None,
             accept_retry: None,
@@ -156,7 +157,7 @@ impl EventLoop {
         self.state().mailboxes[self.index].adopt_own_thread();
         let _closes = ClosesMailbox(Arc::clone(self.server.state()), self.index);
         if self.dispatcher.has_workers() {
-            self.core_sharing.adopt_loop_thread();
+            self.core_sharing = Some(CoreSharing::adopt_loop_thread());
         }
         let mut events = Events::with_capacity(1024);
         loop {
@@ -174,7 +175,9 @@ impl EventLoop {
                 }
             }
             let now = Instant::now();
-            self.core_sharing.note_turn(now, &self.server.state().stats);
+            if let Some(sharing) = &mut self.core_sharing {
+                sharing.note_turn(now, &self.server.state().stats);
+            }
             out_queue::set_turn(now);
             self.trim_caches(now);
             self.handshake_budget = HANDSHAKES_PER_TURN;
@@ -246,8 +249,9 @@ impl EventLoop {
     /// core handles the batch beside the loop, which reads on at once.
     fn hand_off(&mut self, now: Instant) {
         if self.dispatcher.flush(now) {
-            let mailbox = &self.server.state().mailboxes[self.index];
-            self.core_sharing.let_worker_run(mailbox);
+            if let Some(sharing) = &mut self.core_sharing {
+                sharing.let_worker_run(&self.server.state().mailboxes[self.index]);
+            }
         }
         self.handle_commands(now);
         self.flush_dirty();

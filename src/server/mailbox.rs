@@ -22,9 +22,8 @@
 //! behind it there.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
-use std::thread::Thread;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use mio::Waker;
@@ -32,6 +31,7 @@ use mio::Waker;
 use super::command::Command;
 use super::command_queue::{CommandQueue, Pushed};
 use super::conn_inner::ConnInner;
+use super::parking::Parking;
 use super::ConnId;
 
 /// One event loop's gauges ([`ServerHandle::loop_gauges`](super::ServerHandle::loop_gauges)).
@@ -65,11 +65,9 @@ pub(crate) struct Mailbox {
     /// a wake-up a worker deferred behind a handler that blocks waits no
     /// longer than that.
     batches_out: AtomicUsize,
-    /// The loop waits in [`wait_for_batches`](Self::wait_for_batches): the
-    /// worker that finishes its last batch out unparks it.
-    waiting: AtomicBool,
-    /// The loop's thread, once it runs.
-    thread: OnceLock<Thread>,
+    /// Where the loop waits in [`wait_for_batches`](Self::wait_for_batches):
+    /// the worker that finishes its last batch out wakes it.
+    parking: Parking,
     /// Open connections of the loop (a gauge for `/metrics`).
     pub(crate) open: AtomicUsize,
     /// Bytes the loop's connections owe their sockets, as of its last turn.
@@ -87,8 +85,7 @@ impl Mailbox {
             waker,
             fanout_pending: AtomicUsize::new(0),
             batches_out: AtomicUsize::new(0),
-            waiting: AtomicBool::new(false),
-            thread: OnceLock::new(),
+            parking: Parking::default(),
             open: AtomicUsize::new(0),
             queued_bytes: AtomicUsize::new(0),
             registry: RwLock::new(Vec::with_capacity(reserved_slots)),
@@ -139,7 +136,7 @@ impl Mailbox {
     /// (see the module's comment).
     pub(crate) fn adopt_own_thread(&self) {
         OWN_MAILBOX.with(|m| m.set(self as *const Mailbox as usize));
-        let _ = self.thread.set(std::thread::current());
+        self.parking.set_thread(std::thread::current());
     }
 
     /// The loop handed a batch to a worker.
@@ -149,12 +146,8 @@ impl Mailbox {
 
     /// A worker finished one of the loop's batches (and woke it if asked).
     pub(crate) fn batch_done(&self) {
-        if self.batches_out.fetch_sub(1, Ordering::SeqCst) == 1
-            && self.waiting.swap(false, Ordering::SeqCst)
-        {
-            if let Some(thread) = self.thread.get() {
-                thread.unpark();
-            }
+        if self.batches_out.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.parking.wake();
         }
     }
 
@@ -165,10 +158,9 @@ impl Mailbox {
     /// loop up.
     pub(crate) fn wait_for_batches(&self, bound: Duration) {
         let deadline = Instant::now() + bound;
-        // Announced before the count is read (both sequentially
-        // consistent): either the loop sees the last batch done, or that
-        // batch's worker sees `waiting` and unparks it.
-        self.waiting.store(true, Ordering::SeqCst);
+        // Announced before the count is read (see `parking`): either the
+        // loop sees the last batch done, or that batch's worker wakes it.
+        self.parking.announce();
         while self.batches_out.load(Ordering::SeqCst) > 0 {
             let now = Instant::now();
             if now >= deadline {
@@ -176,7 +168,7 @@ impl Mailbox {
             }
             std::thread::park_timeout(deadline - now);
         }
-        self.waiting.store(false, Ordering::SeqCst);
+        self.parking.withdraw();
     }
 
     /// How long the loop may sleep with nothing else due.

@@ -6,15 +6,12 @@
 //! parks, which is right while the worker has its core to itself (no thread
 //! sleeps, so no wake-up travels between cores) and wrong once another task
 //! competes for the core (each yield hands it a time slice). The worker
-//! makes that choice the way its loop does ([`CoreSharing`]): a few yields
+//! makes that choice the way its loop does ([`YieldGauge`]): a few yields
 //! while they return quickly, a park at once after one did not.
 //!
-//! A parked worker is woken by the next sender, and the wake-up cannot be
-//! lost: the worker announces `idle` and then looks at the channel once more
-//! before it parks, and a sender sends and then takes `idle` (both
-//! sequentially consistent), so either the worker's second look finds the
-//! batch or the sender finds `idle` and unparks it (an unpark before the
-//! park makes the park return at once).
+//! A parked worker is woken by the next sender, without a lost wake-up
+//! ([`Parking`]): the worker announces itself and looks at the channel once
+//! more before it parks; a sender sends, then wakes it.
 //!
 //! A loop that hands a batch to a worker on its own core must step aside
 //! for the worker to run (see `core_sharing`); one whose worker runs on
@@ -22,12 +19,13 @@
 //! on, and the loop compares it with its own.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::thread::Thread;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 
-use super::core_sharing::CoreSharing;
+use super::parking::Parking;
+use super::yield_gauge::YieldGauge;
 
 /// Yields a worker with nothing to do makes (while they return quickly)
 /// before it parks: crossbeam's `recv` makes four.
@@ -44,29 +42,25 @@ pub(crate) struct WorkerInbox<T> {
 pub(crate) struct WorkerReceiver<T> {
     rx: Receiver<T>,
     shared: Arc<Shared>,
-    sharing: CoreSharing,
+    yields: YieldGauge,
 }
 
 struct Shared {
-    /// The worker found nothing and parks (or is about to): the next sender
-    /// unparks it.
-    idle: AtomicBool,
+    /// Where the worker parks when it found nothing.
+    parking: Parking,
     /// The inbox has gone: the worker ends once the channel is empty.
     closed: AtomicBool,
     /// The CPU the worker took its last batch on (`usize::MAX`: unknown).
     cpu: AtomicUsize,
-    /// The worker thread, named by whoever spawned it before any send.
-    thread: OnceLock<Thread>,
 }
 
 /// An inbox holding at most `capacity` batches, and its receiver.
 pub(crate) fn worker_inbox<T>(capacity: usize) -> (WorkerInbox<T>, WorkerReceiver<T>) {
     let (tx, rx) = bounded(capacity);
     let shared = Arc::new(Shared {
-        idle: AtomicBool::new(false),
+        parking: Parking::default(),
         closed: AtomicBool::new(false),
         cpu: AtomicUsize::new(usize::MAX),
-        thread: OnceLock::new(),
     });
     (
         WorkerInbox {
@@ -76,7 +70,7 @@ pub(crate) fn worker_inbox<T>(capacity: usize) -> (WorkerInbox<T>, WorkerReceive
         WorkerReceiver {
             rx,
             shared,
-            sharing: CoreSharing::default(),
+            yields: YieldGauge::default(),
         },
     )
 }
@@ -85,7 +79,7 @@ impl<T> WorkerInbox<T> {
     /// Names the worker thread that receives from this inbox; called before
     /// the first [`send`](Self::send).
     pub(crate) fn set_worker(&self, thread: Thread) {
-        let _ = self.shared.thread.set(thread);
+        self.shared.parking.set_thread(thread);
     }
 
     /// Leaves `item` for the worker, waking it if it sleeps. Blocks while
@@ -93,16 +87,8 @@ impl<T> WorkerInbox<T> {
     /// the worker has gone.
     pub(crate) fn send(&self, item: T) -> Result<(), T> {
         self.tx.send(item).map_err(|e| e.into_inner())?;
-        if self.shared.idle.swap(false, Ordering::SeqCst) {
-            self.unpark();
-        }
+        self.shared.parking.wake();
         Ok(())
-    }
-
-    fn unpark(&self) {
-        if let Some(thread) = self.shared.thread.get() {
-            thread.unpark();
-        }
     }
 
     /// Whether the worker took its last batch on `cpu`: it then most likely
@@ -117,7 +103,7 @@ impl<T> Drop for WorkerInbox<T> {
         // The channel stays open until `tx` drops after this; the flag is
         // what tells a parked worker to end once the channel is empty.
         self.shared.closed.store(true, Ordering::SeqCst);
-        self.unpark();
+        self.shared.parking.unpark();
     }
 }
 
@@ -132,15 +118,15 @@ impl<T> WorkerReceiver<T> {
                 Err(TryRecvError::Disconnected) => return None,
                 Err(TryRecvError::Empty) => {}
             }
-            if yields < IDLE_YIELDS && self.sharing.may_yield() {
-                self.sharing.yield_now();
+            if yields < IDLE_YIELDS && self.yields.may_yield() {
+                self.yields.yield_now();
                 yields += 1;
                 continue;
             }
-            self.shared.idle.store(true, Ordering::SeqCst);
+            self.shared.parking.announce();
             match self.rx.try_recv() {
                 Ok(item) => {
-                    self.shared.idle.store(false, Ordering::SeqCst);
+                    self.shared.parking.withdraw();
                     return Some(self.took(item));
                 }
                 Err(TryRecvError::Disconnected) => return None,
@@ -219,7 +205,7 @@ mod tests {
         inbox.set_worker(worker.thread().clone());
         inbox.send(7).unwrap();
         // Parked (or about to be) with nothing left to take.
-        while !inbox.shared.idle.load(Ordering::SeqCst) {
+        while !inbox.shared.parking.is_announced() {
             std::thread::yield_now();
         }
         drop(inbox);
