@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use sockwave::protocol::frame::{DecodeRules, EncodedHeader, FrameHeader};
 use sockwave::protocol::handshake::{accept_key, HandshakeLimits, Request};
-use sockwave::protocol::mask::{apply_mask, apply_mask_reference};
+use sockwave::protocol::mask::{apply_mask, apply_mask_reference, extend_masked};
 use sockwave::protocol::utf8::{self, Utf8Validator};
 use sockwave::protocol::{AcceptOptions, Connection, Event, OpCode, ProtocolConfig};
 
@@ -24,6 +24,28 @@ fn masking(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("reference", size), &size, |b, _| {
             b.iter(|| apply_mask_reference(black_box(&mut buf), [1, 2, 3, 4], 0))
+        });
+        // A payload a reader keeps: unmasked in place and then copied, or
+        // unmasked while copied.
+        let mut kept = Vec::with_capacity(size);
+        g.bench_with_input(
+            BenchmarkId::new("in_place_then_copy", size),
+            &size,
+            |b, _| {
+                b.iter(|| {
+                    kept.clear();
+                    apply_mask(black_box(&mut buf), [1, 2, 3, 4], 0);
+                    kept.extend_from_slice(&buf);
+                    black_box(&kept);
+                })
+            },
+        );
+        g.bench_with_input(BenchmarkId::new("extend_masked", size), &size, |b, _| {
+            b.iter(|| {
+                kept.clear();
+                extend_masked(&mut kept, black_box(&buf), [1, 2, 3, 4], 0);
+                black_box(&kept);
+            })
         });
     }
     g.finish();
