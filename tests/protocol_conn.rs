@@ -265,6 +265,51 @@ fn unfragmented_message_is_borrowed_from_the_input() {
 }
 
 #[test]
+fn an_owning_reader_gets_the_same_messages_and_failures_owned() {
+    let now = Instant::now();
+    // A whole frame comes out owned, unmasked while it was copied.
+    let (mut conn, _, mut out) = open_server(config(), now);
+    conn.own_messages(true);
+    let mut input = cframe(0x82, b"kept");
+    match conn.read(&mut input, now, &mut out).event {
+        Some(Event::Message(MessageKind::Binary, sockwave::protocol::Payload::Owned(v))) => {
+            assert_eq!(v, b"kept")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Every message and failure as the borrowing reader sees them: whole
+    // frames of every length around the word, block and wide sizes, text and
+    // binary, fragmented ones, fed whole and in pieces.
+    let payload: Vec<u8> = (0..70_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut input = REQUEST.to_vec();
+    for len in (0..=40).chain([255, 256, 257, 1023, 1024, 1025, 65_535, 70_000]) {
+        input.extend(cframe(0x81, &payload[..len]));
+        input.extend(cframe(0x82, &payload[..len]));
+    }
+    input.extend(cframe(0x01, &payload[..3000]));
+    input.extend(cframe(0x80, &payload[3000..9001]));
+    // Then text that is not UTF-8, whole: 1007 from both.
+    input.extend(cframe(0x81, &[b'o', b'k', 0xff, b'!']));
+    let run = |own: bool, step: usize| {
+        let mut conn = Connection::server(config(), now);
+        conn.own_messages(own);
+        let (mut pending, mut out) = (Vec::new(), Vec::new());
+        let mut evs = Vec::new();
+        for piece in input.chunks(step) {
+            evs.extend(feed(&mut conn, &mut pending, piece, now, &mut out));
+        }
+        (evs, out)
+    };
+    let borrowed = run(false, input.len());
+    assert_eq!(borrowed.0.last(), Some(&Ev::Failed(1007)));
+    assert_eq!(borrowed.0.len(), 1 + 2 * 49 + 1 + 1);
+    for step in [input.len(), 1, 7, 4096] {
+        assert_eq!(run(true, step), borrowed, "step {step}");
+    }
+}
+
+#[test]
 fn fragmented_message_with_interleaved_ping_and_exact_pong() {
     let now = Instant::now();
     let (mut conn, mut pending, mut out) = open_server(config(), now);

@@ -19,7 +19,7 @@ use super::deflate::{self, Agreed, Compressor, Decompressor, DeflateOptions, Inf
 use super::error::ProtocolError;
 use super::frame::{DecodeRules, EncodedHeader, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
 use super::handshake::{self, AcceptOptions, HandshakeError, HandshakeLimits, Request};
-use super::mask::apply_mask;
+use super::mask::{apply_mask, extend_masked};
 use super::moment::Moment;
 use super::utf8::{self, Utf8Validator};
 use crate::spares::{Spares, Stock};
@@ -259,6 +259,13 @@ enum Phase {
     Closed,
 }
 
+/// [`Connection::options`]: keep back the close frame that answers the peer
+/// (see [`Connection::hold_close_reply`]).
+const HOLD_CLOSE: u8 = 1;
+/// [`Connection::options`]: hand whole messages out owned (see
+/// [`Connection::own_messages`]).
+const OWN_MESSAGES: u8 = 2;
+
 /// A data frame whose payload is still arriving.
 #[derive(Debug, Clone, Copy)]
 struct PartialFrame {
@@ -317,8 +324,9 @@ pub struct Connection {
     ping_sent: Moment,
     /// permessage-deflate, when negotiated.
     deflate: Option<Box<DeflateSession>>,
-    /// Keep back the close frame that answers the peer (see [`Connection::hold_close_reply`]).
-    hold_close: bool,
+    /// The caller's choices, as bits ([`HOLD_CLOSE`], [`OWN_MESSAGES`]): a
+    /// byte for both keeps the connection within 64 bytes.
+    options: u8,
     /// That close frame, encoded, until [`Connection::release_close_reply`].
     // Boxed twice: one word in every connection for a frame held only
     // while a close is under way.
@@ -428,7 +436,7 @@ impl Connection {
             last_activity: Moment::of(now),
             ping_sent: Moment::NONE,
             deflate: None,
-            hold_close: false,
+            options: 0,
             started_close: 0,
             held_close: None,
         }
@@ -841,6 +849,18 @@ impl Connection {
         let consumed = head_len + header.payload_len as usize;
         let payload = &mut input[head_len..consumed];
         if let Some(key) = header.mask {
+            if self.option(OWN_MESSAGES) && !header.rsv1 {
+                let mut data = crate::buffer_pool::take(payload.len());
+                extend_masked(&mut data, payload, key, 0);
+                if kind == MessageKind::Text && utf8::validate(&data).is_err() {
+                    crate::buffer_pool::give(data);
+                    return self.fail(ProtocolError::InvalidUtf8, input_len, now, sink);
+                }
+                return Read {
+                    consumed,
+                    event: Some(Event::Message(kind, Payload::Owned(data))),
+                };
+            }
             apply_mask(payload, key, 0);
         }
         if header.rsv1 {
@@ -873,7 +893,7 @@ impl Connection {
         let available = (input.len() - at) as u64;
         let take = partial.remaining.min(available) as usize;
         let input_len = input.len();
-        let chunk = &mut input[at..at + take];
+        let chunk = &input[at..at + take];
         let remaining = partial.remaining - take as u64;
         let frame_done = remaining == 0;
         let consumed = at + take;
@@ -892,21 +912,33 @@ impl Connection {
                 event: None,
             };
         }
+        // Unmasked as it is copied into the message (one pass, see
+        // `own_messages`).
+        let start = p.assembled.len();
         if unmask {
-            let phase = apply_mask(chunk, partial.mask, partial.mask_phase as usize) as u8;
+            let phase = extend_masked(
+                &mut p.assembled,
+                chunk,
+                partial.mask,
+                partial.mask_phase as usize,
+            ) as u8;
             if let Some(f) = p.frame.as_mut() {
                 f.mask_phase = phase;
             }
+        } else {
+            p.assembled.extend_from_slice(chunk);
         }
         let kind = p
             .message
             .expect("a data frame in progress belongs to a message");
         let message_done = frame_done && partial.fin;
         // Compressed text is checked once inflated, at the end.
-        if kind == MessageKind::Text && !p.compressed && p.utf8.feed(chunk, message_done).is_err() {
+        if kind == MessageKind::Text
+            && !p.compressed
+            && p.utf8.feed(&p.assembled[start..], message_done).is_err()
+        {
             return self.fail(ProtocolError::InvalidUtf8, input_len, now, sink);
         }
-        p.assembled.extend_from_slice(chunk);
         if !message_done {
             return Read {
                 consumed,
@@ -995,7 +1027,7 @@ impl Connection {
     /// The close frame that ends the connection from [`Connection::read`]:
     /// written now, or kept back while [`Connection::hold_close_reply`] is set.
     fn write_reply_close<S: Sink + ?Sized>(&mut self, code: u16, reason: &str, sink: &mut S) {
-        if self.hold_close {
+        if self.option(HOLD_CLOSE) {
             let mut frame = Vec::with_capacity(2 + MAX_CONTROL_PAYLOAD);
             self.write_close(code, reason, &mut frame);
             self.held_close = Some(Box::new(frame));
@@ -1010,7 +1042,31 @@ impl Connection {
     /// hands messages to another thread sets it, so the replies to messages
     /// that arrived before the close can still go out before our close frame.
     pub fn hold_close_reply(&mut self, hold: bool) {
-        self.hold_close = hold;
+        self.set_option(HOLD_CLOSE, hold);
+    }
+
+    /// While `own` is set, a server hands out every message as
+    /// [`Payload::Owned`], a frame that arrived whole included: unmasked
+    /// straight from the input into a recycled buffer (see `buffer_pool`).
+    /// A caller that keeps each message anyway (the server's loop, which
+    /// hands them to handlers) then passes over the payload once; unmasking
+    /// it in place and then copying it took two passes (criterion
+    /// `mask/extend_masked` against `mask/in_place_then_copy`: 1 KiB 22 →
+    /// 9.6 ns, 16 KiB 224 → 116 ns, 1 MiB 25 → 18 µs).
+    pub fn own_messages(&mut self, own: bool) {
+        self.set_option(OWN_MESSAGES, own);
+    }
+
+    fn option(&self, bit: u8) -> bool {
+        self.options & bit != 0
+    }
+
+    fn set_option(&mut self, bit: u8, on: bool) {
+        if on {
+            self.options |= bit;
+        } else {
+            self.options &= !bit;
+        }
     }
 
     /// A close frame is being kept back (see [`Connection::hold_close_reply`]).

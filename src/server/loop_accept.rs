@@ -95,7 +95,9 @@ impl EventLoop {
         let Some(transport) = self.transport_for(stream, expect_proxy) else {
             return refuse();
         };
-        let proto = Connection::server(Arc::clone(&self.proto_config), now);
+        let mut proto = Connection::server(Arc::clone(&self.proto_config), now);
+        // Every message becomes a handler's `Message`, which owns its bytes.
+        proto.own_messages(true);
         // Under TLS the transport reads the PROXY header, before the handshake.
         let awaiting_proxy = expect_proxy && matches!(transport, Stream::Tcp(_));
         let mut conn = LoopConn::new(transport, proto, over_capacity, awaiting_proxy);
