@@ -7,8 +7,11 @@
 //! Reading works in place: [`Connection::read`] unmasks payloads inside the
 //! caller's buffer and hands a complete, unfragmented message back as a slice of
 //! it. Only an unfinished message is copied, into a buffer that exists while
-//! the message does. Incomplete headers and control frames consume nothing, so
-//! the caller keeps at most a few bytes of tail between reads.
+//! the message does (unmasked as it is copied). A caller that keeps every
+//! message anyway asks for them owned ([`Connection::own_messages`]): each is
+//! then unmasked straight into a buffer of its own. Incomplete headers and
+//! control frames consume nothing, so the caller keeps at most a few bytes of
+//! tail between reads.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -138,7 +141,8 @@ impl MessageKind {
 pub enum Payload<'a> {
     /// A slice of the caller's input buffer.
     Borrowed(&'a [u8]),
-    /// Bytes assembled (or inflated) by the connection.
+    /// Bytes assembled, inflated, or (see [`Connection::own_messages`])
+    /// unmasked into a buffer of their own by the connection.
     Owned(Vec<u8>),
 }
 
