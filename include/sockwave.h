@@ -90,6 +90,63 @@ typedef enum sw_message_kind {
   SW_MESSAGE_KIND_BINARY = 2,
 } sw_message_kind;
 
+// A server counter, by number (pass as `uint32_t` to `sw_server_counter`).
+// Each counts since the server started, except the open connections.
+typedef enum sw_counter {
+  // Connections upgraded and not yet closed.
+  SW_COUNTER_CONNECTIONS_OPEN = 0,
+  // Connections upgraded.
+  SW_COUNTER_CONNECTIONS_TOTAL = 1,
+  // Messages received.
+  SW_COUNTER_MESSAGES_IN = 2,
+  // Messages accepted for sending, one per recipient.
+  SW_COUNTER_MESSAGES_OUT = 3,
+  // Payload bytes received.
+  SW_COUNTER_BYTES_IN = 4,
+  // Payload bytes accepted for sending, per recipient.
+  SW_COUNTER_BYTES_OUT = 5,
+  // Messages dropped for backpressure.
+  SW_COUNTER_DROPPED_BACKPRESSURE = 6,
+  // Connections closed for backpressure.
+  SW_COUNTER_CLOSED_BACKPRESSURE = 7,
+  // Callbacks that panicked (counted for parity with the Rust API).
+  SW_COUNTER_HANDLER_PANICS = 8,
+  // Times an event loop met a bug of its own while handling one
+  // connection: that connection was closed (1011), every other one went
+  // on. Anything but 0 is worth a bug report.
+  SW_COUNTER_LOOP_PANICS = 9,
+  // Times an event loop with workers found its core shared with a busy
+  // task and left `SCHED_BATCH` for a while.
+  SW_COUNTER_LOOP_BATCH_EXITS = 10,
+  // Broadcasts and publishes an event loop refused.
+  SW_COUNTER_DROPPED_FANOUT = 11,
+  // Connections closed (1008) for sending faster than their rate limit.
+  SW_COUNTER_RATE_LIMIT_CLOSED = 12,
+  // Times a connection was not read for a while for its rate limit.
+  SW_COUNTER_RATE_LIMIT_PAUSED = 13,
+  // Handshakes refused as malformed or invalid (400, 405, 426, 431).
+  SW_COUNTER_HANDSHAKE_INVALID = 14,
+  // Handshakes refused for their `Origin` (403).
+  SW_COUNTER_HANDSHAKE_ORIGIN = 15,
+  // Handshakes refused at the connection limit (503).
+  SW_COUNTER_HANDSHAKE_CAPACITY = 16,
+  // Handshakes the `on_upgrade` callback refused.
+  SW_COUNTER_HANDSHAKE_REJECTED = 17,
+  // Connections whose request did not arrive in time.
+  SW_COUNTER_HANDSHAKE_TIMEOUT = 18,
+  // Connections refused for their address's limits (`sw_config_set_ip_limits`).
+  SW_COUNTER_HANDSHAKE_PER_IP = 19,
+  // TLS handshakes completed.
+  SW_COUNTER_TLS_HANDSHAKES = 20,
+  // TLS handshakes failed: the client sent something that is not TLS,
+  // or TLS the server refuses (it got an alert).
+  SW_COUNTER_TLS_FAILED_INVALID = 21,
+  // TLS handshakes the client left mid-way.
+  SW_COUNTER_TLS_FAILED_CLOSED = 22,
+  // TLS handshakes that did not finish in time.
+  SW_COUNTER_TLS_FAILED_TIMEOUT = 23,
+} sw_counter;
+
 // What to do when a connection's unsent bytes would exceed the cap
 // (`sw_config_set_backpressure`). Pass as `uint32_t`.
 typedef enum sw_backpressure {
@@ -255,7 +312,8 @@ typedef struct sw_callbacks {
   sw_drain_cb on_drain;
 } sw_callbacks;
 
-// Server counters.
+// Server counters. Its size is fixed (programs allocate it): counters added
+// since are read one at a time with `sw_server_counter`.
 typedef struct sw_stats {
   // Connections upgraded and not yet closed.
   uint64_t connections_open;
@@ -500,6 +558,13 @@ enum sw_result sw_conn_subscribe(const struct sw_server *server,
 enum sw_result sw_conn_unsubscribe(const struct sw_server *server,
                                    sw_conn_id conn,
                                    const char *topic);
+
+// Writes the server's counter numbered `counter` (an `sw_counter` value)
+// into `*value_out`; also after a shutdown. `SW_RESULT_INVALID_ARGUMENT`
+// for a number this library does not have (a header newer than it).
+enum sw_result sw_server_counter(const struct sw_server *server,
+                                 uint32_t counter,
+                                 uint64_t *value_out);
 
 // The request path, without the query (e.g. "/chat/lobby").
 struct sw_str sw_request_path(const struct sw_request *req);

@@ -239,6 +239,32 @@ fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
         assert_eq!(sw_server_stats(server, &mut stats), sw_result::Ok);
         assert_eq!(stats.connections_total, 1);
         assert_eq!(stats.handshake_failures, 1);
+        // The same counters one at a time, and those sw_stats has no room for.
+        let counter = |c: sw_counter| {
+            let mut v = u64::MAX;
+            assert_eq!(sw_server_counter(server, c as u32, &mut v), sw_result::Ok);
+            v
+        };
+        assert_eq!(counter(sw_counter::ConnectionsTotal), 1);
+        assert_eq!(counter(sw_counter::MessagesIn), stats.messages_in);
+        assert_eq!(
+            counter(sw_counter::HandshakeRejected),
+            1,
+            "the /deny client"
+        );
+        assert_eq!(counter(sw_counter::LoopPanics), 0);
+        assert_eq!(counter(sw_counter::TlsHandshakes), 0);
+        let mut untouched = 7u64;
+        assert_eq!(
+            sw_server_counter(server, 24, &mut untouched),
+            sw_result::InvalidArgument,
+            "a number from a newer header"
+        );
+        assert_eq!(untouched, 7, "outputs are written only on success");
+        assert_eq!(
+            sw_server_counter(server, 0, ptr::null_mut()),
+            sw_result::NullParameter
+        );
         assert_eq!(
             sw_conn_send_text(server, 0xdead_0000_0000, c"x".as_ptr(), 1),
             sw_result::Closed
@@ -297,6 +323,7 @@ fn sibling_functions_answer_the_same_misuse_alike() {
             sw_server_publish_binary(null, ptr::null(), ptr::null(), 5, SW_CONN_NONE),
             sw_server_local_port(null, ptr::null_mut()),
             sw_server_stats(null, ptr::null_mut()),
+            sw_server_counter(null, u32::MAX, ptr::null_mut()),
             sw_server_shutdown(null),
             sw_server_stop(null),
         ] {

@@ -297,6 +297,7 @@ fn cpp_chat_room_relays_and_its_own_thread_ticks() {
         let (code, _, stderr) = p.stop();
         assert_clean(code, &stderr);
         assert!(stderr.contains("relayed 2 messages"), "{stderr}");
+        assert!(stderr.contains(", 0 loop panics"), "{stderr}");
     }
 }
 

@@ -13,7 +13,8 @@
 //!
 //! One file per C object: `boundary.rs` (result codes, the panic boundary,
 //! pointer checks), `config.rs` (`sw_config`), `server.rs` (`sw_server`),
-//! `conn.rs` (`sw_conn_*` by id), `callbacks.rs` (`sw_callbacks` and the
+//! `conn.rs` (`sw_conn_*` by id), `counters.rs` (`sw_counter`, one counter
+//! at a time), `callbacks.rs` (`sw_callbacks` and the
 //! handler that calls them), `request.rs` (`sw_request`, `sw_upgrade`),
 //! `tls.rs` (certificates, reload), `broker.rs` (pub/sub across nodes).
 //! Every entry point runs inside the panic boundary from its first line.
@@ -28,6 +29,7 @@ mod broker;
 mod callbacks;
 mod config;
 mod conn;
+mod counters;
 mod request;
 mod server;
 mod tls;
@@ -37,6 +39,7 @@ pub use broker::*;
 pub use callbacks::*;
 pub use config::*;
 pub use conn::*;
+pub use counters::*;
 pub use request::*;
 pub use server::*;
 pub use tls::*;

@@ -16,7 +16,8 @@ pub struct sw_server {
     handle: OnceLock<ServerHandle>,
 }
 
-/// Server counters.
+/// Server counters. Its size is fixed (programs allocate it): counters added
+/// since are read one at a time with `sw_server_counter`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct sw_stats {
