@@ -11,11 +11,24 @@ use super::topic_interest::TopicInterest;
 /// Topic subscriptions of one loop's connections, by slot.
 #[derive(Debug, Default)]
 pub(crate) struct Topics {
+    /// Topic → the slots subscribed to it, in no particular order.
     by_topic: HashMap<Arc<str>, Vec<usize>>,
-    by_slot: HashMap<usize, Vec<Arc<str>>>,
+    /// Slot → the topics it is in, each with its place in that topic's list.
+    by_slot: HashMap<usize, Vec<Membership>>,
     /// Connections whose messages the loop publishes itself, and where.
     relays: HashMap<usize, Arc<str>>,
     interest: Option<Arc<TopicInterest>>,
+}
+
+/// One slot's subscription to one topic, and where in the topic's list of
+/// slots it is: a slot leaves a topic of any size in constant time (the
+/// last slot of the list takes its place). Found by a search through the
+/// list instead, 5,000 subscribers leaving one topic cost 12.5 million
+/// element moves, quadratic in the topic's size (callgrind).
+#[derive(Debug)]
+struct Membership {
+    topic: Arc<str>,
+    at: usize,
 }
 
 impl Topics {
@@ -42,11 +55,10 @@ impl Topics {
 
     /// Subscribes `slot` to `topic`; false if it already was.
     pub(crate) fn subscribe(&mut self, slot: usize, topic: Arc<str>) -> bool {
-        let subs = self.by_slot.entry(slot).or_default();
-        if subs.contains(&topic) {
+        let memberships = self.by_slot.entry(slot).or_default();
+        if memberships.iter().any(|m| m.topic == topic) {
             return false;
         }
-        subs.push(Arc::clone(&topic));
         let slots = self.by_topic.entry(Arc::clone(&topic)).or_default();
         slots.push(slot);
         if slots.len() == 1 {
@@ -54,47 +66,62 @@ impl Topics {
                 interest.joined(&topic);
             }
         }
+        let at = slots.len() - 1;
+        memberships.push(Membership { topic, at });
         true
     }
 
     /// Unsubscribes `slot` from `topic`; false if it was not subscribed.
     pub(crate) fn unsubscribe(&mut self, slot: usize, topic: &str) -> bool {
-        let Some(subs) = self.by_slot.get_mut(&slot) else {
+        let Some(memberships) = self.by_slot.get_mut(&slot) else {
             return false;
         };
-        let before = subs.len();
-        subs.retain(|t| &**t != topic);
-        if subs.len() == before {
+        let Some(i) = memberships.iter().position(|m| &*m.topic == topic) else {
             return false;
-        }
-        if subs.is_empty() {
+        };
+        let membership = memberships.swap_remove(i);
+        if memberships.is_empty() {
             self.by_slot.remove(&slot);
         }
-        self.remove_from_topic(slot, topic);
+        self.leave(slot, membership);
         true
     }
 
     /// Takes `slot` out of every topic (its connection is gone).
     pub(crate) fn remove(&mut self, slot: usize) {
         self.relays.remove(&slot);
-        for topic in self.by_slot.remove(&slot).unwrap_or_default() {
-            self.remove_from_topic(slot, &topic);
+        for membership in self.by_slot.remove(&slot).unwrap_or_default() {
+            self.leave(slot, membership);
         }
     }
 
-    fn remove_from_topic(&mut self, slot: usize, topic: &str) {
-        if let Some(slots) = self.by_topic.get_mut(topic) {
-            slots.retain(|s| *s != slot);
-            if slots.is_empty() {
-                self.by_topic.remove(topic);
-                if let Some(interest) = &self.interest {
-                    interest.left(topic);
-                }
+    /// Takes `slot` out of its membership's topic (its own record of it is
+    /// gone already): the topic's last slot moves into its place.
+    fn leave(&mut self, slot: usize, membership: Membership) {
+        let Membership { topic, at } = membership;
+        let Some(slots) = self.by_topic.get_mut(&topic) else {
+            return;
+        };
+        debug_assert_eq!(slots.get(at), Some(&slot), "a membership knows its place");
+        slots.swap_remove(at);
+        if let Some(&moved) = slots.get(at) {
+            let record = self
+                .by_slot
+                .get_mut(&moved)
+                .and_then(|ms| ms.iter_mut().find(|m| m.topic == topic));
+            if let Some(record) = record {
+                record.at = at;
+            }
+        }
+        if slots.is_empty() {
+            self.by_topic.remove(&topic);
+            if let Some(interest) = &self.interest {
+                interest.left(&topic);
             }
         }
     }
 
-    /// The slots subscribed to `topic`, in the order they subscribed.
+    /// The slots subscribed to `topic`, in no particular order.
     pub(crate) fn subscribers(&self, topic: &str) -> &[usize] {
         self.by_topic.get(topic).map_or(&[], Vec::as_slice)
     }
@@ -111,13 +138,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn subscribe_is_idempotent_and_keeps_order() {
+    fn subscribe_is_idempotent() {
         let mut t = Topics::default();
         assert!(t.subscribe(3, "a".into()));
         assert!(t.subscribe(1, "a".into()));
         assert!(!t.subscribe(3, "a".into()), "already subscribed");
         assert!(t.subscribe(3, "b".into()));
-        assert_eq!(t.subscribers("a"), &[3, 1]);
+        assert_eq!(t.subscribers("a"), &[3, 1], "in order while no one left");
         assert_eq!(t.subscribers("b"), &[3]);
         assert_eq!(t.subscribers("nobody"), &[] as &[usize]);
     }
@@ -135,5 +162,61 @@ mod tests {
         t.remove(1);
         assert_eq!(t.topic_count(), 0);
         assert!(t.by_slot.is_empty());
+    }
+
+    /// Every topic's list holds exactly the slots subscribed to it, and
+    /// every membership knows its place in that list.
+    fn assert_consistent(t: &Topics, model: &std::collections::BTreeSet<(usize, u8)>) {
+        for (topic, slots) in &t.by_topic {
+            let mut got: Vec<usize> = slots.clone();
+            got.sort_unstable();
+            let want: Vec<usize> = model
+                .iter()
+                .filter(|(_, k)| format!("t{k}") == **topic)
+                .map(|&(s, _)| s)
+                .collect();
+            assert_eq!(got, want, "topic {topic}");
+        }
+        let topics: std::collections::BTreeSet<u8> = model.iter().map(|&(_, k)| k).collect();
+        assert_eq!(t.topic_count(), topics.len(), "no empty topics kept");
+        for (slot, memberships) in &t.by_slot {
+            assert!(!memberships.is_empty());
+            for m in memberships {
+                assert_eq!(t.by_topic[&m.topic][m.at], *slot);
+            }
+        }
+        assert_eq!(t.by_slot.values().map(Vec::len).sum::<usize>(), model.len());
+    }
+
+    #[test]
+    fn any_order_of_joins_and_leaves_keeps_the_table_exact() {
+        // A reference model (a set of (slot, topic) pairs) beside the table,
+        // through 20,000 random subscribes, unsubscribes and removals.
+        let mut t = Topics::default();
+        let mut model = std::collections::BTreeSet::new();
+        let mut rng = 0x2545_f491_u32;
+        let mut next = |n: u32| {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            rng % n
+        };
+        for step in 0..20_000 {
+            let slot = next(64) as usize;
+            let topic = next(6) as u8;
+            let name: Arc<str> = format!("t{topic}").into();
+            match next(10) {
+                0..=5 => assert_eq!(t.subscribe(slot, name), model.insert((slot, topic))),
+                6..=8 => assert_eq!(t.unsubscribe(slot, &name), model.remove(&(slot, topic))),
+                _ => {
+                    t.remove(slot);
+                    model.retain(|&(s, _)| s != slot);
+                }
+            }
+            if step % 97 == 0 {
+                assert_consistent(&t, &model);
+            }
+        }
+        assert_consistent(&t, &model);
     }
 }
