@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Counts the instructions the server spends per echoed message with
-# callgrind, which does not drift the way time does on these machines.
+# Counts the instructions the server spends per message with callgrind,
+# which does not drift the way time does on these machines.
 #   scripts/callgrind.sh [LOAD] [-- SERVER FLAGS...]
 #   scripts/callgrind.sh "-c 100 -p 1024 -d 16" -- --dispatch inline
+#   scripts/callgrind.sh "--mode fanout --subscribers 5000 -p 20" -- --mode pubsub
 # Runs the release `sockwave` (one loop, one worker, pinned to core 0) under
 # `valgrind --tool=callgrind` while sockwave-bench loads it from core 1 for
-# 6 s, reads the messages it received from its /metrics, and prints the
-# instructions per message and the output file (read it with
+# 6 s, reads the messages it received and sent from its /metrics, and
+# prints the instructions per message sent (an echoed message, a fan-out's
+# delivery) and the output file (read it with
 # `callgrind_annotate FILE`). Startup and shutdown are in the count, a few
 # thousand messages' worth; compare runs of the same load only.
 # Large messages: callgrind counts a `rep movsb` copy a byte at a time, so
@@ -31,11 +33,12 @@ for _ in $(seq 150); do
 done
 taskset -c 1 target/release/sockwave-bench --addr "127.0.0.1:$port" "${load[@]}" \
     --duration 6 --warmup 0 >/dev/null
-messages=$(curl -sf "http://127.0.0.1:$port/metrics" \
-    | awk '$1 == "sockwave_messages_received_total" { print $2 }')
+metrics=$(curl -sf "http://127.0.0.1:$port/metrics")
+received=$(awk '$1 == "sockwave_messages_received_total" { print $2 }' <<<"$metrics")
+sent=$(awk '$1 == "sockwave_messages_sent_total" { print $2 }' <<<"$metrics")
 kill -INT $server
 wait $server || true
 trap - EXIT
 # awk reads to the end: an early exit would fail the pipe (pipefail).
 total=$(callgrind_annotate "$out" | awk '/PROGRAM TOTALS/ && !n++ { gsub(",", "", $1); print $1 }')
-echo "messages $messages, instructions $total: $((total / messages)) per message ($out)"
+echo "received $received, sent $sent, instructions $total: $((total / sent)) per message sent ($out)"
