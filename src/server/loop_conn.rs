@@ -265,13 +265,10 @@ impl LoopConn {
             }
             messages += 1;
             bytes += len;
-            match message.prepare_for(encoding, opts) {
-                Prepared::Shared(frame) => self.out.push_shared(frame, len),
-                deflate => {
-                    if !self.queue(deflate, len) {
-                        self.unreserve(len);
-                    }
-                }
+            if let Some(frame) = message.shared_frame(encoding, opts) {
+                self.out.push_shared(frame, len);
+            } else if !self.queue(message.prepare_for(encoding, opts), len) {
+                self.unreserve(len);
             }
         }
         stats.sent_many(messages, bytes);

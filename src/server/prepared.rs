@@ -148,10 +148,27 @@ impl PreparedMessage {
 
     /// This message for a recipient with `encoding`.
     pub(crate) fn prepare_for(&self, encoding: Encoding, opts: &DeflateOptions) -> Prepared<'_> {
+        match self.shared_frame(encoding, opts) {
+            Some(frame) => Prepared::Shared(frame),
+            None => Prepared::Deflate(self.kind, Cow::Borrowed(&self.data)),
+        }
+    }
+
+    /// The frame a recipient with `encoding` shares with the others, or
+    /// `None` when its connection compresses the message itself. A fan-out
+    /// asks this once per subscriber per message: a [`Prepared`] made and
+    /// dropped there cost its drop glue's call, 11 instructions a delivery
+    /// (callgrind).
+    #[inline]
+    pub(crate) fn shared_frame(
+        &self,
+        encoding: Encoding,
+        opts: &DeflateOptions,
+    ) -> Option<&Arc<[u8]>> {
         match encoding.for_len(self.data.len(), opts) {
-            Encoding::Plain => Prepared::Shared(&self.plain),
-            Encoding::Stateless { window } => Prepared::Shared(self.compressed(opts, window)),
-            Encoding::PerConnection => Prepared::Deflate(self.kind, Cow::Borrowed(&self.data)),
+            Encoding::Plain => Some(&self.plain),
+            Encoding::Stateless { window } => Some(self.compressed(opts, window)),
+            Encoding::PerConnection => None,
         }
     }
 
