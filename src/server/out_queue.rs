@@ -275,11 +275,53 @@ impl OutQueue {
     /// Appends a frame shared with other recipients (a broadcast's or a
     /// publish's): a small one is copied into the buffer before it, without
     /// touching the frame's shared count; otherwise it is queued shared.
+    ///
+    /// The common case, a last chunk of our own with room for the frame, is
+    /// taken first and kept small: a fan-out makes this call once per
+    /// subscriber per message, and with the rest inlined its entry and exit
+    /// alone (registers saved and restored) were 17 instructions a delivery
+    /// (callgrind).
+    #[inline]
     pub(crate) fn push_shared(&mut self, frame: &Arc<[u8]>, accounted: usize) {
+        if frame.len() <= SHARED_COALESCE_MAX && self.append_in_place(frame, accounted) {
+            return;
+        }
+        self.push_shared_reference(frame, accounted);
+    }
+
+    /// [`push_shared`](Self::push_shared) without its fast path: what it
+    /// does in every case, and what the fast path is tested against.
+    #[inline(never)]
+    fn push_shared_reference(&mut self, frame: &Arc<[u8]>, accounted: usize) {
         if frame.len() <= SHARED_COALESCE_MAX && self.join_back([frame, &[]], accounted) {
             return;
         }
         self.push_chunk(Outgoing::Shared(Arc::clone(frame)), accounted);
+    }
+
+    /// Appends `bytes` to the last chunk when it is a buffer of our own
+    /// with room for them: what [`join_back`](Self::join_back) does then,
+    /// and nothing in any other case (false).
+    #[inline(always)]
+    fn append_in_place(&mut self, bytes: &[u8], accounted: usize) -> bool {
+        let Some(p) = self.pending.as_mut() else {
+            return false;
+        };
+        let Some(back) = p.chunks.back_mut() else {
+            return false;
+        };
+        let Outgoing::Bytes(buf) = &mut back.data else {
+            return false;
+        };
+        let len = bytes.len();
+        if buf.capacity() - buf.len() < len || buf.len() + len > COALESCED_BUFFER_MAX {
+            return false;
+        }
+        buf.extend_from_slice(bytes);
+        back.accounted += accounted;
+        p.queued += len;
+        queued_delta(len as isize);
+        true
     }
 
     /// Copies `data` (a small frame) into the last chunk when that chunk
@@ -467,6 +509,39 @@ mod tests {
             "the push, then the 40 dropped"
         );
         assert_eq!(take_queued_delta(), 0);
+    }
+
+    #[test]
+    fn shared_frames_queue_as_the_reference_path_queues_them() {
+        // The same pushes through `push_shared` and through its reference:
+        // frames small and large (the limit and one past it), after owned
+        // bytes and after each other, past a coalesced buffer's cap, with
+        // writes in between.
+        let sizes = [1, 22, 100, SHARED_COALESCE_MAX, SHARED_COALESCE_MAX + 1, 7];
+        let (mut fast, mut reference) = (OutQueue::default(), OutQueue::default());
+        let mut released = (0, 0);
+        for step in 0..5_000usize {
+            let len = sizes[step % sizes.len()];
+            let frame: Arc<[u8]> = vec![step as u8; len].into();
+            if step % 97 == 0 {
+                fast.push(bytes(300, 9), 300);
+                reference.push(bytes(300, 9), 300);
+            }
+            fast.push_shared(&frame, len);
+            reference.push_shared_reference(&frame, len);
+            assert_eq!(fast.queued(), reference.queued(), "step {step}");
+            assert_eq!(fast.chunk_count(), reference.chunk_count(), "step {step}");
+            if step % 211 == 0 {
+                let (a, b) = (pending(&fast), pending(&reference));
+                assert_eq!(a, b, "step {step}");
+                let written = a.1.len() / 2;
+                released.0 += fast.advance(written);
+                released.1 += reference.advance(written);
+                assert_eq!(released.0, released.1, "step {step}");
+            }
+        }
+        assert_eq!(pending(&fast), pending(&reference));
+        assert_eq!(fast.clear(), reference.clear(), "the same reservations");
     }
 
     fn bytes(n: usize, fill: u8) -> Outgoing {
