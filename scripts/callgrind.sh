@@ -32,7 +32,7 @@ for _ in $(seq 150); do
     sleep 0.2
 done
 taskset -c 1 target/release/sockwave-bench --addr "127.0.0.1:$port" "${load[@]}" \
-    --duration 6 --warmup 0 >/dev/null
+    --duration "${CALLGRIND_SECONDS:-6}" --warmup 0 >/dev/null
 metrics=$(curl -sf "http://127.0.0.1:$port/metrics")
 received=$(awk '$1 == "sockwave_messages_received_total" { print $2 }' <<<"$metrics")
 sent=$(awk '$1 == "sockwave_messages_sent_total" { print $2 }' <<<"$metrics")
