@@ -6,11 +6,13 @@
 #   scripts/callgrind.sh "--mode fanout --subscribers 5000 -p 20" -- --mode pubsub
 # Runs the release `sockwave` (one loop, one worker, pinned to core 0) under
 # `valgrind --tool=callgrind` while sockwave-bench loads it from core 1 for
-# 6 s, reads the messages it received and sent from its /metrics, and
+# CALLGRIND_SECONDS (6), reads the messages it received and sent from its /metrics, and
 # prints the instructions per message sent (an echoed message, a fan-out's
 # delivery) and the output file (read it with
 # `callgrind_annotate FILE`). Startup and shutdown are in the count, a few
-# thousand messages' worth; compare runs of the same load only.
+# thousand messages' worth; compare runs of the same load only, or run
+# twice with CALLGRIND_SECONDS=2 and 6 and take the difference (a fan-out's
+# connect phase is a large fixed cost).
 # Large messages: callgrind counts a `rep movsb` copy a byte at a time, so
 # there the count says little about time.
 set -euo pipefail
