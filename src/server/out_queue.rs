@@ -515,13 +515,19 @@ mod tests {
     fn shared_frames_queue_as_the_reference_path_queues_them() {
         // The same pushes through `push_shared` and through its reference:
         // frames small and large (the limit and one past it), after owned
-        // bytes and after each other, past a coalesced buffer's cap, with
-        // writes in between.
-        let sizes = [1, 22, 100, SHARED_COALESCE_MAX, SHARED_COALESCE_MAX + 1, 7];
+        // bytes and after each other, with writes in between; the first
+        // 3,000 all small enough to join, so a coalesced buffer reaches its
+        // cap and a new one starts.
+        let sizes = [1, 22, 100, SHARED_COALESCE_MAX, 7, SHARED_COALESCE_MAX + 1];
         let (mut fast, mut reference) = (OutQueue::default(), OutQueue::default());
         let mut released = (0, 0);
+        let mut past_the_cap = false;
         for step in 0..5_000usize {
-            let len = sizes[step % sizes.len()];
+            let len = if step < 3_000 {
+                sizes[step % (sizes.len() - 1)]
+            } else {
+                sizes[step % sizes.len()]
+            };
             let frame: Arc<[u8]> = vec![step as u8; len].into();
             if step % 97 == 0 {
                 fast.push(bytes(300, 9), 300);
@@ -531,6 +537,7 @@ mod tests {
             reference.push_shared_reference(&frame, len);
             assert_eq!(fast.queued(), reference.queued(), "step {step}");
             assert_eq!(fast.chunk_count(), reference.chunk_count(), "step {step}");
+            past_the_cap |= step < 3_000 && fast.chunk_count() > 1;
             if step % 211 == 0 {
                 let (a, b) = (pending(&fast), pending(&reference));
                 assert_eq!(a, b, "step {step}");
@@ -540,6 +547,7 @@ mod tests {
                 assert_eq!(released.0, released.1, "step {step}");
             }
         }
+        assert!(past_the_cap, "a coalesced buffer filled up");
         assert_eq!(pending(&fast), pending(&reference));
         assert_eq!(fast.clear(), reference.clear(), "the same reservations");
     }
