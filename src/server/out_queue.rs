@@ -131,6 +131,23 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// The part of [`absorb`](Self::absorb) a fan-out needs nearly always:
+    /// `bytes` appended to a buffer of our own that has room for them
+    /// without growing (and stays within [`COALESCED_BUFFER_MAX`]); false,
+    /// and nothing done, otherwise.
+    #[inline(always)]
+    fn append_in_place(&mut self, bytes: &[u8]) -> bool {
+        let Outgoing::Bytes(buf) = &mut self.data else {
+            return false;
+        };
+        let len = bytes.len();
+        if buf.capacity() - buf.len() < len || buf.len() + len > COALESCED_BUFFER_MAX {
+            return false;
+        }
+        buf.extend_from_slice(bytes);
+        true
+    }
+
     /// Appends the small frame `data` to this chunk when it is a buffer of
     /// its own (or a small frame, made into one) with room under
     /// [`COALESCED_BUFFER_MAX`]; false, and nothing done, otherwise. The
@@ -300,45 +317,41 @@ impl OutQueue {
     }
 
     /// Appends `bytes` to the last chunk when it is a buffer of our own
-    /// with room for them: what [`join_back`](Self::join_back) does then,
-    /// and nothing in any other case (false).
+    /// with room for them (see [`Chunk::append_in_place`]): what
+    /// [`join_back`](Self::join_back) does then, and nothing in any other
+    /// case (false).
     #[inline(always)]
     fn append_in_place(&mut self, bytes: &[u8], accounted: usize) -> bool {
-        let Some(p) = self.pending.as_mut() else {
-            return false;
-        };
-        let Some(back) = p.chunks.back_mut() else {
-            return false;
-        };
-        let Outgoing::Bytes(buf) = &mut back.data else {
-            return false;
-        };
-        let len = bytes.len();
-        if buf.capacity() - buf.len() < len || buf.len() + len > COALESCED_BUFFER_MAX {
-            return false;
-        }
-        buf.extend_from_slice(bytes);
-        back.accounted += accounted;
-        p.queued += len;
-        queued_delta(len as isize);
-        true
+        self.join_back_with(bytes.len(), accounted, |back| back.append_in_place(bytes))
     }
 
     /// Copies `data` (a small frame) into the last chunk when that chunk
     /// takes it (see [`Chunk::absorb`]); false, nothing done, when it does not.
     #[inline(always)]
     fn join_back(&mut self, data: [&[u8]; 2], accounted: usize) -> bool {
+        let len = data[0].len() + data[1].len();
+        self.join_back_with(len, accounted, |back| back.absorb(data))
+    }
+
+    /// Has `take` add `len` bytes to the last chunk and counts them there;
+    /// false, nothing done, when there is no last chunk or `take` refuses.
+    #[inline(always)]
+    fn join_back_with(
+        &mut self,
+        len: usize,
+        accounted: usize,
+        take: impl FnOnce(&mut Chunk) -> bool,
+    ) -> bool {
         let Some(p) = self.pending.as_mut() else {
             return false;
         };
         let Some(back) = p.chunks.back_mut() else {
             return false;
         };
-        if !back.absorb(data) {
+        if !take(back) {
             return false;
         }
         back.accounted += accounted;
-        let len = data[0].len() + data[1].len();
         p.queued += len;
         queued_delta(len as isize);
         true
