@@ -21,7 +21,9 @@
 //! `--tls-ca CERT.pem` every mode speaks wss:// (rustls, trusting that
 //! certificate for `--tls-name`).
 
+mod echo_payload;
 mod fanout;
+mod in_buf;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -35,6 +37,9 @@ use sockwave::protocol::client;
 use sockwave::protocol::frame::{DecodeRules, EncodedHeader, FrameHeader};
 use sockwave::protocol::mask::apply_mask;
 use sockwave::protocol::OpCode;
+
+use echo_payload::EchoPayloads;
+use in_buf::InBuf;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -151,28 +156,19 @@ fn per_server_cpu_second(count: u64, cpu: Option<f64>) -> Option<f64> {
 /// A connection's payload: 8 bytes of sequence number, then pseudo-random
 /// bytes that differ per connection, so a byte from another connection or
 /// another position is noticed. Made once; each message only changes the number.
-fn pattern(conn: u64, len: usize) -> Vec<u8> {
-    let mut x = conn.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 struct Conn {
     link: Link,
     id: u64,
     upgraded: bool,
-    inbuf: Vec<u8>,
+    inbuf: InBuf,
     outbuf: Vec<u8>,
+    /// How much of `outbuf` the socket has taken.
+    written: usize,
     next_seq: u64,
     expect_seq: u64,
     sent_at: VecDeque<Instant>,
-    pattern: Vec<u8>,
+    /// This connection's payload key (see [`EchoPayloads`]).
+    key: u64,
     mask: [u8; 4],
 }
 
@@ -499,17 +495,18 @@ fn echo_thread(
             link,
             id,
             upgraded: false,
-            inbuf: Vec::with_capacity(64 * 1024),
+            inbuf: InBuf::new((args.payload + 14) * args.depth),
             outbuf: req.clone(),
+            written: 0,
             next_seq: 0,
             expect_seq: 0,
             sent_at: VecDeque::with_capacity(args.depth),
-            pattern: pattern(id, args.payload),
+            key: EchoPayloads::key(id),
             mask: (id as u32 ^ 0x5a5a_a5a5).to_le_bytes(),
         });
     }
     let mut tally = Tally::default();
-    let mut read_buf = vec![0u8; 256 * 1024];
+    let payloads = EchoPayloads::new(args.payload);
     let rules = DecodeRules {
         expect_masked: false,
         allow_rsv1: false,
@@ -523,10 +520,7 @@ fn echo_thread(
             Some(c.mask),
         );
         c.outbuf.extend_from_slice(head.as_bytes());
-        let at = c.outbuf.len();
-        c.outbuf.extend_from_slice(&c.pattern);
-        c.outbuf[at..at + 8].copy_from_slice(&c.next_seq.to_le_bytes());
-        apply_mask(&mut c.outbuf[at..], c.mask, 0);
+        payloads.append_masked(c.key, c.next_seq, c.mask, &mut c.outbuf);
         c.next_seq += 1;
         c.sent_at.push_back(Instant::now());
     };
@@ -544,12 +538,12 @@ fn echo_thread(
             let c = &mut conns[i];
             // Read everything available, then parse.
             loop {
-                match c.link.read(&mut read_buf) {
+                match c.link.read(c.inbuf.room()) {
                     Ok(0) => {
                         tally.errors += 1;
                         break;
                     }
-                    Ok(n) => c.inbuf.extend_from_slice(&read_buf[..n]),
+                    Ok(n) => c.inbuf.received(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => {
@@ -559,9 +553,9 @@ fn echo_thread(
                 }
             }
             if !c.upgraded {
-                match client::parse_response(&c.inbuf, &key) {
+                match client::parse_response(c.inbuf.filled(), &key) {
                     Ok(Some((_, n))) => {
-                        c.inbuf.drain(..n);
+                        c.inbuf.consume(n);
                         c.upgraded = true;
                         for _ in 0..args.depth {
                             queue_message(c);
@@ -573,18 +567,16 @@ fn echo_thread(
             }
             if c.upgraded {
                 let mut pos = 0;
-                while let Ok(Some((h, hl))) = FrameHeader::decode(&c.inbuf[pos..], rules) {
+                while let Ok(Some((h, hl))) = FrameHeader::decode(&c.inbuf.filled()[pos..], rules) {
                     let len = h.payload_len as usize;
-                    if c.inbuf.len() - pos < hl + len {
+                    let got = c.inbuf.filled();
+                    if got.len() - pos < hl + len {
                         break;
                     }
-                    let payload = &c.inbuf[pos + hl..pos + hl + len];
+                    let payload = &got[pos + hl..pos + hl + len];
                     match h.opcode {
                         OpCode::Binary => {
-                            let intact = payload.len() == c.pattern.len()
-                                && payload[..8] == c.expect_seq.to_le_bytes()
-                                && payload[8..] == c.pattern[8..];
-                            if !intact {
+                            if !payloads.is_intact(c.key, c.expect_seq, payload) {
                                 return Err(io::Error::other(format!(
                                     "connection {}: echo {} differs from what was sent",
                                     c.id, c.expect_seq
@@ -619,24 +611,31 @@ fn echo_thread(
                     }
                     pos += hl + len;
                 }
-                c.inbuf.drain(..pos);
+                c.inbuf.consume(pos);
             }
             // Write what is queued (and TLS records still waiting).
             if c.link.flush().is_err() {
                 tally.errors += 1;
             }
-            while !c.outbuf.is_empty() {
-                match c.link.write(&c.outbuf) {
-                    Ok(n) => {
-                        c.outbuf.drain(..n);
-                    }
+            while c.written < c.outbuf.len() {
+                match c.link.write(&c.outbuf[c.written..]) {
+                    Ok(n) => c.written += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => {
                         tally.errors += 1;
-                        c.outbuf.clear();
+                        c.written = c.outbuf.len();
                     }
                 }
+            }
+            // What the socket took is dropped at once when it took all,
+            // else once it is most of the buffer: never a move per write.
+            if c.written == c.outbuf.len() {
+                c.outbuf.clear();
+                c.written = 0;
+            } else if c.written > c.outbuf.len() / 2 {
+                c.outbuf.drain(..c.written);
+                c.written = 0;
             }
         }
     }
