@@ -420,6 +420,10 @@ fn receive(m: &mut Member, shared: &Shared, measured: bool, tally: &mut Tally) {
         allow_rsv1: false,
     };
     let mut pos = 0;
+    // Every message here arrived by the reads just made: they share one
+    // clock reading (a reading per delivery was 6% of the generator's core
+    // at 100 subscribers).
+    let mut received_at = None;
     while let Ok(Some((h, hl))) = FrameHeader::decode(&m.inbuf[pos..], rules) {
         let len = h.payload_len as usize;
         if m.inbuf.len() - pos < hl + len {
@@ -448,7 +452,8 @@ fn receive(m: &mut Member, shared: &Shared, measured: bool, tally: &mut Tally) {
                     }
                     if measured {
                         tally.deliveries += 1;
-                        let now = shared.epoch.elapsed().as_nanos() as u64;
+                        let now = *received_at
+                            .get_or_insert_with(|| shared.epoch.elapsed().as_nanos() as u64);
                         let us = (now.saturating_sub(sent) / 1000) as usize;
                         tally.latency[us.min(LATENCY_BUCKETS - 1)] += 1;
                     }
