@@ -145,6 +145,9 @@ typedef enum sw_counter {
   SW_COUNTER_TLS_FAILED_CLOSED = 22,
   // TLS handshakes that did not finish in time.
   SW_COUNTER_TLS_FAILED_TIMEOUT = 23,
+  // Subscriptions dropped because their connection was already in as
+  // many topics as `sw_config_set_max_subscriptions` allows.
+  SW_COUNTER_SUBSCRIPTIONS_REFUSED = 24,
 } sw_counter;
 
 // What to do when a connection's unsent bytes would exceed the cap
@@ -403,6 +406,13 @@ enum sw_result sw_config_set_workers(struct sw_config *config, uint32_t workers)
 // Open sockets beyond this get 503 before the upgrade.
 enum sw_result sw_config_set_max_connections(struct sw_config *config, uint32_t max);
 
+// Topics one connection may be subscribed to at once (`sw_conn_subscribe`,
+// `sw_upgrade_subscribe`); default 1,024. A subscription past it is dropped
+// and counted (`SW_COUNTER_SUBSCRIPTIONS_REFUSED`): without a limit, a
+// program that subscribes a connection to whatever its client names lets
+// one client grow the server's memory without bound.
+enum sw_result sw_config_set_max_subscriptions(struct sw_config *config, uint32_t max);
+
 // Largest message (all its frames together) and largest frame a client
 // may send, in bytes; beyond them the connection is closed with 1009. They
 // limit incoming messages only: the server's own sends of any size are
@@ -548,7 +558,10 @@ enum sw_result sw_conn_buffered_amount(const struct sw_server *server,
 // Subscribes `conn` to `topic` (a NUL-terminated UTF-8 string). Ordered with
 // the connection's sends: a publish after this call reaches it.
 // `SW_RESULT_BACKPRESSURE` (nothing done) when 1,024 subscribes and
-// unsubscribes of `conn` are already waiting for its event loop.
+// unsubscribes of `conn` are already waiting for its event loop. A
+// connection already in as many topics as `sw_config_set_max_subscriptions`
+// allows is not subscribed: its loop drops the subscription and counts it
+// (`SW_COUNTER_SUBSCRIPTIONS_REFUSED`).
 enum sw_result sw_conn_subscribe(const struct sw_server *server,
                                  sw_conn_id conn,
                                  const char *topic);
@@ -633,7 +646,8 @@ enum sw_result sw_upgrade_reject(struct sw_upgrade *up,
                                  size_t body_len);
 
 // Subscribes the new connection to `topic` before the 101 goes out, so no
-// `sw_server_publish_*` after the client sees the connection open misses it.
+// `sw_server_publish_*` after the client sees the connection open misses it
+// (within `sw_config_set_max_subscriptions`).
 enum sw_result sw_upgrade_subscribe(struct sw_upgrade *up, const char *topic);
 
 // Makes the new connection a relay: every message it sends is published to

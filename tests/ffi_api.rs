@@ -181,6 +181,10 @@ unsafe extern "C" fn on_handshake(
         );
         assert!(sw_request_header(req, c"host".as_ptr()).len > 0);
         assert!(sw_request_query(req).ptr.is_null());
+        // The server allows one topic per connection: the second is refused
+        // (and counted) when the connection opens.
+        assert_eq!(sw_upgrade_subscribe(up, c"x".as_ptr()), sw_result::Ok);
+        assert_eq!(sw_upgrade_subscribe(up, c"y".as_ptr()), sw_result::Ok);
     }
 }
 
@@ -192,6 +196,7 @@ fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
         sw_config_set_threads(cfg, 1);
         sw_config_set_workers(cfg, 1);
         sw_config_set_shutdown_timeout(cfg, 300);
+        assert_eq!(sw_config_set_max_subscriptions(cfg, 1), sw_result::Ok);
         let cbs = sw_callbacks {
             userdata: ptr::null_mut(),
             on_handshake: Some(on_handshake),
@@ -254,9 +259,10 @@ fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
         );
         assert_eq!(counter(sw_counter::LoopPanics), 0);
         assert_eq!(counter(sw_counter::TlsHandshakes), 0);
+        assert_eq!(counter(sw_counter::SubscriptionsRefused), 1, "y");
         let mut untouched = 7u64;
         assert_eq!(
-            sw_server_counter(server, 24, &mut untouched),
+            sw_server_counter(server, 25, &mut untouched),
             sw_result::InvalidArgument,
             "a number from a newer header"
         );
@@ -324,6 +330,7 @@ fn sibling_functions_answer_the_same_misuse_alike() {
             sw_server_local_port(null, ptr::null_mut()),
             sw_server_stats(null, ptr::null_mut()),
             sw_server_counter(null, u32::MAX, ptr::null_mut()),
+            sw_config_set_max_subscriptions(ptr::null_mut(), 1),
             sw_server_shutdown(null),
             sw_server_stop(null),
         ] {

@@ -1240,6 +1240,67 @@ fn subscribes_waiting_for_a_loop_are_bounded_per_connection() {
     s.shutdown_and_join();
 }
 
+/// Subscribes its connection as told: `join NAME`, `leave NAME`; answers
+/// "ok" once the call was made.
+struct Joiner;
+
+impl Handler for Joiner {
+    fn on_message(&self, conn: &Conn, m: Message) {
+        let text = m.as_text().unwrap_or_default();
+        let done = match text.split_once(' ') {
+            Some(("join", topic)) => conn.subscribe(topic),
+            Some(("leave", topic)) => conn.unsubscribe(topic),
+            _ => false,
+        };
+        conn.send_text(if done { "ok" } else { "refused" });
+    }
+}
+
+#[test]
+fn a_connection_is_in_at_most_max_subscriptions_topics() {
+    let s = Server::start(
+        Config {
+            max_subscriptions: 2,
+            ..config()
+        },
+        Joiner,
+    )
+    .unwrap();
+    let mut c = Client::connect(s.local_addr()).unwrap();
+    let say = |c: &mut Client, what: &str| {
+        c.send_text(what).unwrap();
+        assert_eq!(c.recv_message().unwrap(), Ev::Text("ok".into()), "{what}");
+    };
+    for what in ["join a", "join b", "join a", "join c"] {
+        say(&mut c, what);
+    }
+    // "join a" again was no new topic; "join c" was one too many. Each
+    // publish's loop took the joins before it (they are ordered with the
+    // "ok" that came back), so what arrives shows what was kept.
+    assert_eq!(s.stats().subscriptions_refused, 1);
+    for topic in ["c", "a", "b"] {
+        assert!(s.publish(topic, MessageKind::Text, topic.as_bytes(), None));
+    }
+    assert_eq!(
+        c.recv_message().unwrap(),
+        Ev::Text("a".into()),
+        "c was refused"
+    );
+    assert_eq!(c.recv_message().unwrap(), Ev::Text("b".into()));
+    // Leaving one makes room for another.
+    say(&mut c, "leave a");
+    say(&mut c, "join c");
+    assert!(s.publish("a", MessageKind::Text, b"a", None));
+    assert!(s.publish("c", MessageKind::Text, b"c", None));
+    assert_eq!(
+        c.recv_message().unwrap(),
+        Ev::Text("c".into()),
+        "a was left"
+    );
+    assert_eq!(s.stats().subscriptions_refused, 1);
+    s.shutdown_and_join();
+}
+
 /// Keeps the user named by the path with the connection at the upgrade,
 /// and counts messages in the connection's data afterwards.
 struct Users;

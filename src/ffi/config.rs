@@ -116,6 +116,22 @@ pub unsafe extern "C" fn sw_config_set_max_connections(
     })
 }
 
+/// Topics one connection may be subscribed to at once (`sw_conn_subscribe`,
+/// `sw_upgrade_subscribe`); default 1,024. A subscription past it is dropped
+/// and counted (`SW_COUNTER_SUBSCRIPTIONS_REFUSED`): without a limit, a
+/// program that subscribes a connection to whatever its client names lets
+/// one client grow the server's memory without bound.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_max_subscriptions(
+    config: *mut sw_config,
+    max: u32,
+) -> sw_result {
+    with_config(config, |c| {
+        c.max_subscriptions = max as usize;
+        Ok(())
+    })
+}
+
 /// Largest message (all its frames together) and largest frame a client
 /// may send, in bytes; beyond them the connection is closed with 1009. They
 /// limit incoming messages only: the server's own sends of any size are

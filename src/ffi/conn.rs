@@ -192,7 +192,10 @@ pub unsafe extern "C" fn sw_conn_buffered_amount(
 /// Subscribes `conn` to `topic` (a NUL-terminated UTF-8 string). Ordered with
 /// the connection's sends: a publish after this call reaches it.
 /// `SW_RESULT_BACKPRESSURE` (nothing done) when 1,024 subscribes and
-/// unsubscribes of `conn` are already waiting for its event loop.
+/// unsubscribes of `conn` are already waiting for its event loop. A
+/// connection already in as many topics as `sw_config_set_max_subscriptions`
+/// allows is not subscribed: its loop drops the subscription and counts it
+/// (`SW_COUNTER_SUBSCRIPTIONS_REFUSED`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_conn_subscribe(
     server: *const sw_server,

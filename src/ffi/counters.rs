@@ -69,11 +69,14 @@ pub enum sw_counter {
     TlsFailedClosed = 22,
     /// TLS handshakes that did not finish in time.
     TlsFailedTimeout = 23,
+    /// Subscriptions dropped because their connection was already in as
+    /// many topics as `sw_config_set_max_subscriptions` allows.
+    SubscriptionsRefused = 24,
 }
 
 impl sw_counter {
     /// Every counter, in number order.
-    const ALL: [sw_counter; 24] = [
+    const ALL: [sw_counter; 25] = [
         sw_counter::ConnectionsOpen,
         sw_counter::ConnectionsTotal,
         sw_counter::MessagesIn,
@@ -98,6 +101,7 @@ impl sw_counter {
         sw_counter::TlsFailedInvalid,
         sw_counter::TlsFailedClosed,
         sw_counter::TlsFailedTimeout,
+        sw_counter::SubscriptionsRefused,
     ];
 
     /// The counter numbered `n`, if this library has it. (A `u32` from C,
@@ -135,6 +139,7 @@ impl sw_counter {
             sw_counter::TlsFailedInvalid => s.tls_failed_invalid,
             sw_counter::TlsFailedClosed => s.tls_failed_closed,
             sw_counter::TlsFailedTimeout => s.tls_failed_timeout,
+            sw_counter::SubscriptionsRefused => s.subscriptions_refused,
         }
     }
 }
@@ -182,7 +187,7 @@ mod tests {
         // Every field a different value: a counter wired to another's field
         // reads the wrong one.
         let mut s = StatsSnapshot::default();
-        let fields: [&mut u64; 24] = [
+        let fields: [&mut u64; 25] = [
             &mut s.connections_open,
             &mut s.connections_total,
             &mut s.messages_in,
@@ -207,6 +212,7 @@ mod tests {
             &mut s.tls_failed_invalid,
             &mut s.tls_failed_closed,
             &mut s.tls_failed_timeout,
+            &mut s.subscriptions_refused,
         ];
         for (i, field) in fields.into_iter().enumerate() {
             *field = 1000 + i as u64;

@@ -56,6 +56,13 @@ pub struct Config {
     /// channel for the loop to take them; past it, a broadcast is refused for
     /// that loop (`ServerHandle::broadcast` returns false). One always fits.
     pub max_pending_fanout: usize,
+    /// Topics one connection may be subscribed to at once
+    /// ([`Conn::subscribe`](super::Conn::subscribe)): each costs the loop
+    /// memory, and a handler that subscribes a connection to whatever its
+    /// client names would otherwise let one client grow it without bound.
+    /// A subscription past it is dropped by the loop and counted in
+    /// [`Stats::subscriptions_refused`](super::Stats::subscriptions_refused).
+    pub max_subscriptions: usize,
     /// Proxies in front of the server whose word about the client's address
     /// it takes (`Conn::peer_addr`, `Upgrade::peer_addr`). None by default.
     pub proxies: TrustedProxies,
@@ -101,6 +108,7 @@ impl Default for Config {
             max_buffered: 4 << 20,
             backpressure: BackpressurePolicy::Close,
             max_pending_fanout: 64 << 20,
+            max_subscriptions: 1024,
             rate_limit: RateLimit::default(),
             proxies: TrustedProxies::default(),
             subprotocols: Vec::new(),

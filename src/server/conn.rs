@@ -201,7 +201,10 @@ impl Conn {
     /// reaches it. False (nothing done) when 1,024 subscribes and
     /// unsubscribes of this connection are already waiting for its loop: a
     /// thread that subscribes in a tight loop cannot grow the loop's queue
-    /// without bound.
+    /// without bound. A connection already in
+    /// [`Config::max_subscriptions`](super::Config::max_subscriptions)
+    /// topics is not subscribed: its loop drops the subscription and counts
+    /// it ([`Stats::subscriptions_refused`](super::Stats::subscriptions_refused)).
     pub fn subscribe(&self, topic: &str) -> bool {
         self.subscription(|id| Command::Subscribe {
             id,

@@ -119,7 +119,7 @@ impl EventLoop {
         let cfg = server.config();
         let tail_room = cfg.protocol.handshake.max_request_bytes.max(4096);
         let read_buf = vec![0u8; tail_room + cfg.read_buffer_size.max(4096)].into_boxed_slice();
-        let topics = Topics::new(server.state().interest.clone());
+        let topics = Topics::new(server.state().interest.clone(), cfg.max_subscriptions);
         Ok(EventLoop {
             index,
             poll,

@@ -102,7 +102,9 @@ pub enum Decision {
         protocol: Option<String>,
         /// Extra response headers.
         headers: Vec<(String, String)>,
-        /// Topics the connection is subscribed to from its first moment.
+        /// Topics the connection is subscribed to from its first moment
+        /// (the first [`Config::max_subscriptions`](super::Config::max_subscriptions)
+        /// of them).
         subscribe: Vec<String>,
         /// A relay: every message from this connection is published to this
         /// topic (never back to the sender) by its event loop, without a

@@ -1,5 +1,6 @@
 //! How a loop carries out the [`Command`]s other threads send it.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use super::lifecycle::Lifecycle;
 use super::mailbox;
 use super::out_queue::QueueSink;
 use super::prepared::{Encoding, Prepared, PreparedMessage};
+use super::topics::Joined;
 use super::ConnId;
 
 /// Commands taken per turn, so a flood of sends cannot starve reads and timers.
@@ -156,7 +158,7 @@ impl EventLoop {
             Command::Subscribe { id, topic } => {
                 if let Some((slot, c)) = self.conns.live(id) {
                     c.took_subscription();
-                    self.topics.subscribe(slot, topic);
+                    self.join_topic(slot, topic);
                 }
             }
             Command::Unsubscribe { id, topic } => {
@@ -179,6 +181,20 @@ impl EventLoop {
                 }
             }
             Command::Shutdown => self.begin_shutdown(now),
+        }
+    }
+
+    /// Subscribes `slot` to `topic`, within the limit of topics per
+    /// connection; a subscription past it is counted and dropped.
+    pub(super) fn join_topic(&mut self, slot: usize, topic: Arc<str>) {
+        if self.topics.subscribe(slot, topic) == Joined::Refused {
+            let stats = &self.server.state().stats;
+            stats.subscriptions_refused.fetch_add(1, Ordering::Relaxed);
+            log::debug!(
+                "loop {}: a connection in {} topics asked for one more: refused",
+                self.index,
+                self.server.config().max_subscriptions
+            );
         }
     }
 

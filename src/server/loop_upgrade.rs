@@ -135,7 +135,7 @@ impl EventLoop {
             .connections_total
             .fetch_add(1, Ordering::Relaxed);
         for topic in subscribe {
-            self.topics.subscribe(slot, topic.into());
+            self.join_topic(slot, topic.into());
         }
         if let Some(topic) = relay {
             self.topics.relay(slot, topic.into());

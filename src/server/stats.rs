@@ -40,6 +40,9 @@ pub struct Stats {
     /// Times a connection was not read for a while for sending faster than
     /// `Config::rate_limit` (the `Pause` policy).
     pub rate_limit_paused: AtomicU64,
+    /// Subscriptions dropped because their connection was already in
+    /// `Config::max_subscriptions` topics.
+    pub subscriptions_refused: AtomicU64,
     /// Handshakes that did not end in an open connection, by reason.
     pub handshake_failures: HandshakeFailures,
     /// TLS handshakes, done and failed (wss:// only).
@@ -186,6 +189,7 @@ pub struct StatsSnapshot {
     pub tls_failed_invalid: u64,
     pub tls_failed_closed: u64,
     pub tls_failed_timeout: u64,
+    pub subscriptions_refused: u64,
 }
 
 impl Stats {
@@ -218,6 +222,7 @@ impl Stats {
             tls_failed_invalid: r(&self.tls.invalid),
             tls_failed_closed: r(&self.tls.closed),
             tls_failed_timeout: r(&self.tls.timeout),
+            subscriptions_refused: r(&self.subscriptions_refused),
         }
     }
 }

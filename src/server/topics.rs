@@ -18,7 +18,7 @@ use super::topic_interest::TopicInterest;
 /// million element moves, quadratic in the topic's size (69M of the 1,471M
 /// instructions of a 6 s fan-out run, callgrind); a slot in thousands of
 /// topics was quadratic in those.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Topics {
     /// Topic → the slots subscribed to it, in no particular order. The key
     /// is the loop's one copy of the name: its address names the topic in
@@ -31,6 +31,19 @@ pub(crate) struct Topics {
     /// Connections whose messages the loop publishes itself, and where.
     relays: HashMap<usize, Arc<str>>,
     interest: Option<Arc<TopicInterest>>,
+    /// Topics one slot may be in ([`Config::max_subscriptions`](super::Config::max_subscriptions)).
+    max_per_slot: usize,
+}
+
+/// What [`Topics::subscribe`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Joined {
+    /// The slot is now subscribed.
+    New,
+    /// It already was.
+    Already,
+    /// It is in as many topics as a slot may be: nothing done.
+    Refused,
 }
 
 /// Where one subscription sits: its slot's place in the topic's list, and
@@ -48,11 +61,16 @@ fn key(slot: usize, topic: &Arc<str>) -> (usize, usize) {
 }
 
 impl Topics {
-    /// A loop's table that tells `interest` (when there is a broker).
-    pub(crate) fn new(interest: Option<Arc<TopicInterest>>) -> Topics {
+    /// A loop's table that tells `interest` (when there is a broker) and
+    /// holds each slot in at most `max_per_slot` topics.
+    pub(crate) fn new(interest: Option<Arc<TopicInterest>>, max_per_slot: usize) -> Topics {
         Topics {
+            by_topic: HashMap::new(),
+            by_slot: HashMap::new(),
+            places: HashMap::new(),
+            relays: HashMap::new(),
             interest,
-            ..Topics::default()
+            max_per_slot,
         }
     }
 
@@ -69,14 +87,18 @@ impl Topics {
         self.relays.get(&slot)
     }
 
-    /// Subscribes `slot` to `topic`; false if it already was.
-    pub(crate) fn subscribe(&mut self, slot: usize, topic: Arc<str>) -> bool {
+    /// Subscribes `slot` to `topic`, unless it already is or is in as many
+    /// topics as a slot may be.
+    pub(crate) fn subscribe(&mut self, slot: usize, topic: Arc<str>) -> Joined {
         let topic = match self.by_topic.get_key_value(&*topic) {
             Some((own, _)) => Arc::clone(own),
             None => topic,
         };
         if self.places.contains_key(&key(slot, &topic)) {
-            return false;
+            return Joined::Already;
+        }
+        if self.by_slot.get(&slot).map_or(0, Vec::len) >= self.max_per_slot {
+            return Joined::Refused;
         }
         let slots = self.by_topic.entry(Arc::clone(&topic)).or_default();
         slots.push(slot);
@@ -91,7 +113,7 @@ impl Topics {
         let in_slot = topics.len() - 1;
         self.places
             .insert(key(slot, &topic), Place { in_topic, in_slot });
-        true
+        Joined::New
     }
 
     /// Unsubscribes `slot` from `topic`; false if it was not subscribed.
@@ -166,21 +188,40 @@ impl Topics {
 mod tests {
     use super::*;
 
+    fn unlimited() -> Topics {
+        Topics::new(None, usize::MAX)
+    }
+
     #[test]
     fn subscribe_is_idempotent() {
-        let mut t = Topics::default();
-        assert!(t.subscribe(3, "a".into()));
-        assert!(t.subscribe(1, "a".into()));
-        assert!(!t.subscribe(3, "a".into()), "already subscribed");
-        assert!(t.subscribe(3, "b".into()));
+        let mut t = unlimited();
+        assert_eq!(t.subscribe(3, "a".into()), Joined::New);
+        assert_eq!(t.subscribe(1, "a".into()), Joined::New);
+        assert_eq!(t.subscribe(3, "a".into()), Joined::Already);
+        assert_eq!(t.subscribe(3, "b".into()), Joined::New);
         assert_eq!(t.subscribers("a"), &[3, 1], "in order while no one left");
         assert_eq!(t.subscribers("b"), &[3]);
         assert_eq!(t.subscribers("nobody"), &[] as &[usize]);
     }
 
     #[test]
+    fn a_slot_joins_at_most_its_limit_of_topics() {
+        let mut t = Topics::new(None, 2);
+        assert_eq!(t.subscribe(1, "a".into()), Joined::New);
+        assert_eq!(t.subscribe(1, "b".into()), Joined::New);
+        assert_eq!(t.subscribe(1, "a".into()), Joined::Already, "not refused");
+        assert_eq!(t.subscribe(1, "c".into()), Joined::Refused);
+        assert_eq!(t.subscribers("c"), &[] as &[usize], "nothing done");
+        assert_eq!(t.topic_count(), 2, "no empty topic kept");
+        assert_eq!(t.subscribe(2, "c".into()), Joined::New, "per slot");
+        assert!(t.unsubscribe(1, "a"));
+        assert_eq!(t.subscribe(1, "c".into()), Joined::New, "room again");
+        assert_eq!(t.subscribers("c").len(), 2);
+    }
+
+    #[test]
     fn unsubscribe_and_removal_leave_no_empty_topics() {
-        let mut t = Topics::default();
+        let mut t = unlimited();
         t.subscribe(1, "a".into());
         t.subscribe(2, "a".into());
         t.subscribe(1, "b".into());
@@ -228,7 +269,7 @@ mod tests {
     fn any_order_of_joins_and_leaves_keeps_the_table_exact() {
         // A reference model (a set of (slot, topic) pairs) beside the table,
         // through 20,000 random subscribes, unsubscribes and removals.
-        let mut t = Topics::default();
+        let mut t = unlimited();
         let mut model = std::collections::BTreeSet::new();
         let mut rng = 0x2545_f491_u32;
         let mut next = |n: u32| {
@@ -242,7 +283,10 @@ mod tests {
             let topic = next(24) as u8;
             let name: Arc<str> = format!("t{topic}").into();
             match next(10) {
-                0..=5 => assert_eq!(t.subscribe(slot, name), model.insert((slot, topic))),
+                0..=5 => assert_eq!(
+                    t.subscribe(slot, name) == Joined::New,
+                    model.insert((slot, topic))
+                ),
                 6..=8 => assert_eq!(t.unsubscribe(slot, &name), model.remove(&(slot, topic))),
                 _ => {
                     t.remove(slot);

@@ -100,6 +100,12 @@ impl App {
                 "Times a connection was not read for a while for sending faster than its rate limit.",
                 plain(s.rate_limit_paused),
             ),
+            (
+                "subscriptions_refused_total",
+                "counter",
+                "Subscriptions dropped: their connection was already in as many topics as it may be.",
+                plain(s.subscriptions_refused),
+            ),
             ("handshake_failures_total", "counter", "Upgrade requests refused, by reason.", by_reason),
             ("tls_handshakes_total", "counter", "TLS handshakes completed.", plain(s.tls_handshakes)),
             (
