@@ -153,9 +153,8 @@ fn per_server_cpu_second(count: u64, cpu: Option<f64>) -> Option<f64> {
     cpu.filter(|c| *c > 0.0).map(|c| count as f64 / c)
 }
 
-/// A connection's payload: 8 bytes of sequence number, then pseudo-random
-/// bytes that differ per connection, so a byte from another connection or
-/// another position is noticed. Made once; each message only changes the number.
+/// One echo connection: what it has received and not parsed, what it has
+/// to write, and which message it sends and expects next.
 struct Conn {
     link: Link,
     id: u64,
