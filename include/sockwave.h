@@ -145,8 +145,9 @@ typedef enum sw_counter {
   SW_COUNTER_TLS_FAILED_CLOSED = 22,
   // TLS handshakes that did not finish in time.
   SW_COUNTER_TLS_FAILED_TIMEOUT = 23,
-  // Subscriptions dropped because their connection was already in as
-  // many topics as `sw_config_set_max_subscriptions` allows.
+  // Subscriptions refused: their connection was already in as many
+  // topics as `sw_config_set_max_subscriptions` allows, or the topic's
+  // name was longer than `sw_config_set_max_topic_length` allows.
   SW_COUNTER_SUBSCRIPTIONS_REFUSED = 24,
 } sw_counter;
 
@@ -413,6 +414,14 @@ enum sw_result sw_config_set_max_connections(struct sw_config *config, uint32_t 
 // one client grow the server's memory without bound.
 enum sw_result sw_config_set_max_subscriptions(struct sw_config *config, uint32_t max);
 
+// Longest topic name a connection may subscribe to, in bytes; default 256.
+// `sw_conn_subscribe` answers a longer one `SW_RESULT_INVALID_ARGUMENT`, and
+// one given to `sw_upgrade_subscribe` is dropped when the connection opens
+// (both counted in `SW_COUNTER_SUBSCRIPTIONS_REFUSED`): the server keeps
+// each topic's name, so the limit on topics alone would not bound a
+// connection's memory.
+enum sw_result sw_config_set_max_topic_length(struct sw_config *config, uint32_t max);
+
 // Largest message (all its frames together) and largest frame a client
 // may send, in bytes; beyond them the connection is closed with 1009. They
 // limit incoming messages only: the server's own sends of any size are
@@ -558,16 +567,19 @@ enum sw_result sw_conn_buffered_amount(const struct sw_server *server,
 // Subscribes `conn` to `topic` (a NUL-terminated UTF-8 string). Ordered with
 // the connection's sends: a publish after this call reaches it.
 // `SW_RESULT_BACKPRESSURE` (nothing done) when 1,024 subscribes and
-// unsubscribes of `conn` are already waiting for its event loop. A
-// connection already in as many topics as `sw_config_set_max_subscriptions`
-// allows is not subscribed: its loop drops the subscription and counts it
-// (`SW_COUNTER_SUBSCRIPTIONS_REFUSED`).
+// unsubscribes of `conn` are already waiting for its event loop;
+// `SW_RESULT_INVALID_ARGUMENT` (nothing done, counted in
+// `SW_COUNTER_SUBSCRIPTIONS_REFUSED`) for a name longer than
+// `sw_config_set_max_topic_length` allows. A connection already in as many
+// topics as `sw_config_set_max_subscriptions` allows is not subscribed: its
+// loop drops the subscription and counts it.
 enum sw_result sw_conn_subscribe(const struct sw_server *server,
                                  sw_conn_id conn,
                                  const char *topic);
 
-// Removes `conn`'s subscription to `topic`; `SW_RESULT_BACKPRESSURE` as
-// `sw_conn_subscribe`.
+// Removes `conn`'s subscription to `topic`; `SW_RESULT_BACKPRESSURE` and
+// `SW_RESULT_INVALID_ARGUMENT` as `sw_conn_subscribe` (the latter not
+// counted).
 enum sw_result sw_conn_unsubscribe(const struct sw_server *server,
                                    sw_conn_id conn,
                                    const char *topic);
@@ -647,7 +659,8 @@ enum sw_result sw_upgrade_reject(struct sw_upgrade *up,
 
 // Subscribes the new connection to `topic` before the 101 goes out, so no
 // `sw_server_publish_*` after the client sees the connection open misses it
-// (within `sw_config_set_max_subscriptions`).
+// (within `sw_config_set_max_subscriptions` and
+// `sw_config_set_max_topic_length`).
 enum sw_result sw_upgrade_subscribe(struct sw_upgrade *up, const char *topic);
 
 // Makes the new connection a relay: every message it sends is published to

@@ -130,6 +130,11 @@ unsafe extern "C" fn on_message(
             sw_conn_ping(server, conn, ptr::null(), 126),
             sw_result::InvalidArgument
         );
+        assert_eq!(
+            sw_conn_subscribe(server, conn, c"long-y".as_ptr()),
+            sw_result::InvalidArgument,
+            "a name past the limit"
+        );
         CALLBACK_DONE.store(true, Ordering::SeqCst);
     }
 }
@@ -185,6 +190,8 @@ unsafe extern "C" fn on_handshake(
         // (and counted) when the connection opens.
         assert_eq!(sw_upgrade_subscribe(up, c"x".as_ptr()), sw_result::Ok);
         assert_eq!(sw_upgrade_subscribe(up, c"y".as_ptr()), sw_result::Ok);
+        // Past the name limit (4 bytes): dropped at the open, and counted.
+        assert_eq!(sw_upgrade_subscribe(up, c"long-x".as_ptr()), sw_result::Ok);
     }
 }
 
@@ -197,6 +204,7 @@ fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
         sw_config_set_workers(cfg, 1);
         sw_config_set_shutdown_timeout(cfg, 300);
         assert_eq!(sw_config_set_max_subscriptions(cfg, 1), sw_result::Ok);
+        assert_eq!(sw_config_set_max_topic_length(cfg, 4), sw_result::Ok);
         let cbs = sw_callbacks {
             userdata: ptr::null_mut(),
             on_handshake: Some(on_handshake),
@@ -259,7 +267,11 @@ fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
         );
         assert_eq!(counter(sw_counter::LoopPanics), 0);
         assert_eq!(counter(sw_counter::TlsHandshakes), 0);
-        assert_eq!(counter(sw_counter::SubscriptionsRefused), 1, "y");
+        assert_eq!(
+            counter(sw_counter::SubscriptionsRefused),
+            3,
+            "y, long-x and long-y"
+        );
         let mut untouched = 7u64;
         assert_eq!(
             sw_server_counter(server, 25, &mut untouched),
@@ -331,6 +343,7 @@ fn sibling_functions_answer_the_same_misuse_alike() {
             sw_server_stats(null, ptr::null_mut()),
             sw_server_counter(null, u32::MAX, ptr::null_mut()),
             sw_config_set_max_subscriptions(ptr::null_mut(), 1),
+            sw_config_set_max_topic_length(ptr::null_mut(), 1),
             sw_server_shutdown(null),
             sw_server_stop(null),
         ] {

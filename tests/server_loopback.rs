@@ -1241,7 +1241,7 @@ fn subscribes_waiting_for_a_loop_are_bounded_per_connection() {
 }
 
 /// Subscribes its connection as told: `join NAME`, `leave NAME`; answers
-/// "ok" once the call was made.
+/// "ok" once the call was made, "refused" when it returned false.
 struct Joiner;
 
 impl Handler for Joiner {
@@ -1261,6 +1261,7 @@ fn a_connection_is_in_at_most_max_subscriptions_topics() {
     let s = Server::start(
         Config {
             max_subscriptions: 2,
+            max_topic_length: 8,
             ..config()
         },
         Joiner,
@@ -1298,6 +1299,14 @@ fn a_connection_is_in_at_most_max_subscriptions_topics() {
         "a was left"
     );
     assert_eq!(s.stats().subscriptions_refused, 1);
+    // A name past `max_topic_length` is refused on the spot, with room or not.
+    say(&mut c, "leave b");
+    c.send_text("join 123456789").unwrap();
+    assert_eq!(c.recv_message().unwrap(), Ev::Text("refused".into()));
+    say(&mut c, "join 12345678");
+    assert_eq!(s.stats().subscriptions_refused, 2);
+    assert!(s.publish("12345678", MessageKind::Text, b"8", None));
+    assert_eq!(c.recv_message().unwrap(), Ev::Text("8".into()));
     s.shutdown_and_join();
 }
 

@@ -132,6 +132,23 @@ pub unsafe extern "C" fn sw_config_set_max_subscriptions(
     })
 }
 
+/// Longest topic name a connection may subscribe to, in bytes; default 256.
+/// `sw_conn_subscribe` answers a longer one `SW_RESULT_INVALID_ARGUMENT`, and
+/// one given to `sw_upgrade_subscribe` is dropped when the connection opens
+/// (both counted in `SW_COUNTER_SUBSCRIPTIONS_REFUSED`): the server keeps
+/// each topic's name, so the limit on topics alone would not bound a
+/// connection's memory.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_max_topic_length(
+    config: *mut sw_config,
+    max: u32,
+) -> sw_result {
+    with_config(config, |c| {
+        c.max_topic_length = max as usize;
+        Ok(())
+    })
+}
+
 /// Largest message (all its frames together) and largest frame a client
 /// may send, in bytes; beyond them the connection is closed with 1009. They
 /// limit incoming messages only: the server's own sends of any size are

@@ -7,7 +7,7 @@ use super::callbacks::{conn_data, CUserData};
 use super::request::write_addr;
 use super::server::{started, sw_server};
 use crate::protocol::close::is_valid_wire_code;
-use crate::server::{Conn, ConnId, DropReason, MessageKind, SendStatus};
+use crate::server::{Conn, ConnId, DropReason, MessageKind, SendStatus, SubscriptionRefused};
 
 /// A connection id. Ids carry a generation: an id whose connection closed
 /// never reaches a newer connection (calls report `SW_RESULT_CLOSED`).
@@ -26,6 +26,14 @@ fn conn_of(server: *const sw_server, conn: sw_conn_id) -> Result<Conn, sw_result
     started(server)?
         .conn(ConnId::from_u64(conn))
         .ok_or(sw_result::Closed)
+}
+
+/// A subscribe or unsubscribe that did nothing, as C hears of it.
+fn refused(why: SubscriptionRefused) -> sw_result {
+    match why {
+        SubscriptionRefused::NameTooLong => sw_result::InvalidArgument,
+        SubscriptionRefused::QueueFull => sw_result::Backpressure,
+    }
 }
 
 fn sent(s: SendStatus) -> Result<(), sw_result> {
@@ -192,10 +200,12 @@ pub unsafe extern "C" fn sw_conn_buffered_amount(
 /// Subscribes `conn` to `topic` (a NUL-terminated UTF-8 string). Ordered with
 /// the connection's sends: a publish after this call reaches it.
 /// `SW_RESULT_BACKPRESSURE` (nothing done) when 1,024 subscribes and
-/// unsubscribes of `conn` are already waiting for its event loop. A
-/// connection already in as many topics as `sw_config_set_max_subscriptions`
-/// allows is not subscribed: its loop drops the subscription and counts it
-/// (`SW_COUNTER_SUBSCRIPTIONS_REFUSED`).
+/// unsubscribes of `conn` are already waiting for its event loop;
+/// `SW_RESULT_INVALID_ARGUMENT` (nothing done, counted in
+/// `SW_COUNTER_SUBSCRIPTIONS_REFUSED`) for a name longer than
+/// `sw_config_set_max_topic_length` allows. A connection already in as many
+/// topics as `sw_config_set_max_subscriptions` allows is not subscribed: its
+/// loop drops the subscription and counts it.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_conn_subscribe(
     server: *const sw_server,
@@ -205,15 +215,15 @@ pub unsafe extern "C" fn sw_conn_subscribe(
     call(|| {
         started(server)?;
         let topic = unsafe { c_str(topic) }?;
-        if !conn_of(server, conn)?.subscribe(topic) {
-            return Err(sw_result::Backpressure);
-        }
-        Ok(())
+        conn_of(server, conn)?
+            .subscription(topic, true)
+            .map_err(refused)
     })
 }
 
-/// Removes `conn`'s subscription to `topic`; `SW_RESULT_BACKPRESSURE` as
-/// `sw_conn_subscribe`.
+/// Removes `conn`'s subscription to `topic`; `SW_RESULT_BACKPRESSURE` and
+/// `SW_RESULT_INVALID_ARGUMENT` as `sw_conn_subscribe` (the latter not
+/// counted).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_conn_unsubscribe(
     server: *const sw_server,
@@ -223,9 +233,8 @@ pub unsafe extern "C" fn sw_conn_unsubscribe(
     call(|| {
         started(server)?;
         let topic = unsafe { c_str(topic) }?;
-        if !conn_of(server, conn)?.unsubscribe(topic) {
-            return Err(sw_result::Backpressure);
-        }
-        Ok(())
+        conn_of(server, conn)?
+            .subscription(topic, false)
+            .map_err(refused)
     })
 }

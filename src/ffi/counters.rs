@@ -69,8 +69,9 @@ pub enum sw_counter {
     TlsFailedClosed = 22,
     /// TLS handshakes that did not finish in time.
     TlsFailedTimeout = 23,
-    /// Subscriptions dropped because their connection was already in as
-    /// many topics as `sw_config_set_max_subscriptions` allows.
+    /// Subscriptions refused: their connection was already in as many
+    /// topics as `sw_config_set_max_subscriptions` allows, or the topic's
+    /// name was longer than `sw_config_set_max_topic_length` allows.
     SubscriptionsRefused = 24,
 }
 

@@ -268,7 +268,8 @@ pub unsafe extern "C" fn sw_upgrade_reject(
 
 /// Subscribes the new connection to `topic` before the 101 goes out, so no
 /// `sw_server_publish_*` after the client sees the connection open misses it
-/// (within `sw_config_set_max_subscriptions`).
+/// (within `sw_config_set_max_subscriptions` and
+/// `sw_config_set_max_topic_length`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_upgrade_subscribe(
     up: *mut sw_upgrade,

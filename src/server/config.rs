@@ -63,6 +63,11 @@ pub struct Config {
     /// A subscription past it is dropped by the loop and counted in
     /// [`Stats::subscriptions_refused`](super::Stats::subscriptions_refused).
     pub max_subscriptions: usize,
+    /// Longest topic name a connection may subscribe to, in bytes: the
+    /// loop keeps each topic's name, so without it the limit above would
+    /// bound a connection's topics but not their size. A longer one is
+    /// refused like a subscription past `max_subscriptions`.
+    pub max_topic_length: usize,
     /// Proxies in front of the server whose word about the client's address
     /// it takes (`Conn::peer_addr`, `Upgrade::peer_addr`). None by default.
     pub proxies: TrustedProxies,
@@ -109,6 +114,7 @@ impl Default for Config {
             backpressure: BackpressurePolicy::Close,
             max_pending_fanout: 64 << 20,
             max_subscriptions: 1024,
+            max_topic_length: 256,
             rate_limit: RateLimit::default(),
             proxies: TrustedProxies::default(),
             subprotocols: Vec::new(),

@@ -33,6 +33,16 @@ pub struct Conn {
     pub(crate) server: Arc<ServerState>,
 }
 
+/// Why [`Conn::subscribe`] or [`Conn::unsubscribe`] did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubscriptionRefused {
+    /// The name is longer than `Config::max_topic_length`.
+    NameTooLong,
+    /// Too many of the connection's subscribes and unsubscribes wait for
+    /// its loop.
+    QueueFull,
+}
+
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn").field("id", &self.inner.id).finish()
@@ -201,33 +211,49 @@ impl Conn {
     /// reaches it. False (nothing done) when 1,024 subscribes and
     /// unsubscribes of this connection are already waiting for its loop: a
     /// thread that subscribes in a tight loop cannot grow the loop's queue
-    /// without bound. A connection already in
+    /// without bound. Also false (nothing done, counted in
+    /// [`Stats::subscriptions_refused`](super::Stats::subscriptions_refused))
+    /// for a name longer than
+    /// [`Config::max_topic_length`](super::Config::max_topic_length). A
+    /// connection already in
     /// [`Config::max_subscriptions`](super::Config::max_subscriptions)
     /// topics is not subscribed: its loop drops the subscription and counts
-    /// it ([`Stats::subscriptions_refused`](super::Stats::subscriptions_refused)).
+    /// it.
     pub fn subscribe(&self, topic: &str) -> bool {
-        self.subscription(|id| Command::Subscribe {
-            id,
-            topic: topic.into(),
-        })
+        self.subscription(topic, true).is_ok()
     }
 
     /// Undoes [`Conn::subscribe`]; a publish after this call does not reach
-    /// it. False as [`Conn::subscribe`] is.
+    /// it. False as [`Conn::subscribe`] is (a name too long to subscribe to
+    /// is not counted: there is nothing to undo).
     pub fn unsubscribe(&self, topic: &str) -> bool {
-        self.subscription(|id| Command::Unsubscribe {
-            id,
-            topic: topic.into(),
-        })
+        self.subscription(topic, false).is_ok()
     }
 
-    /// Hands the loop a subscribe or unsubscribe, within the bound.
-    fn subscription(&self, command: impl FnOnce(ConnId) -> Command) -> bool {
-        if !self.inner.reserve_subscription() {
-            return false;
+    /// Hands the loop a subscribe (or an unsubscribe) of `topic`, within
+    /// the bounds, or says which one it is past.
+    pub(crate) fn subscription(
+        &self,
+        topic: &str,
+        subscribe: bool,
+    ) -> Result<(), SubscriptionRefused> {
+        if topic.len() > self.server.config.max_topic_length {
+            if subscribe {
+                let stats = &self.server.stats;
+                stats.subscriptions_refused.fetch_add(1, Ordering::Relaxed);
+            }
+            return Err(SubscriptionRefused::NameTooLong);
         }
-        self.command(command(self.inner.id));
-        true
+        if !self.inner.reserve_subscription() {
+            return Err(SubscriptionRefused::QueueFull);
+        }
+        let (id, topic) = (self.inner.id, topic.into());
+        self.command(if subscribe {
+            Command::Subscribe { id, topic }
+        } else {
+            Command::Unsubscribe { id, topic }
+        });
+        Ok(())
     }
 
     /// Starts the closing handshake with `code` and `reason` (cut to 123

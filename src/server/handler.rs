@@ -104,7 +104,7 @@ pub enum Decision {
         headers: Vec<(String, String)>,
         /// Topics the connection is subscribed to from its first moment
         /// (the first [`Config::max_subscriptions`](super::Config::max_subscriptions)
-        /// of them).
+        /// of them whose names fit [`Config::max_topic_length`](super::Config::max_topic_length)).
         subscribe: Vec<String>,
         /// A relay: every message from this connection is published to this
         /// topic (never back to the sender) by its event loop, without a

@@ -184,16 +184,25 @@ impl EventLoop {
         }
     }
 
-    /// Subscribes `slot` to `topic`, within the limit of topics per
-    /// connection; a subscription past it is counted and dropped.
+    /// Subscribes `slot` to `topic`, within the limits of topics per
+    /// connection and of a topic's name (the names an upgrade decision
+    /// lists are first checked here); a subscription past them is counted
+    /// and dropped.
     pub(super) fn join_topic(&mut self, slot: usize, topic: Arc<str>) {
-        if self.topics.subscribe(slot, topic) == Joined::Refused {
+        let cfg = self.server.config();
+        let joined = if topic.len() > cfg.max_topic_length {
+            Joined::Refused
+        } else {
+            self.topics.subscribe(slot, topic)
+        };
+        if joined == Joined::Refused {
             let stats = &self.server.state().stats;
             stats.subscriptions_refused.fetch_add(1, Ordering::Relaxed);
             log::debug!(
-                "loop {}: a connection in {} topics asked for one more: refused",
+                "loop {}: a subscription past {} topics or {} bytes of name: refused",
                 self.index,
-                self.server.config().max_subscriptions
+                cfg.max_subscriptions,
+                cfg.max_topic_length
             );
         }
     }

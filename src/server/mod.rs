@@ -110,6 +110,7 @@ mod yield_gauge;
 pub use crate::latency::LatencyHistogram;
 pub use config::{BackpressurePolicy, Config, Dispatch};
 pub use conn::Conn;
+pub(crate) use conn::SubscriptionRefused;
 pub use conn_id::ConnId;
 pub use handler::{Decision, Echo, Handler, HttpResponse, Upgrade};
 pub use mailbox::LoopGauges;

@@ -40,8 +40,9 @@ pub struct Stats {
     /// Times a connection was not read for a while for sending faster than
     /// `Config::rate_limit` (the `Pause` policy).
     pub rate_limit_paused: AtomicU64,
-    /// Subscriptions dropped because their connection was already in
-    /// `Config::max_subscriptions` topics.
+    /// Subscriptions refused: their connection was already in
+    /// `Config::max_subscriptions` topics, or the topic's name was longer
+    /// than `Config::max_topic_length`.
     pub subscriptions_refused: AtomicU64,
     /// Handshakes that did not end in an open connection, by reason.
     pub handshake_failures: HandshakeFailures,

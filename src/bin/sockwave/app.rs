@@ -103,7 +103,7 @@ impl App {
             (
                 "subscriptions_refused_total",
                 "counter",
-                "Subscriptions dropped: their connection was already in as many topics as it may be.",
+                "Subscriptions refused: their connection was in as many topics as it may be, or the name was too long.",
                 plain(s.subscriptions_refused),
             ),
             ("handshake_failures_total", "counter", "Upgrade requests refused, by reason.", by_reason),
