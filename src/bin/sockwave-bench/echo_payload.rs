@@ -10,9 +10,10 @@
 //! quarter of the time waiting for it. Now all connections share one base
 //! pattern (it stays in cache) and each connection's payload is that base
 //! XOR its own 8-byte key, so every word still differs between connections
-//! (a server that mixed them up is caught) while the frame is built in one
-//! pass over the base (key and mask applied together) and the echo checked
-//! in one.
+//! (a server that mixed them up is caught). A frame is the base copied and
+//! then XORed once, key and mask together (as the mask alone was before);
+//! an echo is checked in one pass. What changed is that both read a base in
+//! cache rather than one of many patterns in memory.
 //!
 //! A payload is `seq` (8 bytes, little-endian) and then, from byte 8,
 //! `base[i] ^ key[i % 8]`.
