@@ -139,6 +139,13 @@ impl Config {
         }
     }
 
+    /// Whether a connection may subscribe to a topic of this name
+    /// ([`Config::max_topic_length`]): the one rule for a subscribe from any
+    /// thread and for the topics an upgrade decision lists.
+    pub(crate) fn topic_fits(&self, topic: &str) -> bool {
+        topic.len() <= self.max_topic_length
+    }
+
     /// Sockets the server may hold at most: max_connections, plus the ones
     /// accepted past it only to be answered 503 (see `EventLoop::add_conn`).
     pub(crate) fn max_sockets(&self) -> usize {

@@ -237,7 +237,7 @@ impl Conn {
         topic: &str,
         subscribe: bool,
     ) -> Result<(), SubscriptionRefused> {
-        if topic.len() > self.server.config.max_topic_length {
+        if !self.server.config.topic_fits(topic) {
             if subscribe {
                 let stats = &self.server.stats;
                 stats.subscriptions_refused.fetch_add(1, Ordering::Relaxed);

@@ -190,7 +190,7 @@ impl EventLoop {
     /// and dropped.
     pub(super) fn join_topic(&mut self, slot: usize, topic: Arc<str>) {
         let cfg = self.server.config();
-        let joined = if topic.len() > cfg.max_topic_length {
+        let joined = if !cfg.topic_fits(&topic) {
             Joined::Refused
         } else {
             self.topics.subscribe(slot, topic)
