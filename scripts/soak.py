@@ -193,8 +193,6 @@ async def soak(a, pid, port):
     tally = {"upgraded": 0, "messages": 0, "no_request": 0, "steady_messages": 0, "churned": 0}
     errors = []
     stop = asyncio.Event()
-    idle_fds = fds(pid)
-    steady = [asyncio.create_task(steady_client(i, port, stop, tally, errors)) for i in range(a.steady)]
 
     async def wave(n, offset):
         results = await asyncio.gather(
@@ -205,30 +203,52 @@ async def soak(a, pid, port):
                 errors.append(f"churn: {type(r).__name__}: {r}")
         tally["churned"] += n
 
-    async def settled(expect_open):
-        # Every churn connection released: only the steady clients are open.
+    async def settled(expect_open, idle_fds):
+        # Every churn connection released: only the steady clients are open
+        # and the server holds exactly `idle_fds + expect_open` descriptors.
+        # The count is read before each /metrics request: the server closes
+        # that request's socket just after the client has its answer, so a
+        # count read after it may still include it. Returns the last reading
+        # if the server never settles; the checks then say what differs.
         for _ in range(1000):
+            f = fds(pid)
             m = metrics(port)
-            if m["sockwave_connections_open"] == expect_open and fds(pid) <= idle_fds + expect_open + 1:
-                return m
+            if m["sockwave_connections_open"] == expect_open and f == idle_fds + expect_open:
+                break
             await asyncio.sleep(0.02)
-        raise RuntimeError("the server did not settle")
+        return m, f
 
+    async def quiet_fds():
+        # The descriptors of a server with no client. The readiness probe
+        # connects as soon as the listeners are bound, before each loop
+        # thread has opened its own files (its /proc schedstat), so wait
+        # for nothing open by /metrics and five counts in a row, 20 ms
+        # apart and each read before its request (as above), that agree.
+        counts = []
+        for _ in range(1000):
+            counts = (counts + [fds(pid)])[-5:]
+            if metrics(port)["sockwave_connections_open"] == 0 and len(counts) == 5 and len(set(counts)) == 1:
+                return counts[0]
+            await asyncio.sleep(0.02)
+        raise RuntimeError(f"the server's descriptors did not settle: {counts}")
+
+    idle_fds = await quiet_fds()
+    steady = [asyncio.create_task(steady_client(i, port, stop, tally, errors)) for i in range(a.steady)]
     # Warm-up: the steady clients and one wave, so the baseline is the
     # allocator's steady state, not a fresh process.
     await wave(min(a.wave, a.churn), 0)
-    await settled(a.steady)
-    base_fds, base_rss = fds(pid), rss(pid)
+    _, base_fds = await settled(a.steady, idle_fds)
+    base_rss = rss(pid)
     started = time.monotonic()
     peak_rss = base_rss
     while tally["churned"] < a.churn or time.monotonic() - started < a.seconds:
         await wave(a.wave, tally["churned"])
         peak_rss = max(peak_rss, rss(pid))
-    await settled(a.steady)
-    end_fds, end_rss = fds(pid), rss(pid)
+    _, end_fds = await settled(a.steady, idle_fds)
+    end_rss = rss(pid)
     stop.set()
     await asyncio.gather(*steady)
-    m = await settled(0)
+    m, final_fds = await settled(0, idle_fds)
     elapsed = time.monotonic() - started
     timeouts = m['sockwave_handshake_failures_total{reason="timeout"}']
     checks = [
@@ -243,8 +263,8 @@ async def soak(a, pid, port):
          f"{m['sockwave_messages_received_total']} vs {tally['messages'] + tally['steady_messages']}"),
         ("handshake timeouts match the silent connects", timeouts == tally["no_request"],
          f"{timeouts} vs {tally['no_request']}"),
-        ("nothing open at the end", m["sockwave_connections_open"] == 0 and fds(pid) == idle_fds,
-         f"open {m['sockwave_connections_open']}, fds {fds(pid)} (idle {idle_fds})"),
+        ("nothing open at the end", m["sockwave_connections_open"] == 0 and final_fds == idle_fds,
+         f"open {m['sockwave_connections_open']}, fds {final_fds} (idle {idle_fds})"),
     ]
     print(f"soak: {elapsed:.0f} s, {tally['churned']} churn connections ({a.wave} a wave, "
           f"{tally['upgraded']} upgraded), {a.steady} steady clients echoed {tally['steady_messages']} "
