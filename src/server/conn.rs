@@ -142,6 +142,14 @@ impl Conn {
         };
         let id = self.inner.id;
         let opts = &self.server.config.protocol.deflate;
+        if self.inner.encoding.is_plain_for(accounted, opts)
+            && self.server.append_reply(id, kind, &data)
+        {
+            if let Cow::Owned(v) = data {
+                crate::buffer_pool::give(v);
+            }
+            return SendStatus::Buffered(buffered);
+        }
         let message = match prepare(kind, data, self.inner.encoding, opts) {
             Prepared::Frame(frame) => match self.server.push_reply(id, frame, accounted) {
                 Ok(()) => return SendStatus::Buffered(buffered),

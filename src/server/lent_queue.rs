@@ -19,6 +19,7 @@ use std::marker::PhantomData;
 
 use super::out_queue::{OutQueue, Outgoing};
 use super::ConnId;
+use crate::protocol::MessageKind;
 
 /// The queue lent for one handler call, and what went into it. Plain words,
 /// so the thread-local needs no destructor and costs a load to reach.
@@ -116,10 +117,36 @@ pub(crate) fn push(
     })
 }
 
+/// Appends the plain frame of `kind` carrying `payload` (see
+/// [`OutQueue::append_frame`]) to connection `id`'s queue when it is lent
+/// to this thread, `nothing_waits` and the queue's last buffer has room;
+/// false, nothing done, otherwise (the caller then builds the frame and
+/// tries [`push`]).
+pub(crate) fn append_frame(
+    id: ConnId,
+    kind: MessageKind,
+    payload: &[u8],
+    nothing_waits: impl FnOnce() -> bool,
+) -> bool {
+    LENT.with(|l| {
+        let mut lent = l.get();
+        if lent.out.is_null() || lent.id != id || !nothing_waits() {
+            return false;
+        }
+        // SAFETY: as in `push`.
+        if !unsafe { &mut *lent.out }.append_frame(kind, payload, payload.len()) {
+            return false;
+        }
+        lent.messages += 1;
+        lent.bytes += payload.len();
+        l.set(lent);
+        true
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::MessageKind;
 
     #[test]
     fn only_the_lent_connection_takes_frames_and_only_while_lent() {
@@ -133,16 +160,26 @@ mod tests {
         assert!(is_lent(a) && !is_lent(b));
         assert!(push(b, frame(), 2, yes).is_err(), "another connection");
         assert!(push(a, frame(), 2, || false).is_err(), "something waits");
+        let text = MessageKind::Text;
+        assert!(
+            !append_frame(a, text, b"hi", yes),
+            "nothing queued to join yet"
+        );
         assert!(push(a, frame(), 2, yes).is_ok());
         assert!(push(a, frame(), 2, yes).is_ok());
-        assert_eq!(lent.give_back(), (2, 4));
-        assert_eq!(out.queued(), 8, "two 4-byte frames");
+        assert!(!append_frame(b, text, b"hi", yes), "another connection");
+        assert!(!append_frame(a, text, b"hi", || false), "something waits");
+        assert!(append_frame(a, text, b"hi", yes));
+        assert_eq!(lent.give_back(), (3, 6));
+        assert_eq!(out.queued(), 12, "three 4-byte frames");
         assert!(push(a, frame(), 2, yes).is_err(), "given back");
+        assert!(!append_frame(a, text, b"hi", yes), "given back");
         assert!(!is_lent(a));
 
         // Dropped (the loop unwound past the call): forgotten.
         drop(LentQueue::lend(a, &mut out));
         assert!(push(a, frame(), 2, yes).is_err(), "dropped");
-        assert_eq!(out.queued(), 8);
+        assert!(!append_frame(a, text, b"hi", yes), "dropped");
+        assert_eq!(out.queued(), 12);
     }
 }

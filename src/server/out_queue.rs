@@ -137,14 +137,22 @@ impl Chunk {
     /// and nothing done, otherwise.
     #[inline(always)]
     fn append_in_place(&mut self, bytes: &[u8]) -> bool {
+        self.append_parts_in_place([bytes, &[]])
+    }
+
+    /// [`append_in_place`](Self::append_in_place) for bytes in two parts
+    /// (a frame's header and its payload).
+    #[inline(always)]
+    fn append_parts_in_place(&mut self, parts: [&[u8]; 2]) -> bool {
         let Outgoing::Bytes(buf) = &mut self.data else {
             return false;
         };
-        let len = bytes.len();
+        let len = parts[0].len() + parts[1].len();
         if buf.capacity() - buf.len() < len || buf.len() + len > COALESCED_BUFFER_MAX {
             return false;
         }
-        buf.extend_from_slice(bytes);
+        buf.extend_from_slice(parts[0]);
+        buf.extend_from_slice(parts[1]);
         true
     }
 
@@ -287,6 +295,34 @@ impl OutQueue {
             return;
         }
         self.push_chunk(data, accounted);
+    }
+
+    /// Appends the plain frame of `kind` carrying `payload` to the last
+    /// chunk when that is a buffer of our own with room for it: header and
+    /// payload are written straight in, with no frame built first (what a
+    /// reply on the loop thread nearly always finds, from the second reply
+    /// of a turn on). False, nothing done, otherwise; the caller then
+    /// builds the frame and [`push`](Self::push)es it, which is also what
+    /// this is tested against.
+    #[inline]
+    pub(crate) fn append_frame(
+        &mut self,
+        kind: MessageKind,
+        payload: &[u8],
+        accounted: usize,
+    ) -> bool {
+        if payload.len() > COALESCE_MAX {
+            return false;
+        }
+        let head = EncodedHeader::new(kind.opcode(), true, false, payload.len() as u64, None);
+        let len = head.as_bytes().len() + payload.len();
+        if len > COALESCE_MAX {
+            // Queued on its own by `push`, so not joined here either.
+            return false;
+        }
+        self.join_back_with(len, accounted, |back| {
+            back.append_parts_in_place([head.as_bytes(), payload])
+        })
     }
 
     /// Appends a frame shared with other recipients (a broadcast's or a
@@ -561,6 +597,70 @@ mod tests {
             }
         }
         assert!(past_the_cap, "a coalesced buffer filled up");
+        assert_eq!(pending(&fast), pending(&reference));
+        assert_eq!(fast.clear(), reference.clear(), "the same reservations");
+    }
+
+    #[test]
+    fn frames_appended_in_place_queue_as_pushed_frames_do() {
+        // `append_frame`, falling back to pushing the built frame as its
+        // callers do, against pushing the built frame every time: payloads
+        // around every header size and the join limit, text and binary,
+        // between owned frames large and small and with writes in between;
+        // enough small ones that a coalesced buffer fills and grows.
+        let sizes = [
+            0,
+            1,
+            20,
+            125,
+            126,
+            1000,
+            COALESCE_MAX - 4,
+            COALESCE_MAX - 3,
+            COALESCE_MAX,
+            70_000,
+        ];
+        let (mut fast, mut reference) = (OutQueue::default(), OutQueue::default());
+        let mut released = (0, 0);
+        let mut appended = 0;
+        for step in 0..6_000usize {
+            let len = if step % 7 == 0 {
+                sizes[step / 7 % sizes.len()]
+            } else {
+                sizes[step % 3]
+            };
+            let kind = if step % 2 == 0 {
+                MessageKind::Text
+            } else {
+                MessageKind::Binary
+            };
+            let payload = vec![step as u8; len];
+            if step % 89 == 0 {
+                let owned = vec![9; 300];
+                fast.push(Outgoing::owned_frame(kind, owned.clone()), 300);
+                reference.push(Outgoing::owned_frame(kind, owned), 300);
+            }
+            if fast.append_frame(kind, &payload, len) {
+                appended += 1;
+            } else {
+                fast.push(Outgoing::copy_frame(kind, &payload), len);
+            }
+            reference.push(Outgoing::copy_frame(kind, &payload), len);
+            assert_eq!(fast.queued(), reference.queued(), "step {step}");
+            assert_eq!(fast.chunk_count(), reference.chunk_count(), "step {step}");
+            if step % 199 == 0 {
+                let (a, b) = (pending(&fast), pending(&reference));
+                assert_eq!(a, b, "step {step}");
+                let written = a.1.len() * 2 / 3;
+                released.0 += fast.advance(written);
+                released.1 += reference.advance(written);
+                assert_eq!(released.0, released.1, "step {step}");
+            }
+        }
+        assert!(
+            appended > 4_000,
+            "the fast path took most frames: {appended}"
+        );
         assert_eq!(pending(&fast), pending(&reference));
         assert_eq!(fast.clear(), reference.clear(), "the same reservations");
     }

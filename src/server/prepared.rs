@@ -40,6 +40,12 @@ impl Encoding {
         }
     }
 
+    /// Whether a message of `len` bytes goes out uncompressed.
+    #[inline]
+    pub(crate) fn is_plain_for(self, len: usize, opts: &DeflateOptions) -> bool {
+        matches!(self.for_len(len, opts), Encoding::Plain)
+    }
+
     /// The encoding of one message of `len` bytes: plain under the threshold.
     fn for_len(self, len: usize, opts: &DeflateOptions) -> Encoding {
         if len < opts.threshold {

@@ -17,6 +17,7 @@ use super::out_queue::Outgoing;
 use super::prepared::PreparedMessage;
 use super::topic_interest::TopicInterest;
 use super::{Config, ConnId, Stats};
+use crate::protocol::MessageKind;
 
 /// What every thread of one server shares (the handler is not here: the
 /// loops and workers are given it directly).
@@ -60,6 +61,17 @@ impl ServerState {
             return Err(frame);
         };
         lent_queue::push(id, frame, accounted, || mailbox.nothing_waits())
+    }
+
+    /// [`push_reply`](Self::push_reply) for a small plain frame, written
+    /// straight into the queue's last buffer (see `lent_queue::append_frame`)
+    /// when it has room; false, nothing done, otherwise.
+    #[inline]
+    pub(crate) fn append_reply(&self, id: ConnId, kind: MessageKind, payload: &[u8]) -> bool {
+        let Some(mailbox) = self.mailboxes.get(id.loop_index()) else {
+            return false;
+        };
+        lent_queue::append_frame(id, kind, payload, || mailbox.nothing_waits())
     }
 
     /// Hands a copy of `cmd` to every loop.
