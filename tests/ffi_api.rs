@@ -920,6 +920,14 @@ fn a_relay_from_c_publishes_without_a_message_callback() {
         assert_eq!(b.recv().unwrap(), Ev::Text("again".into()));
         b.send_text("last").unwrap();
         assert_eq!(a.recv().unwrap(), Ev::Text("last".into()));
+        // A small message is published from where it was read, a large or
+        // fragmented one from a buffer of its own: all arrive whole.
+        let large: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        a.send_binary(&large).unwrap();
+        assert_eq!(b.recv().unwrap(), Ev::Binary(large));
+        a.send_fragments(sockwave::protocol::MessageKind::Text, &[b"frag", b"ments"])
+            .unwrap();
+        assert_eq!(b.recv().unwrap(), Ev::Text("fragments".into()));
         assert_eq!(RELAYED_TO_HANDLER.load(Ordering::SeqCst), 0);
         drop((a, b, other));
         sw_server_free(server);

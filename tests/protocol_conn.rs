@@ -291,9 +291,10 @@ fn an_owning_reader_gets_the_same_messages_and_failures_owned() {
     input.extend(cframe(0x80, &payload[3000..9001]));
     // Then text that is not UTF-8, whole: 1007 from both.
     input.extend(cframe(0x81, &[b'o', b'k', 0xff, b'!']));
-    let run = |own: bool, step: usize| {
+    let run = |own: bool, lend: bool, step: usize| {
         let mut conn = Connection::server(config(), now);
         conn.own_messages(own);
+        conn.lend_small_messages(lend);
         let (mut pending, mut out) = (Vec::new(), Vec::new());
         let mut evs = Vec::new();
         for piece in input.chunks(step) {
@@ -301,11 +302,50 @@ fn an_owning_reader_gets_the_same_messages_and_failures_owned() {
         }
         (evs, out)
     };
-    let borrowed = run(false, input.len());
+    let borrowed = run(false, false, input.len());
     assert_eq!(borrowed.0.last(), Some(&Ev::Failed(1007)));
     assert_eq!(borrowed.0.len(), 1 + 2 * 49 + 1 + 1);
     for step in [input.len(), 1, 7, 4096] {
-        assert_eq!(run(true, step), borrowed, "step {step}");
+        assert_eq!(run(true, false, step), borrowed, "step {step}");
+        assert_eq!(run(true, true, step), borrowed, "lending, step {step}");
+    }
+}
+
+#[test]
+fn an_owning_reader_that_lends_small_messages_lends_only_small_whole_frames() {
+    use sockwave::protocol::{Payload, LENT_MESSAGE_MAX};
+    let now = Instant::now();
+    let (mut conn, _, mut out) = open_server(config(), now);
+    conn.own_messages(true);
+    conn.lend_small_messages(true);
+    let payload = vec![b'x'; LENT_MESSAGE_MAX + 1];
+    for (len, lent) in [
+        (0, true),
+        (20, true),
+        (LENT_MESSAGE_MAX, true),
+        (LENT_MESSAGE_MAX + 1, false),
+    ] {
+        let mut input = cframe(0x82, &payload[..len]);
+        match conn.read(&mut input, now, &mut out).event {
+            Some(Event::Message(MessageKind::Binary, Payload::Borrowed(b))) if lent => {
+                assert_eq!(b, &payload[..len])
+            }
+            Some(Event::Message(MessageKind::Binary, Payload::Owned(v))) if !lent => {
+                assert_eq!(v, &payload[..len])
+            }
+            other => panic!("{len} bytes: {other:?}"),
+        }
+    }
+    // Assembled from fragments: owned, however small.
+    let mut input = cframe(0x02, b"a");
+    input.extend(cframe(0x80, b"b"));
+    let r = conn.read(&mut input, now, &mut out);
+    assert!(r.event.is_none());
+    let consumed = r.consumed;
+    let mut rest = input[consumed..].to_vec();
+    match conn.read(&mut rest, now, &mut out).event {
+        Some(Event::Message(MessageKind::Binary, Payload::Owned(v))) => assert_eq!(v, b"ab"),
+        other => panic!("{other:?}"),
     }
 }
 

@@ -1073,6 +1073,71 @@ fn a_panicking_handler_closes_its_connection_with_1011_and_nothing_else() {
     }
 }
 
+/// With inline dispatch a small whole message is lent to the handler where
+/// it lies (`on_message_lent`); a larger or fragmented one, and every
+/// message with workers, is handed over (`on_message`). A panic in either
+/// closes only its connection. The default `on_message_lent` (see
+/// `Fragile` above) hands over a copy.
+#[test]
+fn inline_handlers_read_small_whole_messages_where_they_lie() {
+    struct Paths;
+    impl Handler for Paths {
+        fn on_message(&self, conn: &Conn, m: Message) {
+            conn.send_text(&format!("owned {} {}", m.as_bytes().len(), m.as_bytes()[0]));
+        }
+        fn on_message_lent(&self, conn: &Conn, kind: MessageKind, data: &[u8]) {
+            if data == b"boom" {
+                panic!("the handler's own bug");
+            }
+            assert_eq!(kind, MessageKind::Binary);
+            conn.send_text(&format!("lent {} {}", data.len(), data[0]));
+        }
+    }
+    let max = sockwave::protocol::LENT_MESSAGE_MAX;
+    for (dispatch, lends) in [(Dispatch::Workers(1), false), (Dispatch::Inline, true)] {
+        let mut cfg = config();
+        cfg.dispatch = dispatch;
+        let server = Server::start(cfg, Paths).unwrap();
+        let mut c = Client::connect(server.local_addr()).unwrap();
+        let expect = |len: usize, first: u8, lent: bool| {
+            Ev::Text(format!(
+                "{} {len} {first}",
+                if lent { "lent" } else { "owned" }
+            ))
+        };
+        for (i, len) in [1, 20, max, max + 1, 70_000].into_iter().enumerate() {
+            c.send_binary(&vec![i as u8; len]).unwrap();
+            let lent = lends && len <= max;
+            assert_eq!(
+                c.recv().unwrap(),
+                expect(len, i as u8, lent),
+                "{dispatch:?}"
+            );
+        }
+        c.send_fragments(MessageKind::Binary, &[b"\x09a", b"b"])
+            .unwrap();
+        assert_eq!(c.recv().unwrap(), expect(3, 9, false), "{dispatch:?}");
+        // Pipelined: every one answered, in order, each from its own bytes.
+        let burst: Vec<Vec<u8>> = (0..200u8).map(|i| vec![i; 20]).collect();
+        c.send_pipelined(MessageKind::Binary, &burst).unwrap();
+        for i in 0..200u8 {
+            assert_eq!(c.recv().unwrap(), expect(20, i, lends), "{dispatch:?}");
+        }
+        if lends {
+            let mut bystander = Client::connect(server.local_addr()).unwrap();
+            c.send_binary(b"boom").unwrap();
+            assert_eq!(
+                c.recv().unwrap(),
+                Ev::Close(1011, "handler panicked".into())
+            );
+            bystander.send_binary(b"\x05fine").unwrap();
+            assert_eq!(bystander.recv().unwrap(), expect(5, 5, true));
+            assert_eq!(server.stats().handler_panics, 1);
+        }
+        server.shutdown_and_join();
+    }
+}
+
 #[test]
 fn a_second_server_on_the_same_port_fails_instead_of_sharing_it() {
     let first = echo_server();

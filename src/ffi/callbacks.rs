@@ -204,12 +204,17 @@ impl Handler for CHandler {
     }
 
     fn on_message(&self, conn: &Conn, message: Message) {
+        self.on_message_lent(conn, message.kind(), message.as_bytes());
+    }
+
+    // C has the message for the call only (see `sw_message_cb`), so
+    // it never needs a copy of its own.
+    fn on_message_lent(&self, conn: &Conn, kind: MessageKind, data: &[u8]) {
         if let Some(cb) = self.cbs.on_message {
-            let kind = match message.kind() {
+            let kind = match kind {
                 MessageKind::Text => sw_message_kind::Text,
                 MessageKind::Binary => sw_message_kind::Binary,
             };
-            let data = message.as_bytes();
             unsafe {
                 cb(
                     self.cbs.userdata,

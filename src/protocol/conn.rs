@@ -269,6 +269,12 @@ const HOLD_CLOSE: u8 = 1;
 /// [`Connection::options`]: hand whole messages out owned (see
 /// [`Connection::own_messages`]).
 const OWN_MESSAGES: u8 = 2;
+/// [`Connection::options`]: still lend small whole messages while owning
+/// the rest (see [`Connection::lend_small_messages`]).
+const LEND_SMALL: u8 = 4;
+
+/// The largest whole message [`Connection::lend_small_messages`] lends.
+pub const LENT_MESSAGE_MAX: usize = 4096;
 
 /// A data frame whose payload is still arriving.
 #[derive(Debug, Clone, Copy)]
@@ -328,8 +334,8 @@ pub struct Connection {
     ping_sent: Moment,
     /// permessage-deflate, when negotiated.
     deflate: Option<Box<DeflateSession>>,
-    /// The caller's choices, as bits ([`HOLD_CLOSE`], [`OWN_MESSAGES`]): a
-    /// byte for both keeps the connection within 64 bytes.
+    /// The caller's choices, as bits ([`HOLD_CLOSE`], [`OWN_MESSAGES`],
+    /// [`LEND_SMALL`]): one byte keeps the connection within 64 bytes.
     options: u8,
     /// That close frame, encoded, until [`Connection::release_close_reply`].
     // Boxed twice: one word in every connection for a frame held only
@@ -853,7 +859,10 @@ impl Connection {
         let consumed = head_len + header.payload_len as usize;
         let payload = &mut input[head_len..consumed];
         if let Some(key) = header.mask {
-            if self.option(OWN_MESSAGES) && !header.rsv1 {
+            if self.option(OWN_MESSAGES)
+                && !header.rsv1
+                && !(self.option(LEND_SMALL) && payload.len() <= LENT_MESSAGE_MAX)
+            {
                 let mut data = crate::buffer_pool::take(payload.len());
                 extend_masked(&mut data, payload, key, 0);
                 if kind == MessageKind::Text && utf8::validate(&data).is_err() {
@@ -1059,6 +1068,19 @@ impl Connection {
     /// 9.6 ns, 16 KiB 224 → 116 ns, 1 MiB 25 → 18 µs).
     pub fn own_messages(&mut self, own: bool) {
         self.set_option(OWN_MESSAGES, own);
+    }
+
+    /// While set (with [`own_messages`](Self::own_messages)), a whole
+    /// unfragmented frame of at most [`LENT_MESSAGE_MAX`] bytes is still
+    /// unmasked in place and lent ([`Payload::Borrowed`]); larger and
+    /// assembled ones stay owned. For a caller that can use a small message
+    /// where it lies (the server's loop with an inline handler, or a relay
+    /// that only publishes it): a buffer taken and given back per message
+    /// costs more than the message's bytes there, while a large message is
+    /// as cheap to unmask into a buffer of its own as in place, and is then
+    /// sent on without another copy.
+    pub fn lend_small_messages(&mut self, lend: bool) {
+        self.set_option(LEND_SMALL, lend);
     }
 
     fn option(&self, bit: u8) -> bool {

@@ -27,7 +27,7 @@ pub mod utf8;
 pub use close::{code as close_code, CloseFrame};
 pub use conn::{
     Connection, Event, MessageKind, Payload, ProtocolConfig, Read, Role, SendError, Sink, State,
-    Timeout,
+    Timeout, LENT_MESSAGE_MAX,
 };
 pub use error::ProtocolError;
 pub use frame::{EncodedHeader, FrameHeader, OpCode};

@@ -22,7 +22,7 @@ use super::worker_inbox::{current_cpu, worker_inbox, WorkerInbox, WorkerReceiver
 use super::{Conn, Dispatch, Handler, Message};
 use crate::latency::LocalHistogram;
 use crate::protocol::close::code;
-use crate::protocol::Request;
+use crate::protocol::{MessageKind, Request};
 
 /// Batches a worker may have waiting before its loops block on it.
 const WORKER_QUEUE_BATCHES: usize = 1024;
@@ -276,6 +276,27 @@ impl Dispatcher {
         }
     }
 
+    /// Hands the inline handler a message lent from the loop's read buffer
+    /// (see [`Handler::on_message_lent`]); with workers, a copy of it as
+    /// any message.
+    pub(crate) fn dispatch_lent(
+        &mut self,
+        slot: usize,
+        inner: Arc<ConnInner>,
+        kind: MessageKind,
+        data: &[u8],
+    ) {
+        match self {
+            Dispatcher::Inline {
+                handler, server, ..
+            } => handle_lent_message(&**handler, server, inner, kind, data),
+            Dispatcher::Workers { .. } => self.dispatch(
+                slot,
+                WorkerEvent::Message(inner, Message::copied(kind, data)),
+            ),
+        }
+    }
+
     /// Whether the handler runs on the loop thread.
     pub(crate) fn is_inline(&self) -> bool {
         matches!(self, Dispatcher::Inline { .. })
@@ -429,16 +450,41 @@ fn handle_event(handler: &dyn Handler, server: &Arc<ServerState>, event: WorkerE
         }
     };
     if panicked {
-        log::error!(
-            "handler panicked on connection {}; closing it with 1011",
-            conn.id()
-        );
-        conn.server
-            .stats
-            .handler_panics
-            .fetch_add(1, Ordering::Relaxed);
-        conn.close(code::INTERNAL_ERROR, "handler panicked");
+        after_panic(&conn);
     }
+}
+
+/// [`handle_event`] for a message lent from the loop's read buffer (see
+/// [`Handler::on_message_lent`]): inline only.
+fn handle_lent_message(
+    handler: &dyn Handler,
+    server: &Arc<ServerState>,
+    inner: Arc<ConnInner>,
+    kind: MessageKind,
+    data: &[u8],
+) {
+    let conn = LentConn::new(inner, server);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        handler.on_message_lent(&conn, kind, data)
+    }));
+    if r.is_err() {
+        after_panic(&conn);
+    }
+}
+
+/// A handler panicked on `conn`: counted, and the connection closed with
+/// 1011, since its handler's state can no longer be trusted.
+#[cold]
+fn after_panic(conn: &Conn) {
+    log::error!(
+        "handler panicked on connection {}; closing it with 1011",
+        conn.id()
+    );
+    conn.server
+        .stats
+        .handler_panics
+        .fetch_add(1, Ordering::Relaxed);
+    conn.close(code::INTERNAL_ERROR, "handler panicked");
 }
 
 #[cfg(test)]

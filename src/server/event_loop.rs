@@ -43,9 +43,9 @@ use super::stats::{HandshakeFailure, LoopStats, TlsFailure};
 use super::timers::Timers;
 use super::topics::Topics;
 use super::transport::Transport;
-use super::{ConnId, Handler, Message, ServerHandle};
+use super::{Config, ConnId, Handler, Message, ServerHandle};
 use crate::protocol::close::code;
-use crate::protocol::{Event, ProtocolConfig};
+use crate::protocol::{Event, MessageKind, Payload, ProtocolConfig};
 
 pub(crate) const WAKER: Token = Token(usize::MAX - 1);
 const LISTENER: Token = Token(usize::MAX - 2);
@@ -117,8 +117,8 @@ impl EventLoop {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let cfg = server.config();
-        let tail_room = cfg.protocol.handshake.max_request_bytes.max(4096);
-        let read_buf = vec![0u8; tail_room + cfg.read_buffer_size.max(4096)].into_boxed_slice();
+        let tail_room = tail_room(cfg);
+        let read_buf = read_buffer(cfg);
         let topics = Topics::new(server.state().interest.clone(), cfg.max_subscriptions);
         Ok(EventLoop {
             index,
@@ -363,6 +363,10 @@ impl EventLoop {
     fn read_conn_contained(&mut self, slot: usize, now: Instant, to_eof: bool) {
         let read = catch_unwind(AssertUnwindSafe(|| self.read_conn(slot, now, to_eof)));
         if read.is_err() {
+            if self.read_buf.is_empty() {
+                // Taken by `process_input` and dropped by the unwinding.
+                self.read_buf = read_buffer(self.server.config());
+            }
             log::error!(
                 "loop {}: panicked while reading connection {slot}; dropping it",
                 self.index
@@ -471,6 +475,26 @@ impl EventLoop {
         drained: bool,
         now: Instant,
     ) {
+        // Taken out for the call, so that a message lent from it (see
+        // `Handler::on_message_lent`) can be read while the rest of the loop
+        // is in use. A panic in between drops it: see `read_conn_contained`.
+        let mut buf = std::mem::take(&mut self.read_buf);
+        self.process_input_in(&mut buf, slot, start, end, drained, now);
+        self.read_buf = buf;
+    }
+
+    fn process_input_in(
+        &mut self,
+        buf: &mut [u8],
+        slot: usize,
+        start: usize,
+        end: usize,
+        drained: bool,
+        now: Instant,
+    ) {
+        // Where `buf` starts, to find a lent message in it again once the
+        // event that lends it (which also borrows the connection) is gone.
+        let base = buf.as_ptr() as usize;
         let mut pos = start;
         while pos < end {
             let Some(c) = self.conns.get_mut(slot) else {
@@ -481,7 +505,7 @@ impl EventLoop {
                 ..
             } = &mut c.lifecycle
             {
-                match proxy_protocol::parse(&self.read_buf[pos..end]) {
+                match proxy_protocol::parse(&buf[pos..end]) {
                     Ok(Some((proxied, n))) => {
                         *awaiting = false;
                         if let Proxied::Client(addr) = proxied {
@@ -498,11 +522,9 @@ impl EventLoop {
                     }
                 }
             }
-            let r = c.proto.read(
-                &mut self.read_buf[pos..end],
-                now,
-                &mut QueueSink::new(&mut c.out),
-            );
+            let r = c
+                .proto
+                .read(&mut buf[pos..end], now, &mut QueueSink::new(&mut c.out));
             if r.needs_input() {
                 break;
             }
@@ -517,20 +539,34 @@ impl EventLoop {
                     if payload.as_slice() == tests::PANIC_ON {
                         panic!("a bug of ours, met on one connection's input");
                     }
-                    let data = payload.into_vec();
-                    self.stats.received(data.len());
-                    if !self.within_rate(slot, data.len(), now) {
+                    // A small message may come lent (see `lend_small_messages`).
+                    let (lent, owned) = match payload {
+                        Payload::Borrowed(b) => {
+                            let at = b.as_ptr() as usize - base;
+                            (at..at + b.len(), None)
+                        }
+                        Payload::Owned(v) => (0..0, Some(v)),
+                    };
+                    let len = owned.as_ref().map_or(lent.len(), Vec::len);
+                    self.stats.received(len);
+                    if !self.within_rate(slot, len, now) {
                         continue;
                     }
                     let Some(inner) = inner else { continue };
                     if let Some(topic) = self.topics.relay_of(slot) {
                         // A relay: published here, no handler call.
                         let topic = Arc::clone(topic);
-                        self.server.publish(&topic, kind, &data, Some(inner.id));
-                        crate::buffer_pool::give(data);
+                        let data = owned.as_deref().unwrap_or(&buf[lent]);
+                        self.server.publish(&topic, kind, data, Some(inner.id));
+                        if let Some(v) = owned {
+                            crate::buffer_pool::give(v);
+                        }
                         continue;
                     }
-                    self.dispatch_message(slot, inner, Message::new(kind, data));
+                    match owned {
+                        Some(v) => self.dispatch_message(slot, inner, Message::new(kind, v)),
+                        None => self.dispatch_lent(slot, inner, kind, &buf[lent]),
+                    }
                 }
                 Some(Event::Close(frame)) => {
                     let (code, reason) = (frame.code, frame.reason.to_string());
@@ -556,7 +592,7 @@ impl EventLoop {
         if c.proto.is_closed() {
             self.conns.mark_dirty(slot);
         } else if pos < end {
-            c.keep_tail(&self.read_buf[pos..end]);
+            c.keep_tail(&buf[pos..end]);
         }
     }
 
@@ -720,11 +756,33 @@ impl EventLoop {
         if !self.dispatcher.is_inline() {
             return self.dispatcher.dispatch(slot, event);
         }
+        self.call_inline(slot, id, |d| d.dispatch(slot, event));
+    }
+
+    /// [`dispatch_message`](Self::dispatch_message) for a message lent from
+    /// the read buffer (see `Handler::on_message_lent`).
+    fn dispatch_lent(
+        &mut self,
+        slot: usize,
+        inner: Arc<ConnInner>,
+        kind: MessageKind,
+        data: &[u8],
+    ) {
+        let id = inner.id;
+        if !self.dispatcher.is_inline() {
+            return self.dispatcher.dispatch_lent(slot, inner, kind, data);
+        }
+        self.call_inline(slot, id, |d| d.dispatch_lent(slot, inner, kind, data));
+    }
+
+    /// Runs `call` (an inline handler's call for connection `id`) with the
+    /// connection's queue lent to this thread when it takes messages.
+    fn call_inline(&mut self, slot: usize, id: ConnId, call: impl FnOnce(&mut Dispatcher)) {
         let Some(c) = self.conns.get_mut(slot).filter(|c| c.takes_messages()) else {
-            return self.dispatcher.dispatch(slot, event);
+            return call(&mut self.dispatcher);
         };
         let lent = LentQueue::lend(id, &mut c.out);
-        self.dispatcher.dispatch(slot, event);
+        call(&mut self.dispatcher);
         let (messages, bytes) = lent.give_back();
         if messages > 0 {
             self.stats.sent_many(messages, bytes);
@@ -791,6 +849,17 @@ impl EventLoop {
         }
         self.reschedule(slot);
     }
+}
+
+/// Room before the read buffer's own bytes for a partial frame or request
+/// head kept from the last read, so a message can be parsed in one piece.
+fn tail_room(cfg: &Config) -> usize {
+    cfg.protocol.handshake.max_request_bytes.max(4096)
+}
+
+/// A loop's read buffer: the tail room and what one read takes.
+fn read_buffer(cfg: &Config) -> Box<[u8]> {
+    vec![0u8; tail_room(cfg) + cfg.read_buffer_size.max(4096)].into_boxed_slice()
 }
 
 /// One message of a broadcast or publish for the connection in `slot` (a

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::conn_inner::ConnData;
 use super::{Conn, Message, ServerHandle};
-use crate::protocol::Request;
+use crate::protocol::{MessageKind, Request};
 
 /// An upgrade request, as [`Handler::on_upgrade`] sees it.
 pub struct Upgrade<'a> {
@@ -190,6 +190,24 @@ pub trait Handler: Send + Sync + 'static {
     /// A complete message arrived.
     fn on_message(&self, conn: &Conn, message: Message);
 
+    /// A complete message arrived, lent for the call instead of handed
+    /// over. With [`Dispatch::Inline`](super::Dispatch::Inline), a small
+    /// message (a whole frame of at most
+    /// [`LENT_MESSAGE_MAX`](crate::protocol::LENT_MESSAGE_MAX) bytes) comes
+    /// here, read where it lies in the loop's buffer: nothing is allocated
+    /// or copied to hand it over. Every other message (with worker
+    /// dispatch, a large, fragmented or compressed one) goes to
+    /// [`on_message`](Self::on_message) as before.
+    ///
+    /// A handler that only reads its messages (an echo, a router, a parser)
+    /// implements this too, doing what `on_message` does with the same
+    /// message; a reply with [`Conn::send`] is then copied once, straight
+    /// into the connection's queue. The default copies the bytes into a
+    /// [`Message`] and calls `on_message`.
+    fn on_message_lent(&self, conn: &Conn, kind: MessageKind, data: &[u8]) {
+        self.on_message(conn, Message::copied(kind, data));
+    }
+
     /// The connection closed: `code` is the peer's close code (1005 when its
     /// close frame had none), ours when we failed it (1002, 1007, 1009 ...),
     /// ours when we started the close and the peer never answered (1008 for
@@ -214,5 +232,9 @@ impl Handler for Echo {
     fn on_message(&self, conn: &Conn, message: Message) {
         let kind = message.kind();
         conn.send_owned(kind, message.into_bytes());
+    }
+
+    fn on_message_lent(&self, conn: &Conn, kind: MessageKind, data: &[u8]) {
+        conn.send(kind, data);
     }
 }

@@ -96,8 +96,11 @@ impl EventLoop {
             return refuse();
         };
         let mut proto = Connection::server(Arc::clone(&self.proto_config), now);
-        // Every message becomes a handler's `Message`, which owns its bytes.
+        // Every message becomes a handler's `Message`, which owns its bytes,
+        // except a small one an inline handler reads where it lies (see
+        // `Handler::on_message_lent`).
         proto.own_messages(true);
+        proto.lend_small_messages(self.dispatcher.is_inline());
         // Under TLS the transport reads the PROXY header, before the handshake.
         let awaiting_proxy = expect_proxy && matches!(transport, Stream::Tcp(_));
         let mut conn = LoopConn::new(transport, proto, over_capacity, awaiting_proxy);

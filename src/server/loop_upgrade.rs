@@ -139,6 +139,11 @@ impl EventLoop {
         }
         if let Some(topic) = relay {
             self.topics.relay(slot, topic.into());
+            // Only published: a small message is copied once, into the
+            // publish, from where it lies.
+            if let Some(c) = self.conns.get_mut(slot) {
+                c.proto.lend_small_messages(true);
+            }
         }
         self.dispatcher
             .dispatch(slot, WorkerEvent::Open(inner, Box::new(req)));

@@ -20,6 +20,14 @@ impl Message {
         Message { kind, data }
     }
 
+    /// A message of its own with a copy of `data` (in a recycled buffer
+    /// when it is large; see `buffer_pool`).
+    pub(crate) fn copied(kind: MessageKind, data: &[u8]) -> Message {
+        let mut v = crate::buffer_pool::take(data.len());
+        v.extend_from_slice(data);
+        Message::new(kind, v)
+    }
+
     /// A text message.
     pub fn text(text: impl Into<String>) -> Message {
         Message::new(MessageKind::Text, text.into().into_bytes())

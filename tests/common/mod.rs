@@ -344,6 +344,15 @@ impl Client {
         self.write_out(|c, o| c.send(MessageKind::Binary, data, o).unwrap())
     }
 
+    /// Sends each of `messages` as a message of its own, all in one write.
+    pub fn send_pipelined(&mut self, kind: MessageKind, messages: &[Vec<u8>]) -> io::Result<()> {
+        self.write_out(|c, o| {
+            for m in messages {
+                c.send(kind, m, o).unwrap();
+            }
+        })
+    }
+
     pub fn send_fragments(&mut self, kind: MessageKind, parts: &[&[u8]]) -> io::Result<()> {
         let n = parts.len();
         self.write_out(|c, o| {

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use sockwave::broker::BrokerHealth;
 use sockwave::server::{
-    Conn, Decision, Handler, HttpResponse, LatencyHistogram, LoopGauges, Message, Request,
-    ServerHandle, Upgrade,
+    Conn, Decision, Handler, HttpResponse, LatencyHistogram, LoopGauges, Message, MessageKind,
+    Request, ServerHandle, Upgrade,
 };
 
 use crate::Mode;
@@ -356,6 +356,18 @@ impl Handler for App {
                     .broadcast_except(message.kind(), message.as_bytes(), Some(conn.id()));
             }
             // Relayed by the loop (see `on_upgrade`): never called.
+            Mode::Pubsub => {}
+        }
+    }
+
+    fn on_message_lent(&self, conn: &Conn, kind: MessageKind, data: &[u8]) {
+        match self.mode {
+            Mode::Echo => {
+                conn.send(kind, data);
+            }
+            Mode::Broadcast => {
+                conn.server().broadcast_except(kind, data, Some(conn.id()));
+            }
             Mode::Pubsub => {}
         }
     }
