@@ -404,6 +404,15 @@ enum sw_result sw_config_set_threads(struct sw_config *config, uint32_t threads)
 // Worker threads running the callbacks; 0 = one per core.
 enum sw_result sw_config_set_workers(struct sw_config *config, uint32_t workers);
 
+// `true`: the callbacks run on the event loop threads instead of on
+// workers. A message then reaches `on_message` with no hand-off between
+// threads, and a small one (at most 4 KiB, whole) straight from where the
+// loop read it: the fastest way for callbacks that never block. A callback
+// that blocks stalls every connection of its loop. `false` goes back to
+// workers, one per core; `sw_config_set_workers` called after this also
+// goes back to workers, as many as it says.
+enum sw_result sw_config_set_inline_dispatch(struct sw_config *config, bool on_loops);
+
 // Open sockets beyond this get 503 before the upgrade.
 enum sw_result sw_config_set_max_connections(struct sw_config *config, uint32_t max);
 

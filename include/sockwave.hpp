@@ -118,6 +118,11 @@ public:
         check(sw_config_set_workers(raw_, workers), "sw_config_set_workers");
         return *this;
     }
+    // Callbacks on the event loops (for handlers that never block).
+    Config &inline_dispatch(bool on_loops = true) {
+        check(sw_config_set_inline_dispatch(raw_, on_loops), "sw_config_set_inline_dispatch");
+        return *this;
+    }
     Config &shutdown_timeout_ms(uint32_t ms) {
         check(sw_config_set_shutdown_timeout(raw_, ms), "sw_config_set_shutdown_timeout");
         return *this;

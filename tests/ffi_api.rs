@@ -195,6 +195,81 @@ unsafe extern "C" fn on_handshake(
     }
 }
 
+static ECHOED_ON_A_LOOP: AtomicI32 = AtomicI32::new(0);
+static ECHOED_ELSEWHERE: AtomicI32 = AtomicI32::new(0);
+
+unsafe extern "C" fn echo_noting_the_thread(
+    _ud: *mut c_void,
+    server: *const sw_server,
+    conn: sw_conn_id,
+    _conn_data: *mut c_void,
+    _kind: sw_message_kind,
+    data: *const u8,
+    len: usize,
+) {
+    let on_loop = std::thread::current()
+        .name()
+        .is_some_and(|n| n.starts_with("sockwave-loop-"));
+    let count = if on_loop {
+        &ECHOED_ON_A_LOOP
+    } else {
+        &ECHOED_ELSEWHERE
+    };
+    count.fetch_add(1, Ordering::SeqCst);
+    unsafe { sw_conn_send_binary(server, conn, data, len) };
+}
+
+/// `sw_config_set_inline_dispatch`: callbacks on the loop threads, small
+/// and large messages alike echoed whole; `false` goes back to workers.
+#[test]
+fn inline_dispatch_runs_c_callbacks_on_the_loop() {
+    for inline in [true, false] {
+        ECHOED_ON_A_LOOP.store(0, Ordering::SeqCst);
+        ECHOED_ELSEWHERE.store(0, Ordering::SeqCst);
+        unsafe {
+            let cfg = sw_config_new();
+            sw_config_set_listen(cfg, c"127.0.0.1:0".as_ptr());
+            sw_config_set_threads(cfg, 1);
+            assert_eq!(sw_config_set_inline_dispatch(cfg, true), sw_result::Ok);
+            assert_eq!(sw_config_set_inline_dispatch(cfg, inline), sw_result::Ok);
+            assert_eq!(
+                sw_config_set_inline_dispatch(ptr::null_mut(), true),
+                sw_result::NullParameter
+            );
+            let cbs = sw_callbacks {
+                userdata: ptr::null_mut(),
+                on_handshake: None,
+                on_open: None,
+                on_message: Some(echo_noting_the_thread),
+                on_close: None,
+                on_drain: None,
+            };
+            let mut server: *mut sw_server = ptr::null_mut();
+            assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
+            sw_config_free(cfg);
+            let mut port = 0u16;
+            sw_server_local_port(server, &mut port);
+            let mut c = Client::connect(([127, 0, 0, 1], port).into()).unwrap();
+            for len in [20, 4096, 4097, 100_000] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 13 + len) as u8).collect();
+                c.send_binary(&data).unwrap();
+                assert_eq!(c.recv().unwrap(), Ev::Binary(data), "{len} bytes");
+            }
+            let (on_loop, elsewhere) = (
+                ECHOED_ON_A_LOOP.load(Ordering::SeqCst),
+                ECHOED_ELSEWHERE.load(Ordering::SeqCst),
+            );
+            if inline {
+                assert_eq!((on_loop, elsewhere), (4, 0));
+            } else {
+                assert_eq!((on_loop, elsewhere), (0, 4));
+            }
+            drop(c);
+            sw_server_free(server);
+        }
+    }
+}
+
 #[test]
 fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
     unsafe {

@@ -104,6 +104,28 @@ pub unsafe extern "C" fn sw_config_set_workers(config: *mut sw_config, workers: 
     })
 }
 
+/// `true`: the callbacks run on the event loop threads instead of on
+/// workers. A message then reaches `on_message` with no hand-off between
+/// threads, and a small one (at most 4 KiB, whole) straight from where the
+/// loop read it: the fastest way for callbacks that never block. A callback
+/// that blocks stalls every connection of its loop. `false` goes back to
+/// workers, one per core; `sw_config_set_workers` called after this also
+/// goes back to workers, as many as it says.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sw_config_set_inline_dispatch(
+    config: *mut sw_config,
+    on_loops: bool,
+) -> sw_result {
+    with_config(config, |c| {
+        c.dispatch = match (on_loops, c.dispatch) {
+            (true, _) => Dispatch::Inline,
+            (false, Dispatch::Workers(n)) => Dispatch::Workers(n),
+            (false, Dispatch::Inline) => Dispatch::Workers(0),
+        };
+        Ok(())
+    })
+}
+
 /// Open sockets beyond this get 503 before the upgrade.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sw_config_set_max_connections(
