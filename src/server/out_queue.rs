@@ -298,12 +298,12 @@ impl OutQueue {
     }
 
     /// Appends the plain frame of `kind` carrying `payload` to the last
-    /// chunk when that is a buffer of our own with room for it: header and
-    /// payload are written straight in, with no frame built first (what a
-    /// reply on the loop thread nearly always finds, from the second reply
-    /// of a turn on). False, nothing done, otherwise; the caller then
-    /// builds the frame and [`push`](Self::push)es it, which is also what
-    /// this is tested against.
+    /// chunk when that is a buffer of our own with room for it, or, when
+    /// nothing is queued, as a recycled buffer that the next frames join:
+    /// header and payload are written straight in, with no frame built
+    /// first. That is what a reply on the loop thread nearly always finds.
+    /// False, nothing done, otherwise; the caller then builds the frame and
+    /// [`push`](Self::push)es it, which is also what this is tested against.
     #[inline]
     pub(crate) fn append_frame(
         &mut self,
@@ -320,9 +320,19 @@ impl OutQueue {
             // Queued on its own by `push`, so not joined here either.
             return false;
         }
-        self.join_back_with(len, accounted, |back| {
-            back.append_parts_in_place([head.as_bytes(), payload])
-        })
+        let parts = [head.as_bytes(), payload];
+        if self.join_back_with(len, accounted, |back| back.append_parts_in_place(parts)) {
+            return true;
+        }
+        if self.pending.as_ref().is_some_and(|p| !p.chunks.is_empty()) {
+            return false;
+        }
+        // Sized as `absorb` sizes the buffer a second small frame starts.
+        let mut buf = crate::buffer_pool::take(len.max(COALESCED_BUFFER_START));
+        buf.extend_from_slice(parts[0]);
+        buf.extend_from_slice(parts[1]);
+        self.push_chunk(Outgoing::Bytes(buf), accounted);
+        true
     }
 
     /// Appends a frame shared with other recipients (a broadcast's or a
@@ -606,8 +616,9 @@ mod tests {
         // `append_frame`, falling back to pushing the built frame as its
         // callers do, against pushing the built frame every time: payloads
         // around every header size and the join limit, text and binary,
-        // between owned frames large and small and with writes in between;
-        // enough small ones that a coalesced buffer fills and grows.
+        // between owned frames large and small and with writes in between
+        // (some emptying the queue); enough small ones that a coalesced
+        // buffer fills and grows.
         let sizes = [
             0,
             1,
@@ -651,7 +662,12 @@ mod tests {
             if step % 199 == 0 {
                 let (a, b) = (pending(&fast), pending(&reference));
                 assert_eq!(a, b, "step {step}");
-                let written = a.1.len() * 2 / 3;
+                // Now and then everything: the next frame starts the queue.
+                let written = if step % 995 == 0 {
+                    a.1.len()
+                } else {
+                    a.1.len() * 2 / 3
+                };
                 released.0 += fast.advance(written);
                 released.1 += reference.advance(written);
                 assert_eq!(released.0, released.1, "step {step}");
