@@ -119,9 +119,9 @@ pub(crate) fn push(
 
 /// Appends the plain frame of `kind` carrying `payload` (see
 /// [`OutQueue::append_frame`]) to connection `id`'s queue when it is lent
-/// to this thread, `nothing_waits` and the queue's last buffer has room;
-/// false, nothing done, otherwise (the caller then builds the frame and
-/// tries [`push`]).
+/// to this thread, `nothing_waits` and the queue is empty or its last
+/// buffer has room; false, nothing done, otherwise (the caller then builds
+/// the frame and tries [`push`]).
 pub(crate) fn append_frame(
     id: ConnId,
     kind: MessageKind,

@@ -64,8 +64,8 @@ impl ServerState {
     }
 
     /// [`push_reply`](Self::push_reply) for a small plain frame, written
-    /// straight into the queue's last buffer (see `lent_queue::append_frame`)
-    /// when it has room; false, nothing done, otherwise.
+    /// straight into the queue (see `lent_queue::append_frame`) when it is
+    /// empty or its last buffer has room; false, nothing done, otherwise.
     #[inline]
     pub(crate) fn append_reply(&self, id: ConnId, kind: MessageKind, payload: &[u8]) -> bool {
         let Some(mailbox) = self.mailboxes.get(id.loop_index()) else {
