@@ -195,6 +195,18 @@ unsafe extern "C" fn on_handshake(
     }
 }
 
+/// Starts a server with `cfg` (freed here) and `cbs`: the server and its port.
+unsafe fn start(cfg: *mut sw_config, cbs: &sw_callbacks) -> (*mut sw_server, u16) {
+    unsafe {
+        let mut server: *mut sw_server = ptr::null_mut();
+        assert_eq!(sw_server_start(cfg, cbs, &mut server), sw_result::Ok);
+        sw_config_free(cfg);
+        let mut port = 0u16;
+        assert_eq!(sw_server_local_port(server, &mut port), sw_result::Ok);
+        (server, port)
+    }
+}
+
 static ECHOED_ON_A_LOOP: AtomicI32 = AtomicI32::new(0);
 static ECHOED_ELSEWHERE: AtomicI32 = AtomicI32::new(0);
 
@@ -244,11 +256,7 @@ fn inline_dispatch_runs_c_callbacks_on_the_loop() {
                 on_close: None,
                 on_drain: None,
             };
-            let mut server: *mut sw_server = ptr::null_mut();
-            assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
-            sw_config_free(cfg);
-            let mut port = 0u16;
-            sw_server_local_port(server, &mut port);
+            let (server, port) = start(cfg, &cbs);
             let mut c = Client::connect(([127, 0, 0, 1], port).into()).unwrap();
             for len in [20, 4096, 4097, 100_000] {
                 let data: Vec<u8> = (0..len).map(|i| (i * 13 + len) as u8).collect();
@@ -288,11 +296,7 @@ fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
             on_close: None,
             on_drain: None,
         };
-        let mut server: *mut sw_server = ptr::null_mut();
-        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
-        sw_config_free(cfg);
-        let mut port = 0u16;
-        assert_eq!(sw_server_local_port(server, &mut port), sw_result::Ok);
+        let (server, port) = start(cfg, &cbs);
         let addr = ([127, 0, 0, 1], port).into();
         // A second server on the same port fails instead of taking half of it.
         let taken = sw_config_new();
@@ -382,8 +386,9 @@ fn callbacks_can_send_choose_protocols_reject_and_cannot_join_themselves() {
             sw_server_publish_binary(server, c"t".as_ptr(), ptr::null(), 0, SW_CONN_NONE),
             sw_result::NotRunning
         );
+        let mut port_after = 0u16;
         assert_eq!(
-            sw_server_local_port(server, &mut port),
+            sw_server_local_port(server, &mut port_after),
             sw_result::NotRunning
         );
         // Connections are all gone: their ids are stale.
@@ -499,11 +504,7 @@ fn tls_from_c_files_errors_echo_and_reload() {
             on_close: None,
             on_drain: None,
         };
-        let mut server: *mut sw_server = ptr::null_mut();
-        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
-        sw_config_free(cfg);
-        let mut port = 0u16;
-        sw_server_local_port(server, &mut port);
+        let (server, port) = start(cfg, &cbs);
         let addr = ([127, 0, 0, 1], port).into();
 
         let client = common::trusting(&[first.cert.der(), second.cert.der()]);
@@ -573,11 +574,7 @@ fn rate_and_address_limits_from_c() {
             on_close: None,
             on_drain: None,
         };
-        let mut server: *mut sw_server = ptr::null_mut();
-        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
-        sw_config_free(cfg);
-        let mut port = 0u16;
-        assert_eq!(sw_server_local_port(server, &mut port), sw_result::Ok);
+        let (server, port) = start(cfg, &cbs);
         let addr = ([127, 0, 0, 1], port).into();
         let mut first = Client::connect(addr).unwrap();
         assert!(Client::connect(addr).is_err(), "one connection per address");
@@ -645,11 +642,7 @@ fn refusals_are_told_and_nothing_happens() {
             on_close: None,
             on_drain: None,
         };
-        let mut server: *mut sw_server = ptr::null_mut();
-        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
-        sw_config_free(cfg);
-        let mut port = 0u16;
-        assert_eq!(sw_server_local_port(server, &mut port), sw_result::Ok);
+        let (server, port) = start(cfg, &cbs);
         let mut c = Client::connect(([127, 0, 0, 1], port).into()).unwrap();
         let refused = sw_result::InvalidArgument;
         assert_eq!(
@@ -850,11 +843,7 @@ fn user_data_set_at_the_handshake_comes_with_every_callback() {
             on_close: Some(close_sees),
             on_drain: None,
         };
-        let mut server: *mut sw_server = ptr::null_mut();
-        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
-        sw_config_free(cfg);
-        let mut port = 0u16;
-        sw_server_local_port(server, &mut port);
+        let (server, port) = start(cfg, &cbs);
         let mut c = Client::connect(([127, 0, 0, 1], port).into()).unwrap();
         c.send_text("switch").unwrap();
         assert_eq!(c.recv_message().unwrap(), Ev::Text("switched".into()));
@@ -913,11 +902,7 @@ fn a_trusted_proxy_from_c() {
             on_close: None,
             on_drain: None,
         };
-        let mut server: *mut sw_server = ptr::null_mut();
-        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
-        sw_config_free(cfg);
-        let mut port = 0u16;
-        sw_server_local_port(server, &mut port);
+        let (server, port) = start(cfg, &cbs);
         let addr = ([127, 0, 0, 1], port).into();
         let mut c =
             Client::connect_with(addr, "/", &[], &[("X-Forwarded-For", "198.51.100.7")]).unwrap();
@@ -975,11 +960,7 @@ fn a_relay_from_c_publishes_without_a_message_callback() {
             on_close: None,
             on_drain: None,
         };
-        let mut server: *mut sw_server = ptr::null_mut();
-        assert_eq!(sw_server_start(cfg, &cbs, &mut server), sw_result::Ok);
-        sw_config_free(cfg);
-        let mut port = 0u16;
-        sw_server_local_port(server, &mut port);
+        let (server, port) = start(cfg, &cbs);
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let mut a = Client::connect_with(addr, "/room", &[], &[]).unwrap();
         let mut b = Client::connect_with(addr, "/room", &[], &[]).unwrap();
