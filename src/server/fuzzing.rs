@@ -65,6 +65,17 @@ pub fn out_queue(data: &[u8]) {
                 frames.push_back((pushed, accounted));
                 match item {
                     Outgoing::Shared(frame) if by_reference => q.push_shared(&frame, accounted),
+                    // Kind 2 with an odd argument: the same frame as an
+                    // inline handler's reply goes in (`append_frame`, else
+                    // the frame built and pushed).
+                    Outgoing::Split(_, payload) if arg % 2 == 1 => {
+                        if !q.append_frame(MessageKind::Binary, &payload, accounted) {
+                            q.push(
+                                Outgoing::copy_frame(MessageKind::Binary, &payload),
+                                accounted,
+                            );
+                        }
+                    }
                     item => q.push(item, accounted),
                 }
             }
