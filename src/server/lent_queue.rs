@@ -99,22 +99,13 @@ pub(crate) fn push(
     accounted: usize,
     nothing_waits: impl FnOnce() -> bool,
 ) -> Result<(), Outgoing> {
-    LENT.with(|l| {
-        let mut lent = l.get();
-        if lent.out.is_null() || lent.id != id || !nothing_waits() {
-            return Err(frame);
-        }
-        // SAFETY: a non-null pointer was set by `LentQueue::lend` from an
-        // exclusive borrow that the `LentQueue` keeps until it clears the
-        // pointer (in `give_back` or `drop`), and only this thread sees it.
-        // Nothing else reaches the queue meanwhile: the loop is inside the
-        // handler call it lent it for.
-        unsafe { &mut *lent.out }.push(frame, accounted);
-        lent.messages += 1;
-        lent.bytes += accounted;
-        l.set(lent);
-        Ok(())
-    })
+    let mut frame = Some(frame);
+    queue_lent(id, accounted, nothing_waits, |out| {
+        out.push(frame.take().expect("queued once"), accounted);
+        true
+    });
+    // Still here: the queue was not lent for `id`.
+    frame.map_or(Ok(()), Err)
 }
 
 /// Appends the plain frame of `kind` carrying `payload` (see
@@ -128,17 +119,37 @@ pub(crate) fn append_frame(
     payload: &[u8],
     nothing_waits: impl FnOnce() -> bool,
 ) -> bool {
+    let accounted = payload.len();
+    queue_lent(id, accounted, nothing_waits, |out| {
+        out.append_frame(kind, payload, accounted)
+    })
+}
+
+/// Runs `queue` on connection `id`'s queue when it is lent to this thread
+/// and `nothing_waits`, and counts a message of `accounted` payload bytes
+/// when `queue` says it took one. False when it did not run or took
+/// nothing.
+fn queue_lent(
+    id: ConnId,
+    accounted: usize,
+    nothing_waits: impl FnOnce() -> bool,
+    queue: impl FnOnce(&mut OutQueue) -> bool,
+) -> bool {
     LENT.with(|l| {
         let mut lent = l.get();
         if lent.out.is_null() || lent.id != id || !nothing_waits() {
             return false;
         }
-        // SAFETY: as in `push`.
-        if !unsafe { &mut *lent.out }.append_frame(kind, payload, payload.len()) {
+        // SAFETY: a non-null pointer was set by `LentQueue::lend` from an
+        // exclusive borrow that the `LentQueue` keeps until it clears the
+        // pointer (in `give_back` or `drop`), and only this thread sees it.
+        // Nothing else reaches the queue meanwhile: the loop is inside the
+        // handler call it lent it for.
+        if !queue(unsafe { &mut *lent.out }) {
             return false;
         }
         lent.messages += 1;
-        lent.bytes += payload.len();
+        lent.bytes += accounted;
         l.set(lent);
         true
     })
