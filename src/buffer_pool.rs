@@ -125,6 +125,13 @@ pub(crate) fn take(len: usize) -> Vec<u8> {
     take_for(len, len)
 }
 
+/// A copy of `bytes` in a buffer from [`take`].
+pub(crate) fn copy_of(bytes: &[u8]) -> Vec<u8> {
+    let mut v = take(bytes.len());
+    v.extend_from_slice(bytes);
+    v
+}
+
 /// [`take`] for a message expected to grow to `expected` bytes (a frame's
 /// declared length) of which `len` are to be reserved now: a recycled
 /// buffer that holds all of `expected` is preferred, so the message never

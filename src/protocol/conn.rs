@@ -159,11 +159,7 @@ impl Payload<'_> {
     /// buffer when the payload is large; see `buffer_pool`).
     pub fn into_vec(self) -> Vec<u8> {
         match self {
-            Payload::Borrowed(b) => {
-                let mut v = crate::buffer_pool::take(b.len());
-                v.extend_from_slice(b);
-                v
-            }
+            Payload::Borrowed(b) => crate::buffer_pool::copy_of(b),
             Payload::Owned(v) => v,
         }
     }

@@ -23,9 +23,7 @@ impl Message {
     /// A message of its own with a copy of `data` (in a recycled buffer
     /// when it is large; see `buffer_pool`).
     pub(crate) fn copied(kind: MessageKind, data: &[u8]) -> Message {
-        let mut v = crate::buffer_pool::take(data.len());
-        v.extend_from_slice(data);
-        Message::new(kind, v)
+        Message::new(kind, crate::buffer_pool::copy_of(data))
     }
 
     /// A text message.
