@@ -311,9 +311,6 @@ impl OutQueue {
         payload: &[u8],
         accounted: usize,
     ) -> bool {
-        if payload.len() > COALESCE_MAX {
-            return false;
-        }
         let head = EncodedHeader::new(kind.opcode(), true, false, payload.len() as u64, None);
         let len = head.as_bytes().len() + payload.len();
         if len > COALESCE_MAX {
