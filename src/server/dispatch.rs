@@ -42,6 +42,12 @@ pub(crate) const OPENS_WAITING_PER_WORKER: usize = 16;
 pub(crate) enum WorkerEvent {
     Open(Arc<ConnInner>, Box<Request>),
     Message(Arc<ConnInner>, Message),
+    /// Another message of the connection of the batch's event before it,
+    /// a `Message` or another of these: the messages of one read (16
+    /// pipelined, say) go to the worker with one counted reference to their
+    /// connection, not one each, whose increment on the loop and decrement
+    /// on the worker were two atomic operations a message.
+    MessageAgain(Message),
     /// The last event of a connection. With `ack`, the protocol holds the
     /// connection's final close frame until the worker has handled every
     /// earlier event and answers with [`Command::CloseAck`], so replies to
@@ -80,33 +86,68 @@ const HAND_OFF_EVENTS: usize = 512;
 /// message on one cache line that every loop and worker shares, which the
 /// profile of a 1,000-connection echo put at a tenth of the server's time. A
 /// handler that keeps the handle clones it, and the clone is counted as any.
-pub(crate) struct LentConn(ManuallyDrop<Conn>);
+/// On the loop thread the connection's shared part is lent the same way
+/// ([`LentConn::borrowed`]).
+pub(crate) struct LentConn {
+    conn: ManuallyDrop<Conn>,
+    /// Whether `conn.inner` is a counted reference to give back on drop.
+    owns_inner: bool,
+}
 
 impl LentConn {
     /// A handle to `inner` lent for as long as `server` is held (the caller
     /// keeps its own reference for longer than this value lives).
     pub(crate) fn new(inner: Arc<ConnInner>, server: &Arc<ServerState>) -> LentConn {
-        // SAFETY: `server` is a live Arc, so its pointer is a valid `Arc`
-        // allocation; the second `Arc` made from it is never dropped (see
-        // `Drop` below), so the count it did not add is never taken away.
-        let server = unsafe { Arc::from_raw(Arc::as_ptr(server)) };
-        LentConn(ManuallyDrop::new(Conn { inner, server }))
+        LentConn {
+            conn: ManuallyDrop::new(Conn {
+                inner,
+                server: uncounted(server),
+            }),
+            owns_inner: true,
+        }
     }
+
+    /// [`new`](Self::new) for a connection whose shared part the caller
+    /// holds, as `server`, for longer than this value lives: nothing counted.
+    pub(crate) fn borrowed(inner: &Arc<ConnInner>, server: &Arc<ServerState>) -> LentConn {
+        LentConn {
+            conn: ManuallyDrop::new(Conn {
+                inner: uncounted(inner),
+                server: uncounted(server),
+            }),
+            owns_inner: false,
+        }
+    }
+}
+
+/// A second `Arc` to what `held` points to, without adding to its count:
+/// never to be dropped (see `LentConn`'s `Drop`), and only while `held`
+/// lives.
+fn uncounted<T>(held: &Arc<T>) -> Arc<T> {
+    // SAFETY: `held` is a live Arc, so its pointer is a valid `Arc`
+    // allocation. The `Arc` made from it is never dropped (`LentConn`'s
+    // `Drop` forgets it), so the count it did not add is never taken away,
+    // and the caller keeps `held` for longer than the lent handle lives.
+    unsafe { Arc::from_raw(Arc::as_ptr(held)) }
 }
 
 impl std::ops::Deref for LentConn {
     type Target = Conn;
 
     fn deref(&self) -> &Conn {
-        &self.0
+        &self.conn
     }
 }
 
 impl Drop for LentConn {
     fn drop(&mut self) {
         // SAFETY: taken once, here, and the field is not used after.
-        let Conn { inner, server } = unsafe { ManuallyDrop::take(&mut self.0) };
-        drop(inner);
+        let Conn { inner, server } = unsafe { ManuallyDrop::take(&mut self.conn) };
+        if self.owns_inner {
+            drop(inner);
+        } else {
+            std::mem::forget(inner);
+        }
         // Lent: the reference was never counted, so it is not given back.
         std::mem::forget(server);
     }
@@ -164,7 +205,7 @@ fn run_worker(mut rx: WorkerReceiver<Batch>, handler: Arc<dyn Handler>, server: 
         let messages = batch
             .events
             .iter()
-            .filter(|e| matches!(e, WorkerEvent::Message(..)))
+            .filter(|e| matches!(e, WorkerEvent::Message(..) | WorkerEvent::MessageAgain(..)))
             .count() as u64;
         if messages > 0 {
             waited.record_n(micros(batch.at.elapsed()), messages);
@@ -173,9 +214,7 @@ fn run_worker(mut rx: WorkerReceiver<Batch>, handler: Arc<dyn Handler>, server: 
         // The loops this batch's replies go to are woken once, at its end.
         let wakes = DeferredWakes::begin(&server.mailboxes);
         let mut events = batch.events;
-        for event in events.drain(..) {
-            handle_event(&*handler, &server, event);
-        }
+        handle_batch(&*handler, &server, &mut events);
         drop(wakes);
         batch.vectors.give(events);
         if let Some(mailbox) = server.mailboxes.get(batch.from) {
@@ -201,6 +240,12 @@ pub(crate) enum Dispatcher {
         batch_bytes: usize,
         /// Events in `batches`.
         batch_events: usize,
+        /// Per worker, the connection (its shared part's address) whose
+        /// message is the last event of its batch, or 0: a message of the
+        /// same connection that follows goes as [`WorkerEvent::MessageAgain`].
+        /// The batch holds that connection's reference, so the address
+        /// names no other connection while it is here.
+        runs: Vec<usize>,
         /// Per worker, `on_open` calls handed to it whose `Opened` the loop
         /// has not taken yet.
         opens_waiting: Vec<usize>,
@@ -232,6 +277,7 @@ impl Dispatcher {
             batch_bytes: 0,
             batch_events: 0,
             batches: (0..inboxes.len()).map(|_| Vec::new()).collect(),
+            runs: vec![0; inboxes.len()],
             opens_waiting: vec![0; inboxes.len()],
             inboxes,
             loop_index,
@@ -265,15 +311,50 @@ impl Dispatcher {
                 batches,
                 batch_bytes,
                 batch_events,
+                runs,
                 ..
             } => {
-                if let WorkerEvent::Message(_, m) = &event {
+                if let WorkerEvent::Message(_, m) | WorkerEvent::MessageAgain(m) = &event {
                     *batch_bytes += m.as_bytes().len();
                 }
                 *batch_events += 1;
+                runs[worker] = 0;
                 batches[worker].push(event)
             }
         }
+    }
+
+    /// [`dispatch`](Self::dispatch) for a message of `inner`'s connection,
+    /// which the caller holds: with workers, a reference to it is counted
+    /// once per run of its messages in a batch (see
+    /// [`WorkerEvent::MessageAgain`]).
+    pub(crate) fn dispatch_message(
+        &mut self,
+        slot: usize,
+        inner: &Arc<ConnInner>,
+        message: Message,
+    ) {
+        let worker = self.worker_of(slot);
+        let Dispatcher::Workers {
+            batches,
+            batch_bytes,
+            batch_events,
+            runs,
+            ..
+        } = self
+        else {
+            return self.dispatch(slot, WorkerEvent::Message(Arc::clone(inner), message));
+        };
+        *batch_bytes += message.as_bytes().len();
+        *batch_events += 1;
+        let key = Arc::as_ptr(inner) as usize;
+        let event = if runs[worker] == key {
+            WorkerEvent::MessageAgain(message)
+        } else {
+            runs[worker] = key;
+            WorkerEvent::Message(Arc::clone(inner), message)
+        };
+        batches[worker].push(event);
     }
 
     /// Hands the inline handler a message lent from the loop's read buffer
@@ -282,7 +363,7 @@ impl Dispatcher {
     pub(crate) fn dispatch_lent(
         &mut self,
         slot: usize,
-        inner: Arc<ConnInner>,
+        inner: &Arc<ConnInner>,
         kind: MessageKind,
         data: &[u8],
     ) {
@@ -290,10 +371,9 @@ impl Dispatcher {
             Dispatcher::Inline {
                 handler, server, ..
             } => handle_lent_message(&**handler, server, inner, kind, data),
-            Dispatcher::Workers { .. } => self.dispatch(
-                slot,
-                WorkerEvent::Message(inner, Message::copied(kind, data)),
-            ),
+            Dispatcher::Workers { .. } => {
+                self.dispatch_message(slot, inner, Message::copied(kind, data))
+            }
         }
     }
 
@@ -371,6 +451,7 @@ impl Dispatcher {
             batches,
             batch_bytes,
             batch_events,
+            runs,
             loop_index,
             server,
             vectors,
@@ -379,6 +460,7 @@ impl Dispatcher {
         {
             *batch_bytes = 0;
             *batch_events = 0;
+            runs.fill(0);
             let mailbox = &server.mailboxes[*loop_index];
             let mut cpu = None;
             for (inbox, batch) in inboxes.iter().zip(batches.iter_mut()) {
@@ -406,6 +488,45 @@ impl Dispatcher {
     }
 }
 
+/// Runs the handler for each of a batch's events, in order, leaving
+/// `events` empty.
+fn handle_batch(handler: &dyn Handler, server: &Arc<ServerState>, events: &mut Vec<WorkerEvent>) {
+    // The connection of the run of messages being handled.
+    let mut run: Option<Arc<ConnInner>> = None;
+    for event in events.drain(..) {
+        match event {
+            WorkerEvent::Message(inner, msg) => {
+                handle_message(handler, server, &inner, msg);
+                run = Some(inner);
+            }
+            WorkerEvent::MessageAgain(msg) => match &run {
+                Some(inner) => handle_message(handler, server, inner, msg),
+                // The loop starts every run with a `Message` (`dispatch_message`).
+                None => {
+                    debug_assert!(false, "a MessageAgain follows a Message");
+                    log::error!("a message without its connection in a worker's batch");
+                }
+            },
+            event => handle_event(handler, server, event),
+        }
+    }
+}
+
+/// [`handle_event`] for a message of `inner`'s connection, which the
+/// caller holds.
+fn handle_message(
+    handler: &dyn Handler,
+    server: &Arc<ServerState>,
+    inner: &Arc<ConnInner>,
+    msg: Message,
+) {
+    let conn = LentConn::borrowed(inner, server);
+    let r = catch_unwind(AssertUnwindSafe(|| handler.on_message(&conn, msg)));
+    if r.is_err() {
+        after_panic(&conn);
+    }
+}
+
 /// Runs the handler for one event (on a worker, or inline on the loop).
 /// A panic is caught so it cannot take the thread (or the process) down: it
 /// is counted, and the connection it happened on is closed with 1011, since
@@ -423,10 +544,10 @@ fn handle_event(handler: &dyn Handler, server: &Arc<ServerState>, event: WorkerE
                 .command(conn.inner.id, Command::Opened { id: conn.inner.id });
             (conn, r.is_err())
         }
-        WorkerEvent::Message(inner, msg) => {
-            let conn = lend(inner);
-            let r = catch_unwind(AssertUnwindSafe(|| handler.on_message(&conn, msg)));
-            (conn, r.is_err())
+        WorkerEvent::Message(inner, msg) => return handle_message(handler, server, &inner, msg),
+        WorkerEvent::MessageAgain(_) => {
+            debug_assert!(false, "a MessageAgain is handled in its batch");
+            return;
         }
         WorkerEvent::Close {
             conn: inner,
@@ -459,11 +580,11 @@ fn handle_event(handler: &dyn Handler, server: &Arc<ServerState>, event: WorkerE
 fn handle_lent_message(
     handler: &dyn Handler,
     server: &Arc<ServerState>,
-    inner: Arc<ConnInner>,
+    inner: &Arc<ConnInner>,
     kind: MessageKind,
     data: &[u8],
 ) {
-    let conn = LentConn::new(inner, server);
+    let conn = LentConn::borrowed(inner, server);
     let r = catch_unwind(AssertUnwindSafe(|| {
         handler.on_message_lent(&conn, kind, data)
     }));
@@ -523,6 +644,132 @@ mod tests {
         drop(kept);
         assert_eq!(Arc::strong_count(&server), servers);
         assert_eq!(Arc::strong_count(&inner), inners);
+    }
+
+    #[test]
+    fn a_borrowed_handle_counts_nothing_and_a_kept_clone_counts_as_any() {
+        let handle = ServerHandle::detached(Config::default());
+        let server = Arc::clone(handle.state());
+        let inner = Arc::new(ConnInner::new(
+            ConnId::new(0, 0, 0),
+            None,
+            None,
+            Encoding::Plain,
+        ));
+        let (servers, inners) = (Arc::strong_count(&server), Arc::strong_count(&inner));
+        let lent = LentConn::borrowed(&inner, &server);
+        assert_eq!(Arc::strong_count(&inner), inners, "borrowed, not counted");
+        assert_eq!(Arc::strong_count(&server), servers);
+        assert_eq!(lent.id(), inner.id);
+        let kept: Conn = (*lent).clone();
+        assert_eq!(Arc::strong_count(&inner), inners + 1, "a kept clone counts");
+        drop(lent);
+        assert_eq!(Arc::strong_count(&inner), inners + 1, "nothing given back");
+        assert_eq!(Arc::strong_count(&server), servers + 1);
+        drop(kept);
+        assert_eq!(Arc::strong_count(&inner), inners);
+        assert_eq!(Arc::strong_count(&server), servers);
+    }
+
+    /// Notes the connection and bytes of each message it is handed.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<(u64, Vec<u8>)>>);
+
+    impl Handler for Recorder {
+        fn on_message(&self, conn: &Conn, msg: Message) {
+            let seen = (conn.id().as_u64(), msg.as_bytes().to_vec());
+            self.0.lock().unwrap().push(seen);
+        }
+    }
+
+    #[test]
+    fn a_run_of_one_connections_messages_counts_its_reference_once() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+        let mailbox = crate::server::mailbox::Mailbox::new(0, waker, 0);
+        let handle = ServerHandle::detached_with(Config::default(), vec![mailbox]);
+        let (inbox, mut rx) = worker_inbox(4);
+        let recorder = Arc::new(Recorder::default());
+        let handler: Arc<dyn Handler> = Arc::clone(&recorder) as Arc<dyn Handler>;
+        let mut d = Dispatcher::new(
+            Arc::clone(&handler),
+            Arc::from(vec![inbox]),
+            (0, 1),
+            handle.state(),
+        );
+        let conn = |slot| {
+            Arc::new(ConnInner::new(
+                ConnId::new(0, slot, 0),
+                None,
+                None,
+                Encoding::Plain,
+            ))
+        };
+        let (a, b) = (conn(1), conn(2));
+        let message = |n: u8| Message::new(crate::protocol::MessageKind::Binary, vec![n]);
+        // a a a b a b, then a Drain of b between two messages of b: a run
+        // starts again after any other event.
+        d.dispatch_message(1, &a, message(1));
+        d.dispatch_message(1, &a, message(2));
+        d.dispatch_message(1, &a, message(3));
+        d.dispatch_message(2, &b, message(4));
+        d.dispatch_message(1, &a, message(5));
+        d.dispatch_message(2, &b, message(6));
+        d.dispatch(2, WorkerEvent::Drain(Arc::clone(&b)));
+        d.dispatch_message(2, &b, message(7));
+        assert_eq!(Arc::strong_count(&a), 1 + 2, "two runs of a");
+        assert_eq!(
+            Arc::strong_count(&b),
+            1 + 4,
+            "three runs of b and the drain"
+        );
+        d.flush(Instant::now());
+        // After a hand-over a run starts again: the batch it continued has gone.
+        d.dispatch_message(2, &b, message(8));
+        d.flush(Instant::now());
+
+        let mut events = rx.next().unwrap().events;
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|e| match e {
+                WorkerEvent::Message(..) => "message",
+                WorkerEvent::MessageAgain(..) => "again",
+                WorkerEvent::Drain(..) => "drain",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["message", "again", "again", "message", "message", "message", "drain", "message"]
+        );
+        handle_batch(&*handler, handle.state(), &mut events);
+        assert!(events.is_empty());
+        let mut second = rx.next().unwrap().events;
+        assert!(matches!(second[..], [WorkerEvent::Message(..)]));
+        handle_batch(&*handler, handle.state(), &mut second);
+        drop(second);
+        assert_eq!(
+            Arc::strong_count(&a),
+            1,
+            "the batches' references went back"
+        );
+        assert_eq!(Arc::strong_count(&b), 1);
+        let (ida, idb) = (a.id.as_u64(), b.id.as_u64());
+        let seen = recorder.0.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                (ida, vec![1]),
+                (ida, vec![2]),
+                (ida, vec![3]),
+                (idb, vec![4]),
+                (ida, vec![5]),
+                (idb, vec![6]),
+                (idb, vec![7]),
+                (idb, vec![8]),
+            ],
+            "each message with its own connection, in order"
+        );
     }
 
     #[test]

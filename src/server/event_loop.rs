@@ -27,11 +27,10 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
 use super::command::Command;
-use super::conn_inner::ConnInner;
 use super::conn_table::ConnTable;
 use super::core_sharing::CoreSharing;
 use super::dispatch::{Dispatcher, WorkerEvent};
-use super::lent_queue::LentQueue;
+use super::lent_queue::{self, LentQueue};
 use super::lifecycle::Lifecycle;
 use super::mailbox;
 use super::out_queue::{self, QueueSink};
@@ -529,7 +528,10 @@ impl EventLoop {
                 break;
             }
             pos += r.consumed;
-            let inner = c.inner.clone();
+            // The connection's id, not its shared part: a lent message's
+            // handler borrows that from the table (`dispatch_lent`), and only
+            // a message that leaves the thread takes a counted reference.
+            let id = c.inner.as_ref().map(|i| i.id);
             match r.event {
                 None | Some(Event::Pong(_)) => {}
                 Some(Event::Ping(_)) => self.conns.mark_dirty(slot),
@@ -552,20 +554,20 @@ impl EventLoop {
                     if !self.within_rate(slot, len, now) {
                         continue;
                     }
-                    let Some(inner) = inner else { continue };
+                    let Some(id) = id else { continue };
                     if let Some(topic) = self.topics.relay_of(slot) {
                         // A relay: published here, no handler call.
                         let topic = Arc::clone(topic);
                         let data = owned.as_deref().unwrap_or(&buf[lent]);
-                        self.server.publish(&topic, kind, data, Some(inner.id));
+                        self.server.publish(&topic, kind, data, Some(id));
                         if let Some(v) = owned {
                             crate::buffer_pool::give(v);
                         }
                         continue;
                     }
                     match owned {
-                        Some(v) => self.dispatch_message(slot, inner, Message::new(kind, v)),
-                        None => self.dispatch_lent(slot, inner, kind, &buf[lent]),
+                        Some(v) => self.dispatch_message(slot, Message::new(kind, v)),
+                        None => self.dispatch_lent(slot, kind, &buf[lent]),
                     }
                 }
                 Some(Event::Close(frame)) => {
@@ -750,29 +752,38 @@ impl EventLoop {
     /// Hands a message to the handler. Inline, the connection's queue is
     /// lent to this thread for the call (see `lent_queue`), so the
     /// handler's replies to it go straight in.
-    fn dispatch_message(&mut self, slot: usize, inner: Arc<ConnInner>, message: Message) {
-        let id = inner.id;
-        let event = WorkerEvent::Message(inner, message);
+    fn dispatch_message(&mut self, slot: usize, message: Message) {
+        let Some(inner) = self.conns.get_mut(slot).and_then(|c| c.inner.as_ref()) else {
+            return;
+        };
         if !self.dispatcher.is_inline() {
-            return self.dispatcher.dispatch(slot, event);
+            return self.dispatcher.dispatch_message(slot, inner, message);
         }
+        let (id, event) = (inner.id, WorkerEvent::Message(Arc::clone(inner), message));
         self.call_inline(slot, id, |d| d.dispatch(slot, event));
     }
 
     /// [`dispatch_message`](Self::dispatch_message) for a message lent from
-    /// the read buffer (see `Handler::on_message_lent`).
-    fn dispatch_lent(
-        &mut self,
-        slot: usize,
-        inner: Arc<ConnInner>,
-        kind: MessageKind,
-        data: &[u8],
-    ) {
-        let id = inner.id;
-        if !self.dispatcher.is_inline() {
+    /// the read buffer (see `Handler::on_message_lent`). The handler's
+    /// handle borrows the connection's shared part from the table, which
+    /// holds it for longer than the call: two atomic operations a message
+    /// less than a counted reference, its clone here and its drop after the
+    /// call, which `perf` put at 16 ns of a 1 KiB echo's 170 ns in user
+    /// space.
+    fn dispatch_lent(&mut self, slot: usize, kind: MessageKind, data: &[u8]) {
+        let Some(c) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let Some(inner) = c.inner.as_ref() else {
+            return;
+        };
+        if !self.dispatcher.is_inline() || !c.takes_messages() {
             return self.dispatcher.dispatch_lent(slot, inner, kind, data);
         }
-        self.call_inline(slot, id, |d| d.dispatch_lent(slot, inner, kind, data));
+        let lent = LentQueue::lend(inner.id, &mut c.out);
+        self.dispatcher.dispatch_lent(slot, inner, kind, data);
+        let sent = lent.give_back();
+        self.count_lent(slot, sent);
     }
 
     /// Runs `call` (an inline handler's call for connection `id`) with the
@@ -783,7 +794,13 @@ impl EventLoop {
         };
         let lent = LentQueue::lend(id, &mut c.out);
         call(&mut self.dispatcher);
-        let (messages, bytes) = lent.give_back();
+        let sent = lent.give_back();
+        self.count_lent(slot, sent);
+    }
+
+    /// Counts what a handler sent into the lent queue of the connection in
+    /// `slot`, which then has something to write.
+    fn count_lent(&mut self, slot: usize, (messages, bytes): lent_queue::Sent) {
         if messages > 0 {
             self.stats.sent_many(messages, bytes);
             self.conns.mark_dirty(slot);
