@@ -217,6 +217,15 @@ impl EncodedHeader {
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len as usize]
     }
+
+    /// The encoded bytes followed by zeros, [`MAX_HEADER_LEN`] in all: a
+    /// copy of a fixed size, which compiles to two moves where a copy of
+    /// [`as_bytes`](Self::as_bytes) is a call to `memcpy`. Only the first
+    /// [`as_bytes`](Self::as_bytes)`().len()` bytes are the header.
+    #[inline]
+    pub fn padded(&self) -> &[u8; MAX_HEADER_LEN] {
+        &self.buf
+    }
 }
 
 impl std::fmt::Debug for EncodedHeader {
