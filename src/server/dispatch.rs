@@ -614,61 +614,52 @@ mod tests {
     use crate::server::prepared::Encoding;
     use crate::server::{Config, ConnId, ServerHandle};
 
-    #[test]
-    fn a_lent_handle_counts_nothing_and_a_kept_clone_counts_as_any() {
-        let handle = ServerHandle::detached(Config::default());
-        let server = Arc::clone(handle.state());
-        let inner = Arc::new(ConnInner::new(
-            ConnId::new(0, 0, 0),
+    /// A connection's shared part, for the connection in `slot`.
+    fn conn_inner(slot: usize) -> Arc<ConnInner> {
+        Arc::new(ConnInner::new(
+            ConnId::new(0, slot, 0),
             None,
             None,
             Encoding::Plain,
-        ));
-        let (servers, inners) = (Arc::strong_count(&server), Arc::strong_count(&inner));
-        let lent = LentConn::new(Arc::clone(&inner), &server);
-        assert_eq!(Arc::strong_count(&server), servers, "lent, not counted");
-        assert_eq!(lent.id(), inner.id);
-        let kept: Conn = (*lent).clone();
-        assert_eq!(
-            Arc::strong_count(&server),
-            servers + 1,
-            "a kept clone counts"
-        );
-        drop(lent);
-        assert_eq!(Arc::strong_count(&server), servers + 1);
-        assert_eq!(
-            Arc::strong_count(&inner),
-            inners + 1,
-            "the lent one's inner went back"
-        );
-        drop(kept);
-        assert_eq!(Arc::strong_count(&server), servers);
-        assert_eq!(Arc::strong_count(&inner), inners);
+        ))
     }
 
     #[test]
-    fn a_borrowed_handle_counts_nothing_and_a_kept_clone_counts_as_any() {
+    fn a_lent_handle_counts_nothing_it_borrows_and_a_kept_clone_counts_as_any() {
         let handle = ServerHandle::detached(Config::default());
         let server = Arc::clone(handle.state());
-        let inner = Arc::new(ConnInner::new(
-            ConnId::new(0, 0, 0),
-            None,
-            None,
-            Encoding::Plain,
-        ));
+        let inner = conn_inner(0);
         let (servers, inners) = (Arc::strong_count(&server), Arc::strong_count(&inner));
-        let lent = LentConn::borrowed(&inner, &server);
-        assert_eq!(Arc::strong_count(&inner), inners, "borrowed, not counted");
-        assert_eq!(Arc::strong_count(&server), servers);
-        assert_eq!(lent.id(), inner.id);
-        let kept: Conn = (*lent).clone();
-        assert_eq!(Arc::strong_count(&inner), inners + 1, "a kept clone counts");
-        drop(lent);
-        assert_eq!(Arc::strong_count(&inner), inners + 1, "nothing given back");
-        assert_eq!(Arc::strong_count(&server), servers + 1);
-        drop(kept);
-        assert_eq!(Arc::strong_count(&inner), inners);
-        assert_eq!(Arc::strong_count(&server), servers);
+        // `new` takes a counted reference to the connection (a worker's
+        // event's) and gives it back; `borrowed` counts nothing.
+        for owns in [true, false] {
+            let lent = if owns {
+                LentConn::new(Arc::clone(&inner), &server)
+            } else {
+                LentConn::borrowed(&inner, &server)
+            };
+            let own = usize::from(owns);
+            assert_eq!(Arc::strong_count(&server), servers, "lent, not counted");
+            assert_eq!(Arc::strong_count(&inner), inners + own);
+            assert_eq!(lent.id(), inner.id);
+            let kept: Conn = (*lent).clone();
+            assert_eq!(
+                Arc::strong_count(&server),
+                servers + 1,
+                "a kept clone counts"
+            );
+            assert_eq!(Arc::strong_count(&inner), inners + own + 1);
+            drop(lent);
+            assert_eq!(Arc::strong_count(&server), servers + 1);
+            assert_eq!(
+                Arc::strong_count(&inner),
+                inners + 1,
+                "an owned reference went back, a borrowed one was never taken"
+            );
+            drop(kept);
+            assert_eq!(Arc::strong_count(&server), servers);
+            assert_eq!(Arc::strong_count(&inner), inners);
+        }
     }
 
     /// Notes the connection and bytes of each message it is handed.
@@ -682,30 +673,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_run_of_one_connections_messages_counts_its_reference_once() {
+    /// A loop's dispatcher with one worker, whose batches `rx` receives
+    /// (no worker thread runs them), and the server it sends for.
+    fn one_worker(
+        handler: Arc<dyn Handler>,
+    ) -> (ServerHandle, Dispatcher, WorkerReceiver<Batch>, mio::Poll) {
         let poll = mio::Poll::new().unwrap();
         let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
         let mailbox = crate::server::mailbox::Mailbox::new(0, waker, 0);
         let handle = ServerHandle::detached_with(Config::default(), vec![mailbox]);
-        let (inbox, mut rx) = worker_inbox(4);
+        let (inbox, rx) = worker_inbox(4);
+        let d = Dispatcher::new(handler, Arc::from(vec![inbox]), (0, 1), handle.state());
+        (handle, d, rx, poll)
+    }
+
+    #[test]
+    fn a_run_of_one_connections_messages_counts_its_reference_once() {
         let recorder = Arc::new(Recorder::default());
         let handler: Arc<dyn Handler> = Arc::clone(&recorder) as Arc<dyn Handler>;
-        let mut d = Dispatcher::new(
-            Arc::clone(&handler),
-            Arc::from(vec![inbox]),
-            (0, 1),
-            handle.state(),
-        );
-        let conn = |slot| {
-            Arc::new(ConnInner::new(
-                ConnId::new(0, slot, 0),
-                None,
-                None,
-                Encoding::Plain,
-            ))
-        };
-        let (a, b) = (conn(1), conn(2));
+        let (handle, mut d, mut rx, _poll) = one_worker(Arc::clone(&handler));
+        let (a, b) = (conn_inner(1), conn_inner(2));
         let message = |n: u8| Message::new(crate::protocol::MessageKind::Binary, vec![n]);
         // a a a b a b, then a Drain of b between two messages of b: a run
         // starts again after any other event.
@@ -774,20 +761,8 @@ mod tests {
 
     #[test]
     fn a_turn_hands_its_batch_over_once_it_holds_enough_message_bytes_or_events() {
-        let poll = mio::Poll::new().unwrap();
-        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
-        let mailbox = crate::server::mailbox::Mailbox::new(0, waker, 0);
-        let handle = ServerHandle::detached_with(Config::default(), vec![mailbox]);
-        let (inbox, mut rx) = worker_inbox(4);
-        let inboxes: WorkerInboxes = Arc::from(vec![inbox]);
-        let handler: Arc<dyn Handler> = Arc::new(crate::server::Echo);
-        let mut d = Dispatcher::new(handler, inboxes, (0, 1), handle.state());
-        let inner = Arc::new(ConnInner::new(
-            ConnId::new(0, 0, 0),
-            None,
-            None,
-            Encoding::Plain,
-        ));
+        let (handle, mut d, mut rx, _poll) = one_worker(Arc::new(crate::server::Echo));
+        let inner = conn_inner(0);
         let message = || Message::new(crate::protocol::MessageKind::Binary, vec![0; 1024]);
         let mut dispatched = 0;
         while !d.wants_hand_off() {

@@ -666,15 +666,11 @@ mod tests {
         assert_eq!(fast.clear(), reference.clear(), "the same reservations");
     }
 
-    #[test]
-    fn frames_appended_in_place_queue_as_pushed_frames_do() {
-        // `append_frame`, falling back to pushing the built frame as its
-        // callers do, against pushing the built frame every time: payloads
-        // around every header size and the join limit, text and binary,
-        // between owned frames large and small and with writes in between
-        // (some emptying the queue); enough small ones that a coalesced
-        // buffer fills and grows.
-        let sizes = [
+    /// The frames the equivalence tests below queue, with their step:
+    /// payloads around every header size and the join limit, text and
+    /// binary; enough small ones that a coalesced buffer fills and grows.
+    fn frame_steps() -> impl Iterator<Item = (usize, MessageKind, Vec<u8>)> {
+        const SIZES: [usize; 10] = [
             0,
             1,
             20,
@@ -686,21 +682,58 @@ mod tests {
             COALESCE_MAX,
             70_000,
         ];
-        let (mut fast, mut reference) = (OutQueue::default(), OutQueue::default());
-        let mut released = (0, 0);
-        let mut appended = 0;
-        for step in 0..6_000usize {
+        (0..6_000usize).map(|step| {
             let len = if step % 7 == 0 {
-                sizes[step / 7 % sizes.len()]
+                SIZES[step / 7 % SIZES.len()]
             } else {
-                sizes[step % 3]
+                SIZES[step % 3]
             };
             let kind = if step % 2 == 0 {
                 MessageKind::Text
             } else {
                 MessageKind::Binary
             };
-            let payload = vec![step as u8; len];
+            (step, kind, vec![step as u8; len])
+        })
+    }
+
+    /// After each step of an equivalence test: both queues hold as much in
+    /// as many chunks, and now and then the same bytes, of which the same
+    /// part is written (now and then all, so the next frame starts the
+    /// queue again); `released` sums what each write released.
+    fn compare_and_write(
+        step: usize,
+        fast: &mut OutQueue,
+        reference: &mut OutQueue,
+        released: &mut (usize, usize),
+    ) {
+        assert_eq!(fast.queued(), reference.queued(), "step {step}");
+        assert_eq!(fast.chunk_count(), reference.chunk_count(), "step {step}");
+        if !step.is_multiple_of(199) {
+            return;
+        }
+        let (a, b) = (pending(fast), pending(reference));
+        assert_eq!(a, b, "step {step}");
+        let written = if step.is_multiple_of(995) {
+            a.1.len()
+        } else {
+            a.1.len() * 2 / 3
+        };
+        released.0 += fast.advance(written);
+        released.1 += reference.advance(written);
+        assert_eq!(released.0, released.1, "step {step}");
+    }
+
+    #[test]
+    fn frames_appended_in_place_queue_as_pushed_frames_do() {
+        // `append_frame`, falling back to pushing the built frame as its
+        // callers do, against pushing the built frame every time, between
+        // owned frames.
+        let (mut fast, mut reference) = (OutQueue::default(), OutQueue::default());
+        let mut released = (0, 0);
+        let mut appended = 0;
+        for (step, kind, payload) in frame_steps() {
+            let len = payload.len();
             if step % 89 == 0 {
                 let owned = vec![9; 300];
                 fast.push(Outgoing::owned_frame(kind, owned.clone()), 300);
@@ -712,21 +745,7 @@ mod tests {
                 fast.push(Outgoing::copy_frame(kind, &payload), len);
             }
             reference.push(Outgoing::copy_frame(kind, &payload), len);
-            assert_eq!(fast.queued(), reference.queued(), "step {step}");
-            assert_eq!(fast.chunk_count(), reference.chunk_count(), "step {step}");
-            if step % 199 == 0 {
-                let (a, b) = (pending(&fast), pending(&reference));
-                assert_eq!(a, b, "step {step}");
-                // Now and then everything: the next frame starts the queue.
-                let written = if step % 995 == 0 {
-                    a.1.len()
-                } else {
-                    a.1.len() * 2 / 3
-                };
-                released.0 += fast.advance(written);
-                released.1 += reference.advance(written);
-                assert_eq!(released.0, released.1, "step {step}");
-            }
+            compare_and_write(step, &mut fast, &mut reference, &mut released);
         }
         assert!(
             appended > 4_000,
@@ -739,35 +758,11 @@ mod tests {
     #[test]
     fn owned_frames_pushed_in_place_queue_as_the_reference_pushes_them() {
         // `push`'s fast path for a frame of a payload of its own against
-        // `push_reference`: every header size, around the join limit, with
-        // shared and copied frames between them, and writes in between
-        // (some emptying the queue, so a Split starts it again).
-        let sizes = [
-            0,
-            1,
-            20,
-            125,
-            126,
-            1000,
-            COALESCE_MAX - 4,
-            COALESCE_MAX - 3,
-            COALESCE_MAX,
-            70_000,
-        ];
+        // `push_reference`, with shared and copied frames between them.
         let (mut fast, mut reference) = (OutQueue::default(), OutQueue::default());
         let mut released = (0, 0);
-        for step in 0..6_000usize {
-            let len = if step % 7 == 0 {
-                sizes[step / 7 % sizes.len()]
-            } else {
-                sizes[step % 3]
-            };
-            let kind = if step % 2 == 0 {
-                MessageKind::Text
-            } else {
-                MessageKind::Binary
-            };
-            let payload = vec![step as u8; len];
+        for (step, kind, payload) in frame_steps() {
+            let len = payload.len();
             match step % 97 {
                 0 => {
                     let shared: Arc<[u8]> = vec![7; 40].into();
@@ -783,20 +778,7 @@ mod tests {
             }
             fast.push(Outgoing::owned_frame(kind, payload.clone()), len);
             reference.push_reference(Outgoing::owned_frame(kind, payload), len);
-            assert_eq!(fast.queued(), reference.queued(), "step {step}");
-            assert_eq!(fast.chunk_count(), reference.chunk_count(), "step {step}");
-            if step % 199 == 0 {
-                let (a, b) = (pending(&fast), pending(&reference));
-                assert_eq!(a, b, "step {step}");
-                let written = if step % 995 == 0 {
-                    a.1.len()
-                } else {
-                    a.1.len() * 2 / 3
-                };
-                released.0 += fast.advance(written);
-                released.1 += reference.advance(written);
-                assert_eq!(released.0, released.1, "step {step}");
-            }
+            compare_and_write(step, &mut fast, &mut reference, &mut released);
         }
         assert_eq!(pending(&fast), pending(&reference));
         assert_eq!(fast.clear(), reference.clear(), "the same reservations");
