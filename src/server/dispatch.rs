@@ -546,7 +546,9 @@ fn handle_event(handler: &dyn Handler, server: &Arc<ServerState>, event: WorkerE
         }
         WorkerEvent::Message(inner, msg) => return handle_message(handler, server, &inner, msg),
         WorkerEvent::MessageAgain(_) => {
+            // Only a worker's batch holds one, and `handle_batch` takes it.
             debug_assert!(false, "a MessageAgain is handled in its batch");
+            log::error!("a message without its connection outside a worker's batch");
             return;
         }
         WorkerEvent::Close {
