@@ -228,10 +228,8 @@ impl Chunk {
 
 /// Appends the frame of `head` and `payload` to `buf`, which has room for
 /// it. Where the room allows, the header goes in as a copy of fixed size
-/// (the padded header, then cut back to its length) and only the payload
-/// is a call to `memcpy`: two copies of a small frame's few bytes through
-/// `extend_from_slice` were most of the 130 instructions callgrind counted
-/// for a 20-byte reply.
+/// (the padded header, then cut back to its length), so only the payload
+/// is a call to `memcpy`, not both.
 #[inline(always)]
 fn extend_with_frame(buf: &mut Vec<u8>, head: &EncodedHeader, payload: &[u8]) {
     let header_end = buf.len() + head.as_bytes().len();
