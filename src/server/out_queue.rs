@@ -132,42 +132,37 @@ struct Chunk {
 }
 
 impl Chunk {
-    /// The part of [`absorb`](Self::absorb) a fan-out needs nearly always:
-    /// `bytes` appended to a buffer of our own that has room for them
-    /// without growing (and stays within [`COALESCED_BUFFER_MAX`]); false,
-    /// and nothing done, otherwise.
+    /// This chunk's buffer when it is one of our own with room for `len`
+    /// more bytes without growing (and within [`COALESCED_BUFFER_MAX`]).
     #[inline(always)]
-    fn append_in_place(&mut self, bytes: &[u8]) -> bool {
-        self.append_parts_in_place([bytes, &[]])
+    fn room_for(&mut self, len: usize) -> Option<&mut Vec<u8>> {
+        let Outgoing::Bytes(buf) = &mut self.data else {
+            return None;
+        };
+        (buf.capacity() - buf.len() >= len && buf.len() + len <= COALESCED_BUFFER_MAX)
+            .then_some(buf)
     }
 
-    /// [`append_in_place`](Self::append_in_place) for bytes in two parts
-    /// (a frame's header and its payload).
+    /// The part of [`absorb`](Self::absorb) a fan-out needs nearly always:
+    /// `bytes` appended to a buffer of our own that has room for them
+    /// (see [`room_for`](Self::room_for)); false, and nothing done,
+    /// otherwise.
     #[inline(always)]
-    fn append_parts_in_place(&mut self, parts: [&[u8]; 2]) -> bool {
-        let Outgoing::Bytes(buf) = &mut self.data else {
+    fn append_in_place(&mut self, bytes: &[u8]) -> bool {
+        let Some(buf) = self.room_for(bytes.len()) else {
             return false;
         };
-        let len = parts[0].len() + parts[1].len();
-        if buf.capacity() - buf.len() < len || buf.len() + len > COALESCED_BUFFER_MAX {
-            return false;
-        }
-        buf.extend_from_slice(parts[0]);
-        buf.extend_from_slice(parts[1]);
+        buf.extend_from_slice(bytes);
         true
     }
 
-    /// [`append_parts_in_place`](Self::append_parts_in_place) for a frame
-    /// given as its header and payload (see [`extend_with_frame`]).
+    /// [`append_in_place`](Self::append_in_place) for a frame given as its
+    /// header and payload (see [`extend_with_frame`]).
     #[inline(always)]
     fn append_frame_in_place(&mut self, head: &EncodedHeader, payload: &[u8]) -> bool {
-        let Outgoing::Bytes(buf) = &mut self.data else {
+        let Some(buf) = self.room_for(head.as_bytes().len() + payload.len()) else {
             return false;
         };
-        let len = head.as_bytes().len() + payload.len();
-        if buf.capacity() - buf.len() < len || buf.len() + len > COALESCED_BUFFER_MAX {
-            return false;
-        }
         extend_with_frame(buf, head, payload);
         true
     }
