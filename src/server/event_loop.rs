@@ -195,7 +195,16 @@ impl EventLoop {
                                 self.write_early(slot);
                             }
                         }
-                        if event.is_writable() {
+                        // Every event reports the socket writable while it
+                        // is, a read's too: only a connection that waits
+                        // for that room is flushed for it (see
+                        // `LoopConn::awaits_writable`).
+                        if event.is_writable()
+                            && self
+                                .conns
+                                .get_mut(slot)
+                                .is_some_and(|c| c.awaits_writable())
+                        {
                             self.conns.mark_dirty(slot);
                         }
                     }

@@ -343,6 +343,17 @@ impl LoopConn {
     pub(crate) fn owed(&self) -> usize {
         self.out.queued() + self.transport.wants_write()
     }
+
+    /// Whether a writable edge gives the connection something to do: bytes
+    /// it owes (a write cut short, TLS records held), or a close that its
+    /// flush carries on. Edge-triggered epoll reports every ready direction
+    /// with an event, so a read's event says "writable" too; flushed again
+    /// for that with nothing owed, each read paid a second flush, its
+    /// timers rescheduled once more: 325 instructions (callgrind, 100
+    /// connections x 20 B x 16 in flight, inline).
+    pub(crate) fn awaits_writable(&self) -> bool {
+        self.owed() > 0 || self.proto.is_closed()
+    }
 }
 
 #[cfg(test)]
