@@ -654,6 +654,92 @@ fn timers_handshake_idle_ping_pong_and_close() {
     assert_eq!(conn.poll_timeout(), None);
 }
 
+/// The promise a driver relies on to skip `poll_timeout` (the server's loop
+/// does after every write): while `timeout_key` stays the same, the timeout
+/// only moves later. Walked through every kind of step, with the steps that
+/// bring it sooner among them (a close: its timeout is shorter than the idle
+/// time left) so the key is seen to change there.
+#[test]
+fn the_timeout_comes_sooner_only_where_the_timeout_key_changes() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let full = Arc::new(ProtocolConfig {
+        handshake_timeout: Some(s(5)),
+        idle_timeout: Some(s(100)),
+        ping_interval: Some(s(10)),
+        pong_timeout: s(3),
+        close_timeout: s(2),
+        ..ProtocolConfig::default()
+    });
+    let idle_only = Arc::new(ProtocolConfig {
+        ping_interval: None,
+        ..(*full).clone()
+    });
+    let mut sooner = 0;
+    for cfg in [full, idle_only] {
+        let mut conn = Connection::server(cfg.clone(), t0);
+        let (mut pending, mut out) = (Vec::new(), Vec::new());
+        let mut last = (conn.timeout_key(), conn.poll_timeout());
+        let mut check = |conn: &Connection, step: &str| {
+            let now = (conn.timeout_key(), conn.poll_timeout());
+            // `None` (no timeout) is the latest of all.
+            let came_sooner = match (last.1, now.1) {
+                (Some(a), Some(b)) => b < a,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if came_sooner {
+                assert_ne!(now.0, last.0, "{step}: sooner under the same key");
+                sooner += 1;
+            }
+            last = now;
+        };
+        feed(&mut conn, &mut pending, REQUEST, t0, &mut out);
+        check(&conn, "accepted");
+        let at = |secs| t0 + s(secs);
+        feed(
+            &mut conn,
+            &mut pending,
+            &cframe(0x82, b"hi"),
+            at(1),
+            &mut out,
+        );
+        check(&conn, "a message");
+        conn.handle_timeout(at(11), &mut out);
+        check(&conn, "the keep-alive's time");
+        feed(
+            &mut conn,
+            &mut pending,
+            &cframe(0x8A, b""),
+            at(12),
+            &mut out,
+        );
+        check(&conn, "a pong");
+        conn.handle_timeout(at(13), &mut out);
+        check(&conn, "nothing due");
+        feed(
+            &mut conn,
+            &mut pending,
+            &cframe(0x82, b"hi"),
+            at(50),
+            &mut out,
+        );
+        check(&conn, "a later message");
+        conn.close(1000, "bye", at(55), &mut out).unwrap();
+        check(&conn, "our close");
+        feed(
+            &mut conn,
+            &mut pending,
+            &cframe(0x88, &1000u16.to_be_bytes()),
+            at(56),
+            &mut out,
+        );
+        check(&conn, "the peer's close");
+        assert!(conn.is_closed());
+    }
+    assert_eq!(sooner, 2, "each walk's close brings the timeout sooner");
+}
+
 /// A client and a server connection wired back to back in memory.
 struct Pair {
     client: Connection,

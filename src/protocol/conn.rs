@@ -1297,6 +1297,16 @@ impl Connection {
         (self.started_close != 0).then_some(self.started_close)
     }
 
+    /// What, besides activity, decides [`poll_timeout`](Self::poll_timeout):
+    /// the phase and whether a ping waits for its pong. Activity only moves
+    /// the timeout later; only a change of this key can move it sooner. A
+    /// driver that keeps a wake-up at or before the timeout computed under
+    /// one key can skip asking again until the key changes (the server's
+    /// loop does, after every write). The value means nothing beyond that.
+    pub fn timeout_key(&self) -> u8 {
+        self.phase as u8 | u8::from(!self.ping_sent.is_none()) << 4
+    }
+
     /// The next instant at which [`Connection::handle_timeout`] has work, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let c = &self.config;

@@ -860,7 +860,7 @@ impl EventLoop {
                 }
             }
         }
-        self.reschedule(slot);
+        self.refresh_timer(slot);
     }
 }
 

@@ -35,6 +35,9 @@ pub(crate) struct LoopConn {
     pub(crate) timer: Tick,
     /// Which connection of its slot this is (see `ConnTable`).
     pub(crate) generation: u32,
+    /// The key its deadline was last scheduled under (see
+    /// `EventLoop::refresh_timer`).
+    pub(crate) timer_key: u8,
     /// Not read while its queue is over the cap (see `EventLoop::read_conn`).
     pub(crate) read_paused: bool,
     /// Its rate limits and address, when the server limits either.
@@ -61,6 +64,7 @@ impl LoopConn {
             },
             timer: 0,
             generation: 0,
+            timer_key: 0,
             read_paused: false,
             limits: None,
             aside: None,
@@ -351,6 +355,17 @@ impl LoopConn {
     /// for that with nothing owed, each read paid a second flush, its
     /// timers rescheduled once more: 325 instructions (callgrind, 100
     /// connections x 20 B x 16 in flight, inline).
+    /// What its deadline depends on beyond activity (which only moves it
+    /// later): the protocol's [`Connection::timeout_key`] and whether a
+    /// rate limit pauses it.
+    pub(crate) fn timer_key(&self) -> u8 {
+        let paused = self
+            .limits
+            .as_ref()
+            .is_some_and(|l| l.paused_until.is_some());
+        self.proto.timeout_key() | u8::from(paused) << 5
+    }
+
     pub(crate) fn awaits_writable(&self) -> bool {
         self.owed() > 0 || self.proto.is_closed()
     }
