@@ -348,13 +348,6 @@ impl LoopConn {
         self.out.queued() + self.transport.wants_write()
     }
 
-    /// Whether a writable edge gives the connection something to do: bytes
-    /// it owes (a write cut short, TLS records held), or a close that its
-    /// flush carries on. Edge-triggered epoll reports every ready direction
-    /// with an event, so a read's event says "writable" too; flushed again
-    /// for that with nothing owed, each read paid a second flush, its
-    /// timers rescheduled once more: 325 instructions (callgrind, 100
-    /// connections x 20 B x 16 in flight, inline).
     /// What its deadline depends on beyond activity (which only moves it
     /// later): the protocol's [`Connection::timeout_key`] and whether a
     /// rate limit pauses it.
@@ -366,6 +359,13 @@ impl LoopConn {
         self.proto.timeout_key() | u8::from(paused) << 5
     }
 
+    /// Whether a writable edge gives the connection something to do: bytes
+    /// it owes (a write cut short, TLS records held), or a close that its
+    /// flush carries on. Edge-triggered epoll reports every ready direction
+    /// with an event, so a read's event says "writable" too; flushed again
+    /// for that with nothing owed, each read paid a second flush, its
+    /// timers rescheduled once more: 325 instructions a read (callgrind,
+    /// 100 connections x 20 B, inline).
     pub(crate) fn awaits_writable(&self) -> bool {
         self.owed() > 0 || self.proto.is_closed()
     }
