@@ -11,10 +11,9 @@ mod tls_transport;
 pub use tls_transport::{tls_transport, TlsPair};
 
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::sync::Arc;
 
-use super::out_queue::{OutQueue, Outgoing, MAX_IOVECS};
+use super::out_queue::{IoSlices, OutQueue, Outgoing};
 use super::upgrade::{decide, Answer, Load};
 use super::{Config, Conn, Decision, Handler, HttpResponse, Message, ServerHandle, Upgrade};
 use crate::protocol::{HandshakeLimits, MessageKind, Request};
@@ -82,9 +81,11 @@ pub fn out_queue(data: &[u8]) {
             None => {
                 // A partial write of up to arg * 97 bytes.
                 let want = (arg * 97).min(model.len());
-                let mut out = [IoSlice::new(&[]); MAX_IOVECS];
-                let n = q.slices(&mut out);
-                let front: Vec<u8> = out[..n].iter().flat_map(|s| s.iter().copied()).collect();
+                let front: Vec<u8> = {
+                    let mut out = IoSlices::new();
+                    q.slices(&mut out);
+                    out.iter().flat_map(|s| s.iter().copied()).collect()
+                };
                 let take = want.min(front.len());
                 assert!(
                     front.iter().eq(model.iter().take(front.len())),

@@ -2,7 +2,7 @@
 //! the protocol state, the unconsumed input, the outbound queue, and where
 //! it stands in its [`Lifecycle`].
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::aside::Aside;
 use super::conn_inner::ConnInner;
 use super::lifecycle::Lifecycle;
-use super::out_queue::{OutQueue, QueueSink, MAX_IOVECS};
+use super::out_queue::{IoSlices, OutQueue, QueueSink};
 use super::prepared::{Encoding, Prepared, PreparedMessage};
 use super::rate_limit::ConnLimits;
 use super::send_status::Refused;
@@ -310,12 +310,16 @@ impl LoopConn {
         // Gathered writes until one is cut short (see `write_gathering`).
         let mut gather = true;
         while !self.out.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let n = self.out.slices(&mut slices);
-            match self.transport.write_gathering(&slices[..n], gather) {
+            let (wrote, offered) = {
+                let mut slices = IoSlices::new();
+                self.out.slices(&mut slices);
+                let offered: usize = slices.iter().map(|s| s.len()).sum();
+                (self.transport.write_gathering(&slices, gather), offered)
+            };
+            match wrote {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
-                    gather &= written == slices[..n].iter().map(|s| s.len()).sum::<usize>();
+                    gather &= written == offered;
                     let released = self.out.advance(written);
                     self.give_back(released);
                 }
@@ -407,7 +411,7 @@ mod tests {
     }
 
     fn queued(c: &LoopConn) -> Vec<u8> {
-        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let mut slices = IoSlices::new();
         let n = c.out.slices(&mut slices);
         slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
     }
