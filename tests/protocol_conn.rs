@@ -583,18 +583,25 @@ fn byte_at_a_time_gives_the_same_events_as_all_at_once() {
     }
 }
 
-#[test]
-fn timers_handshake_idle_ping_pong_and_close() {
-    let t0 = Instant::now();
+/// Every timer on, in seconds: a handshake of 5, idle 100, a ping every
+/// 10 answered within 3, a close answered within 2.
+fn timers_config() -> Arc<ProtocolConfig> {
     let s = Duration::from_secs;
-    let cfg = Arc::new(ProtocolConfig {
+    Arc::new(ProtocolConfig {
         handshake_timeout: Some(s(5)),
         idle_timeout: Some(s(100)),
         ping_interval: Some(s(10)),
         pong_timeout: s(3),
         close_timeout: s(2),
         ..ProtocolConfig::default()
-    });
+    })
+}
+
+#[test]
+fn timers_handshake_idle_ping_pong_and_close() {
+    let t0 = Instant::now();
+    let s = Duration::from_secs;
+    let cfg = timers_config();
     // Handshake timeout: dropped silently.
     let mut conn = Connection::server(cfg.clone(), t0);
     let mut out = Vec::new();
@@ -661,80 +668,55 @@ fn timers_handshake_idle_ping_pong_and_close() {
 /// time left) so the key is seen to change there.
 #[test]
 fn the_timeout_comes_sooner_only_where_the_timeout_key_changes() {
+    enum Do<'a> {
+        Input(&'a [u8]),
+        Timers,
+        Close,
+    }
     let t0 = Instant::now();
     let s = Duration::from_secs;
-    let full = Arc::new(ProtocolConfig {
-        handshake_timeout: Some(s(5)),
-        idle_timeout: Some(s(100)),
-        ping_interval: Some(s(10)),
-        pong_timeout: s(3),
-        close_timeout: s(2),
-        ..ProtocolConfig::default()
-    });
+    let full = timers_config();
     let idle_only = Arc::new(ProtocolConfig {
         ping_interval: None,
         ..(*full).clone()
     });
+    let (message, pong) = (cframe(0x82, b"hi"), cframe(0x8A, b""));
+    let close = cframe(0x88, &1000u16.to_be_bytes());
+    let steps = [
+        ("accepted", 0, Do::Input(REQUEST)),
+        ("a message", 1, Do::Input(&message)),
+        ("the keep-alive's time", 11, Do::Timers),
+        ("a pong", 12, Do::Input(&pong)),
+        ("nothing due", 13, Do::Timers),
+        ("a later message", 50, Do::Input(&message)),
+        ("our close", 55, Do::Close),
+        ("the peer's close", 56, Do::Input(&close)),
+    ];
     let mut sooner = 0;
     for cfg in [full, idle_only] {
-        let mut conn = Connection::server(cfg.clone(), t0);
+        let mut conn = Connection::server(cfg, t0);
         let (mut pending, mut out) = (Vec::new(), Vec::new());
         let mut last = (conn.timeout_key(), conn.poll_timeout());
-        let mut check = |conn: &Connection, step: &str| {
-            let now = (conn.timeout_key(), conn.poll_timeout());
+        for (step, secs, what) in &steps {
+            let now = t0 + s(*secs);
+            match what {
+                Do::Input(bytes) => drop(feed(&mut conn, &mut pending, bytes, now, &mut out)),
+                Do::Timers => drop(conn.handle_timeout(now, &mut out)),
+                Do::Close => conn.close(1000, "bye", now, &mut out).unwrap(),
+            }
+            let next = (conn.timeout_key(), conn.poll_timeout());
             // `None` (no timeout) is the latest of all.
-            let came_sooner = match (last.1, now.1) {
+            let came_sooner = match (last.1, next.1) {
                 (Some(a), Some(b)) => b < a,
                 (None, Some(_)) => true,
                 _ => false,
             };
             if came_sooner {
-                assert_ne!(now.0, last.0, "{step}: sooner under the same key");
+                assert_ne!(next.0, last.0, "{step}: sooner under the same key");
                 sooner += 1;
             }
-            last = now;
-        };
-        feed(&mut conn, &mut pending, REQUEST, t0, &mut out);
-        check(&conn, "accepted");
-        let at = |secs| t0 + s(secs);
-        feed(
-            &mut conn,
-            &mut pending,
-            &cframe(0x82, b"hi"),
-            at(1),
-            &mut out,
-        );
-        check(&conn, "a message");
-        conn.handle_timeout(at(11), &mut out);
-        check(&conn, "the keep-alive's time");
-        feed(
-            &mut conn,
-            &mut pending,
-            &cframe(0x8A, b""),
-            at(12),
-            &mut out,
-        );
-        check(&conn, "a pong");
-        conn.handle_timeout(at(13), &mut out);
-        check(&conn, "nothing due");
-        feed(
-            &mut conn,
-            &mut pending,
-            &cframe(0x82, b"hi"),
-            at(50),
-            &mut out,
-        );
-        check(&conn, "a later message");
-        conn.close(1000, "bye", at(55), &mut out).unwrap();
-        check(&conn, "our close");
-        feed(
-            &mut conn,
-            &mut pending,
-            &cframe(0x88, &1000u16.to_be_bytes()),
-            at(56),
-            &mut out,
-        );
-        check(&conn, "the peer's close");
+            last = next;
+        }
         assert!(conn.is_closed());
     }
     assert_eq!(sooner, 2, "each walk's close brings the timeout sooner");
