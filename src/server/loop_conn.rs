@@ -310,6 +310,8 @@ impl LoopConn {
         // Gathered writes until one is cut short (see `write_gathering`).
         let mut gather = true;
         while !self.out.is_empty() {
+            // In a block of their own: the slices borrow the queue, which
+            // `advance` below changes.
             let (wrote, offered) = {
                 let mut slices = IoSlices::new();
                 self.out.slices(&mut slices);
@@ -412,8 +414,8 @@ mod tests {
 
     fn queued(c: &LoopConn) -> Vec<u8> {
         let mut slices = IoSlices::new();
-        let n = c.out.slices(&mut slices);
-        slices[..n].iter().flat_map(|s| s.iter().copied()).collect()
+        c.out.slices(&mut slices);
+        slices.iter().flat_map(|s| s.iter().copied()).collect()
     }
 
     /// The run's fast path against its reference, `deliver` message by

@@ -469,12 +469,12 @@ impl OutQueue {
         });
     }
 
-    /// Fills `out` with the unwritten bytes, front first; returns how many
-    /// slices it filled (at most [`MAX_IOVECS`]).
-    pub(crate) fn slices<'a>(&'a self, out: &mut IoSlices<'a>) -> usize {
+    /// Fills `out` (empty) with the unwritten bytes, front first, in at
+    /// most [`MAX_IOVECS`] slices.
+    pub(crate) fn slices<'a>(&'a self, out: &mut IoSlices<'a>) {
         debug_assert!(out.is_empty());
         let Some(p) = &self.pending else {
-            return 0;
+            return;
         };
         let mut skip = p.offset;
         'chunks: for chunk in &p.chunks {
@@ -490,7 +490,6 @@ impl OutQueue {
                 }
             }
         }
-        out.len()
     }
 
     /// Marks `written` bytes as sent; returns the accounted bytes of the
@@ -815,8 +814,8 @@ mod tests {
     /// Everything `slices` offers, joined.
     fn pending(q: &OutQueue) -> (usize, Vec<u8>) {
         let mut s = IoSlices::new();
-        let n = q.slices(&mut s);
-        (n, s[..n].iter().flat_map(|s| s.iter().copied()).collect())
+        q.slices(&mut s);
+        (s.len(), s.iter().flat_map(|s| s.iter().copied()).collect())
     }
 
     #[test]
